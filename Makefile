@@ -1,0 +1,28 @@
+# insarlake: `make run` runs the pipeline on the demo scene, `make test` runs the tests.
+# Both set up what they need on first use (virtualenv, pinned packages, JVM jars).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup run test clean
+
+setup: $(STAMP)
+	@$(PY) -m insarlake.jars fetch --jars-dir .jars
+
+# Reinstall only when the pins or the package metadata change.
+$(STAMP): requirements.txt setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+run: setup
+	./spark-submit.sh jobs/pipeline.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf lake dist .derby spark-warehouse

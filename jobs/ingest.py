@@ -1,0 +1,45 @@
+"""Ingest InSAR time series into the lake: `pixels` and `epochs`, bad rows to `quarantine`.
+
+Reads EGMS L2b CSV or ZIP (one file, a folder searched recursively, or a glob of bursts), wide
+CSV/Parquet (static columns plus one column per YYYYMMDD epoch) and the simulator's output.
+Re-ingesting a dataset replaces its rows.
+
+    ./spark-submit.sh jobs/ingest.py --input ../shared/data/egms --dataset egms
+"""
+import logging
+import sys
+from pathlib import PurePosixPath
+
+from insarlake.cli import config_from_args, job_parser, run_job, setup_logging
+from insarlake.ingest.stage import run_ingest
+from insarlake.lake import recorded_run
+from insarlake.spark import get_session
+
+log = logging.getLogger("insarlake.jobs.ingest")
+
+
+def default_dataset_name(input_path: str) -> str:
+    """Dataset name from the input: its file or folder name without extensions."""
+    name = PurePosixPath(input_path.rstrip("/").replace("*", "")).name or "dataset"
+    return name.split(".")[0] or "dataset"
+
+
+def main(argv=None) -> int:
+    parser = job_parser("ingest", __doc__)
+    parser.add_argument("--input", required=True, metavar="PATH", help="file, folder or glob to ingest")
+    parser.add_argument("--format", choices=["auto", "egms", "wide-csv", "parquet"], default=None,
+                        help="input format (default: ingest.format)")
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    config = config_from_args(args)
+    dataset = args.dataset or default_dataset_name(args.input)
+    spark = get_session(config)
+    with recorded_run(spark, config, "ingest", [dataset]) as run:
+        result = run_ingest(spark, config, args.input, dataset, run, fmt=args.format)
+    log.info("dataset %s: %d input rows -> %d pixels + %d quarantined, %d epochs, %d files",
+             dataset, result.input_rows, result.pixels, result.quarantined, result.epochs, result.files)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main))

@@ -1,0 +1,49 @@
+"""What every job shares: its argument parser, config from arguments, logging and the exit rule
+(a bad input or config ends with exit status 2 and one line saying what and where)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from insarlake.config import Config, load_config
+from insarlake.errors import InsarlakeError
+
+log = logging.getLogger("insarlake")
+
+
+def job_parser(prog: str, description: str, dataset: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE", help="profile YAML merged over conf/default.yaml")
+    parser.add_argument("--lake", metavar="PATH", help="lake root (overrides lake.path)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override a config key, e.g. --set simulate.n_pixels=5000 (repeatable)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    if dataset:
+        parser.add_argument("--dataset", metavar="NAME", help="dataset name")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    if args.lake:
+        overrides.append(f"lake.path={args.lake}")
+    return load_config(args.config, overrides)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("py4j", "py4j.clientserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a job's main; an InsarlakeError becomes one 'error: ...' line and exit status 2."""
+    try:
+        return main(argv)
+    except InsarlakeError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2

@@ -1,0 +1,306 @@
+"""Typed, validated configuration.
+
+The defaults live in one place, ``conf/default.yaml`` (shipped inside the package as
+``insarlake/default.yaml``); a profile file and ``--set key=value`` overrides are merged on top.
+Every key must exist in the defaults and every value must have the default's type, so a typo or a
+wrong type stops the job with the key's dotted name.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Optional, get_args, get_origin, get_type_hints
+
+import yaml
+
+from insarlake.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: Optional[str]
+    app_name: str
+    shuffle_partitions: int
+    driver_memory: str
+    jars: str
+    jars_dir: str
+    conf: dict
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    path: str
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    database: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    seed: int
+    n_pixels: int
+    center_lon: float
+    center_lat: float
+    width_km: float
+    height_km: float
+    tile_km: float
+    start_date: str
+    end_date: str
+    cadence_days: int
+    cadence_change_date: Optional[str]
+    cadence_after_days: int
+    acquisition_gap_share: float
+    urban_patches: int
+    urban_radius_km: float
+    urban_pixel_share: float
+    terrain_relief_m: float
+    base_height_m: float
+    incidence_near_deg: float
+    incidence_far_deg: float
+    track_angle_deg: float
+    wavelength_mm: float
+    sources: dict
+    atmosphere_sigma_mm: float
+    atmosphere_scale_km: float
+    atmosphere_waves: int
+    stratified_mm_per_km: float
+    looks: int
+    unwrap_error_share: float
+    missing_share: float
+    truth_min_mm: float
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    format: str
+    max_missing_share: float
+    displacement_unit: str
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    min_precision: int
+    max_precision: int
+    max_pixels_per_tile: int
+    pixels_per_file: int
+
+
+@dataclass(frozen=True)
+class Config:
+    dataset: str
+    spark: SparkConfig
+    lake: LakeConfig
+    catalog: CatalogConfig
+    simulate: SimulateConfig
+    ingest: IngestConfig
+    partition: PartitionConfig
+
+    def as_dict(self) -> dict:
+        return _to_plain(self)
+
+    @property
+    def hash(self) -> str:
+        """sha256 (first 16 hex) of the canonical JSON of the effective config."""
+        text = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Values a key may take, beyond its type.
+_CHOICES = {
+    "catalog.kind": ("embedded", "session"),
+    "ingest.format": ("auto", "egms", "wide-csv", "parquet"),
+    "ingest.displacement_unit": ("mm", "cm", "m"),
+}
+_KNOWN_SOURCE_KINDS = ("subsidence", "uplift", "landslide", "tunnel", "postseismic")
+
+
+def default_config_text() -> str:
+    """The text of the packaged default configuration (conf/default.yaml)."""
+    return resources.files("insarlake").joinpath("default.yaml").read_text()
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ← optional profile file ← ``key=value`` overrides, validated into a Config."""
+    data = yaml.safe_load(default_config_text())
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p}: not found")
+        try:
+            profile = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p}: not valid YAML ({_first_line(exc)})") from None
+        if not isinstance(profile, dict):
+            raise ConfigError(f"config file {p}: must be a mapping of sections, got {type(profile).__name__}")
+        data = _merge(data, profile, prefix="", origin=str(p))
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. simulate.n_pixels=5000")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        data = _merge(data, _nest(key.strip().split("."), value), prefix="", origin="--set")
+    return _build(Config, data, prefix="")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def _nest(parts: list[str], value: Any) -> dict:
+    out: Any = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
+def _merge(base: dict, update: Mapping, prefix: str, origin: str) -> dict:
+    """Recursive merge; keys of ``update`` must exist in ``base`` (free-form dicts excepted)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in out:
+            raise ConfigError(f"{origin}: unknown config key '{dotted}'")
+        if isinstance(out[key], dict) and dotted not in _FREE_FORM:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{origin}: config key '{dotted}' must be a mapping, got {value!r}")
+            out[key] = _merge(out[key], value, prefix=f"{dotted}.", origin=origin)
+        else:
+            out[key] = value
+    return out
+
+
+# dict-valued keys whose entries are free (not checked against the defaults).
+_FREE_FORM = {"spark.conf"}
+
+
+def _build(cls, data: Any, prefix: str):
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
+    kwargs = {}
+    for f in fields(cls):
+        dotted = f"{prefix}{f.name}"
+        if f.name not in data:
+            raise ConfigError(f"missing config key '{dotted}'")
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], dotted)
+    obj = cls(**kwargs)
+    _check(obj, prefix)
+    return obj
+
+
+def _coerce(tp, value: Any, dotted: str):
+    if is_dataclass(tp):
+        return _build(tp, value, prefix=f"{dotted}.")
+    if get_origin(tp) is Optional or (get_origin(tp) is not None and type(None) in get_args(tp)):
+        if value is None:
+            return None
+        (inner,) = [a for a in get_args(tp) if a is not type(None)]
+        return _coerce(inner, value, dotted)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{dotted}' must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{dotted}' must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{dotted}' must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, dt.date):  # YAML reads an unquoted 2020-01-05 as a date
+            return value.isoformat()
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{dotted}' must be a string, got {value!r}")
+        return value
+    if tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{dotted}' must be a mapping, got {value!r}")
+        return dict(value)
+    raise TypeError(f"unsupported config type {tp} for {dotted}")  # programming error
+
+
+def _check(obj, prefix: str) -> None:
+    """Value checks beyond types: choices, ranges, cross-field rules."""
+    for f in fields(obj):
+        dotted = f"{prefix}{f.name}"
+        value = getattr(obj, f.name)
+        if dotted in _CHOICES and value not in _CHOICES[dotted]:
+            raise ConfigError(f"config key '{dotted}' must be one of {', '.join(_CHOICES[dotted])}; got {value!r}")
+    if isinstance(obj, SimulateConfig):
+        _check_simulate(obj)
+    if isinstance(obj, IngestConfig) and not 0.0 <= obj.max_missing_share <= 1.0:
+        raise ConfigError(f"config key 'ingest.max_missing_share' must be within [0, 1]; got {obj.max_missing_share}")
+    if isinstance(obj, PartitionConfig):
+        if not 1 <= obj.min_precision <= obj.max_precision <= 12:
+            raise ConfigError("config keys 'partition.min_precision' <= 'partition.max_precision' must lie in 1..12")
+        for key in ("max_pixels_per_tile", "pixels_per_file"):
+            if getattr(obj, key) < 1:
+                raise ConfigError(f"config key 'partition.{key}' must be >= 1")
+    if isinstance(obj, SparkConfig):
+        for k, v in obj.conf.items():
+            if not isinstance(v, (str, int, float, bool)):
+                raise ConfigError(f"config key 'spark.conf.{k}' must be a scalar, got {v!r}")
+    if isinstance(obj, Config) and not obj.dataset:
+        raise ConfigError("config key 'dataset' must not be empty")
+
+
+def _check_simulate(sim: SimulateConfig) -> None:
+    def positive(key):
+        if getattr(sim, key) <= 0:
+            raise ConfigError(f"config key 'simulate.{key}' must be > 0; got {getattr(sim, key)}")
+
+    def share(key):
+        if not 0.0 <= getattr(sim, key) < 1.0:
+            raise ConfigError(f"config key 'simulate.{key}' must be within [0, 1); got {getattr(sim, key)}")
+
+    for key in ("n_pixels", "width_km", "height_km", "tile_km", "cadence_days", "cadence_after_days",
+                "urban_radius_km", "atmosphere_scale_km", "atmosphere_waves", "looks", "wavelength_mm"):
+        positive(key)
+    for key in ("acquisition_gap_share", "urban_pixel_share", "unwrap_error_share", "missing_share"):
+        share(key)
+    if not (-180 <= sim.center_lon <= 180 and -85 <= sim.center_lat <= 85):
+        raise ConfigError("config keys 'simulate.center_lon'/'simulate.center_lat' out of range")
+    dates = {}
+    for key in ("start_date", "end_date", "cadence_change_date"):
+        value = getattr(sim, key)
+        if value is None:
+            continue
+        try:
+            dates[key] = dt.date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"config key 'simulate.{key}' must be a YYYY-MM-DD date; got {value!r}") from None
+    if dates["end_date"] <= dates["start_date"]:
+        raise ConfigError("config key 'simulate.end_date' must be after 'simulate.start_date'")
+    for kind, count in sim.sources.items():
+        if kind not in _KNOWN_SOURCE_KINDS:
+            raise ConfigError(f"unknown config key 'simulate.sources.{kind}' (kinds: {', '.join(_KNOWN_SOURCE_KINDS)})")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigError(f"config key 'simulate.sources.{kind}' must be an integer >= 0; got {count!r}")
+
+
+def _to_plain(obj):
+    if is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,233 @@
+"""Ingest on Spark: files → validated, deduplicated, spatially partitioned `pixels` + `epochs`,
+bad rows → `quarantine`. Input rows = pixels + quarantined, always (checked).
+
+Files are listed with Spark's binaryFile source (any Hadoop file system: local, s3a, abfss, dbfs)
+and read on executors one file per task by the pure parser in ``parse.py``. A first pass reads
+only headers: every file-level problem stops the job before anything is written, and the
+dataset's epochs are the union of all files' dates (an epoch a file lacks is NaN for its pixels).
+A single file must fit in an executor's memory (EGMS bursts are ~10 MB).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from py4j.protocol import Py4JJavaError
+
+from insarlake.config import Config
+from insarlake.errors import InputError
+from insarlake.ingest import parse
+from insarlake.lake import Run, write_table
+from insarlake.tiling import add_tile_id
+
+log = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".csv", ".zip", ".parquet")
+
+HEADER_SCHEMA = T.StructType([
+    T.StructField("path", T.StringType()),
+    T.StructField("source", T.StringType()),
+    T.StructField("columns", T.ArrayType(T.StringType())),
+    T.StructField("error", T.StringType()),
+])
+
+PARSED_SCHEMA = T.StructType(
+    [T.StructField("dataset", T.StringType()), T.StructField("source", T.StringType()),
+     T.StructField("row_number", T.LongType()), T.StructField("pixel_id", T.StringType())]
+    + [T.StructField(c, T.DoubleType()) for c in parse.NUMERIC_STATIC]
+    + [T.StructField("disp", T.ArrayType(T.FloatType())),
+       T.StructField("attributes", T.MapType(T.StringType(), T.DoubleType())),
+       T.StructField("reason", T.StringType()),
+       T.StructField("file_error", T.StringType())])
+
+QUARANTINE_COLUMNS = ["dataset", "source", "row_number", "pixel_id", "reason"]
+PIXEL_COLUMNS = (["dataset", "pixel_id", "lon", "lat", "height", "velocity", "velocity_std", "coherence",
+                  "incidence_angle", "los_east", "los_north", "los_up", "disp", "attributes",
+                  "source", "row_number", "tile_id"])
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    dataset: str
+    input_rows: int
+    pixels: int
+    quarantined: int
+    epochs: int
+    files: int
+
+
+def local_path(uri: str) -> str:
+    """A path Python can open on an executor for a Hadoop-style URI from binaryFile."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path)
+    if parsed.scheme == "dbfs":
+        return "/dbfs" + unquote(parsed.path)
+    return uri
+
+
+def read_bytes(uri: str) -> bytes:
+    path = local_path(uri)
+    if "://" not in path:
+        with open(path, "rb") as fh:
+            return fh.read()
+    import pyarrow.fs as pafs
+
+    uri = path.replace("s3a://", "s3://").replace("s3n://", "s3://")
+    fs, inner = pafs.FileSystem.from_uri(uri)
+    with fs.open_input_stream(inner) as fh:
+        return fh.read()
+
+
+def list_files(spark: SparkSession, input_path: str) -> list[str]:
+    """Data files under ``input_path`` (a file, a folder searched recursively, or a glob), listed
+    with the Hadoop file system of the session (local, s3a, abfss, dbfs...). Empty files are
+    listed too, so that they fail loudly instead of being skipped."""
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(input_path)
+    try:
+        fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        statuses = fs.globStatus(hadoop_path) or []
+        paths = []
+        for status in statuses:
+            if status.isFile():
+                paths.append(status.getPath().toString())
+                continue
+            files = fs.listFiles(status.getPath(), True)
+            while files.hasNext():
+                paths.append(files.next().getPath().toString())
+    except Py4JJavaError as exc:
+        message = str(exc.java_exception.getMessage()).splitlines()[0]
+        raise InputError(f"input {input_path}: cannot be listed ({message})") from None
+    if not statuses:
+        raise InputError(f"input {input_path}: cannot be listed (no such file or folder)")
+    paths = sorted(paths)
+    data = [p for p in paths if p.lower().endswith(DATA_SUFFIXES)]
+    skipped = [p for p in paths if p not in data]
+    if skipped:
+        log.info("ignoring %d non-data files (e.g. %s)", len(skipped), skipped[0])
+    if not data:
+        raise InputError(f"input {input_path}: no {'/'.join(DATA_SUFFIXES)} files found")
+    return data
+
+
+def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: str, run: Run,
+               fmt: str | None = None) -> IngestResult:
+    """Ingest ``input_path`` as ``dataset`` (replacing that dataset's rows in every table)."""
+    fmt = fmt or config.ingest.format
+    with run.stage("ingest.list"):
+        files = list_files(spark, input_path)
+        log.info("%d input files", len(files))
+    files_df = spark.createDataFrame([(p,) for p in files], "path string").repartition(
+        max(1, min(len(files), spark.sparkContext.defaultParallelism * 4)))
+
+    with run.stage("ingest.headers"):
+        specs = _read_headers(files_df, fmt)
+    dates = sorted({d for spec in specs.values() for d in spec.epoch_dates})
+    if len(set(len(s.epoch_dates) for s in specs.values())) > 1:
+        log.warning("files have different epoch sets; the dataset uses the union of %d dates", len(dates))
+
+    cfg = config.ingest
+
+    def parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for path in batch["path"]:
+                yield from _parse_file(path, specs, fmt, dates, dataset, cfg.displacement_unit,
+                                       cfg.max_missing_share)
+
+    with run.stage("ingest.parse"):
+        parsed = files_df.mapInPandas(parse_files, PARSED_SCHEMA).persist()
+        errors = parsed.where(F.col("file_error").isNotNull()).select("file_error").limit(1).collect()
+        if errors:
+            parsed.unpersist()
+            raise InputError(errors[0].file_error)
+        input_rows = parsed.count()
+
+    with run.stage("ingest.validate"):
+        valid = parsed.where(F.col("reason").isNull()).drop("file_error")
+        order = Window.partitionBy("pixel_id").orderBy("source", "row_number")
+        ranked = (valid.withColumn("_rank", F.row_number().over(order))
+                  .withColumn("_first", F.first(F.struct("source", "row_number")).over(order)))
+        duplicates = ranked.where(F.col("_rank") > 1).withColumn(
+            "reason", F.concat(F.lit("duplicate pixel_id (first at "), F.col("_first.source"),
+                               F.lit(" row "), F.col("_first.row_number").cast("string"), F.lit(")")))
+        quarantine = (parsed.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS)
+                      .unionByName(duplicates.select(*QUARANTINE_COLUMNS)))
+        pixels = ranked.where(F.col("_rank") == 1).drop("_rank", "_first", "reason")
+
+    with run.stage("ingest.partition"):
+        pixels = add_tile_id(pixels, config.partition).persist()
+        n_pixels = pixels.count()
+        n_files = max(1, math.ceil(n_pixels / config.partition.pixels_per_file))
+        laid_out = (pixels.repartitionByRange(n_files, "tile_id")
+                    .sortWithinPartitions("tile_id", "pixel_id").select(*PIXEL_COLUMNS))
+
+    with run.stage("ingest.write"):
+        spark_dates = [(dataset, i, d) for i, d in enumerate(dates)]
+        epochs = spark.createDataFrame(spark_dates, "dataset string, idx int, date date")
+        write_table(spark, epochs, config, "epochs", datasets=[dataset])
+        write_table(spark, laid_out, config, "pixels", datasets=[dataset])
+        quarantine = quarantine.persist()
+        n_quarantined = quarantine.count()
+        write_table(spark, quarantine, config, "quarantine", datasets=[dataset])
+    for df in (parsed, pixels, quarantine):
+        df.unpersist()
+
+    if input_rows != n_pixels + n_quarantined:  # a bug, never bad input: stop loudly
+        raise RuntimeError(f"ingest lost rows: input {input_rows} != pixels {n_pixels} + quarantine {n_quarantined}")
+    run.count("input_rows", input_rows)
+    run.count("pixels", n_pixels)
+    run.count("quarantine", n_quarantined)
+    run.count("epochs", len(dates))
+    return IngestResult(dataset, input_rows, n_pixels, n_quarantined, len(dates), len(files))
+
+
+def _read_headers(files_df: DataFrame, fmt: str) -> dict[str, parse.HeaderSpec]:
+    def headers(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            rows = []
+            for path in batch["path"]:
+                try:
+                    data = read_bytes(path)
+                    for source, columns in parse.header_columns(local_path(path), data, fmt):
+                        rows.append((path, source, columns, None))
+                except InputError as exc:
+                    rows.append((path, local_path(path), None, str(exc)))
+                except OSError as exc:
+                    rows.append((path, local_path(path), None, f"file {local_path(path)}: unreadable ({exc})"))
+            yield pd.DataFrame(rows, columns=["path", "source", "columns", "error"])
+
+    rows = files_df.mapInPandas(headers, HEADER_SCHEMA).collect()
+    specs = {}
+    for row in sorted(rows, key=lambda r: r.source):
+        if row.error:
+            raise InputError(row.error)
+        file_fmt = fmt if fmt != "auto" else parse.detect_format(row.source, list(row.columns))
+        specs[row.source] = parse.read_header(row.source, list(row.columns), file_fmt)
+    return specs
+
+
+def _parse_file(path: str, specs: dict, fmt: str, dates: list[dt.date], dataset: str, unit: str,
+                max_missing_share: float) -> Iterator[pd.DataFrame]:
+    try:
+        data = read_bytes(path)
+        first_row = {}
+        for source, chunk, _ in parse.iter_tables(local_path(path), data, fmt):
+            start = first_row.get(source, 1)
+            first_row[source] = start + len(chunk)
+            out = parse.canonical_rows(chunk, specs[source], dates, dataset=dataset, first_row=start,
+                                       unit=unit, max_missing_share=max_missing_share)
+            out["file_error"] = None
+            yield out
+    except (InputError, OSError) as exc:
+        message = str(exc) if isinstance(exc, InputError) else f"file {local_path(path)}: unreadable ({exc})"
+        yield pd.DataFrame([{"dataset": dataset, "source": local_path(path), "row_number": 0,
+                             "file_error": message}], columns=[f.name for f in PARSED_SCHEMA.fields])

@@ -1,0 +1,99 @@
+"""The one place a SparkSession is built: Sedona, Delta, Arrow, Kryo and the table catalog."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from insarlake import jars
+from insarlake.config import Config, load_config
+from insarlake.errors import ConfigError
+from insarlake.lake import catalog_dir, is_local_path, lake_root
+
+log = logging.getLogger(__name__)
+
+_DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+_SEDONA_EXTENSION = "org.apache.sedona.sql.SedonaSqlExtensions"
+
+
+def get_session(config: Config | None = None) -> SparkSession:
+    """Build (or reuse) the SparkSession for ``config`` (default: conf/default.yaml).
+
+    An active session (a Databricks notebook or job, or one built earlier in this process) is
+    reused as it is; Sedona is registered on it and the database is created if missing. A new
+    session gets Delta's SQL extension and catalog, Sedona's extension, Kryo with Sedona's
+    registrator, Arrow, and the jars named by ``spark.jars``. When this process starts the JVM
+    itself (not under spark-submit), ``spark.master`` defaults to ``local[*]``.
+    """
+    config = config or load_config()
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        spark = _builder(config).getOrCreate()
+        log.info("Spark %s session started (master %s)", spark.version, spark.sparkContext.master)
+    from sedona.spark import SedonaContext
+
+    spark = SedonaContext.create(spark)
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {config.catalog.database}")
+    return spark
+
+
+def _builder(config: Config) -> SparkSession.Builder:
+    sc = config.spark
+    # Under spark-submit the JVM already runs and was given master, jars and driver options on
+    # its command line; otherwise this process launches it with what the builder holds.
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    builder = SparkSession.builder.appName(sc.app_name)
+    if sc.master:
+        builder = builder.master(sc.master)
+    elif not under_submit:
+        builder = builder.master("local[*]")
+    settings = {
+        "spark.sql.extensions": f"{_DELTA_EXTENSION},{_SEDONA_EXTENSION}",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.serializer": "org.apache.spark.serializer.KryoSerializer",
+        "spark.kryo.registrator": "org.apache.sedona.core.serde.SedonaKryoRegistrator",
+        "spark.kryoserializer.buffer.max": "512m",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.shuffle.partitions": str(sc.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.databricks.delta.snapshotPartitions": str(sc.shuffle_partitions),
+        "spark.ui.showConsoleProgress": "false",
+    }
+    java_options = []
+    if not under_submit:
+        settings["spark.driver.memory"] = sc.driver_memory
+        log4j = jars.project_root() / "conf" / "log4j2.properties"
+        if log4j.is_file():
+            java_options.append(f"-Dlog4j2.configurationFile=file:{log4j}")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        if sc.jars == "auto":
+            settings["spark.jars"] = ",".join(jars.local_jars(sc.jars_dir))
+        elif sc.jars != "provided":
+            settings["spark.jars"] = sc.jars
+    if config.catalog.kind == "embedded":
+        if not is_local_path(config.lake.path):
+            raise ConfigError(
+                f"config key 'catalog.kind' is embedded but lake.path {config.lake.path!r} is not local; "
+                "use catalog.kind=session with a remote lake")
+        home = catalog_dir(config)
+        home.mkdir(parents=True, exist_ok=True)
+        builder = builder.enableHiveSupport()
+        settings.update({
+            "spark.sql.catalogImplementation": "hive",
+            "spark.sql.warehouse.dir": str(home / "warehouse"),
+            "spark.hadoop.javax.jdo.option.ConnectionURL":
+                f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
+            "spark.hadoop.datanucleus.schema.autoCreateAll": "true",
+            "spark.hadoop.hive.metastore.schema.verification": "false",
+        })
+        java_options.append(f"-Dderby.system.home={home}")
+    if java_options and not under_submit:
+        settings["spark.driver.extraJavaOptions"] = " ".join(java_options)
+    settings.update({k: str(v) for k, v in sc.conf.items()})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    log.debug("lake at %s", lake_root(config))
+    return builder
