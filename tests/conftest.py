@@ -12,11 +12,11 @@ SHARED = PROJECT.parent / "shared"
 EGMS_ZIP = SHARED / "data" / "egms" / "EGMS_L2b_022_0845_IW2_VV_2020_2024_1.zip"
 EGMS_CSV_MEMBER = "EGMS_L2b_022_0845_IW2_VV_2020_2024_1.csv"
 
-# A small scene for Spark tests: 8 x 8 km, 4,000 pixels, two years.
+# A small scene for Spark tests: 10 x 10 km, 5,000 pixels, two years, one source of each kind.
 SMALL_SCENE = [
-    "simulate.n_pixels=4000", "simulate.width_km=8.0", "simulate.height_km=8.0", "simulate.tile_km=2.0",
+    "simulate.n_pixels=5000", "simulate.width_km=10.0", "simulate.height_km=10.0", "simulate.tile_km=2.0",
     "simulate.start_date=2020-01-05", "simulate.end_date=2021-12-31", "simulate.urban_patches=3",
-    "simulate.sources={subsidence: 2, uplift: 1, landslide: 1, tunnel: 1, postseismic: 1}",
+    "simulate.sources={subsidence: 1, uplift: 1, landslide: 1, tunnel: 1, postseismic: 1}",
 ]
 
 
@@ -29,8 +29,8 @@ def lake_dir(tmp_path_factory) -> Path:
 def config(lake_dir):
     return load_config(overrides=[
         f"lake.path={lake_dir}", "spark.master=local[2]", "spark.shuffle_partitions=4",
-        "spark.conf={spark.ui.enabled: 'false'}", "partition.pixels_per_file=1500",
-        "partition.max_pixels_per_tile=800", *SMALL_SCENE,
+        "spark.conf={spark.ui.enabled: 'false'}", "partition.pixels_per_file=500",
+        "partition.min_precision=6", "partition.max_pixels_per_tile=60", *SMALL_SCENE,
     ])
 
 
@@ -51,3 +51,15 @@ def egms_csv_bytes() -> bytes:
         pytest.fail(f"the real EGMS burst is missing: {EGMS_ZIP} (../shared must sit beside the project)")
     with zipfile.ZipFile(EGMS_ZIP) as zf:
         return zf.read(EGMS_CSV_MEMBER)
+
+
+@pytest.fixture(scope="session")
+def sim_scene(spark, config, tmp_path_factory):
+    """The small scene simulated on Spark and ingested as dataset 'sim': (simulate, ingest) results."""
+    from insarlake.ingest.stage import run_ingest
+    from insarlake.lake import Run, raw_path
+    from insarlake.simulate.stage import run_simulate
+
+    simulated = run_simulate(spark, config, "sim", raw_path(config, "sim"), Run("simulate", config))
+    ingested = run_ingest(spark, config, raw_path(config, "sim"), "sim", Run("ingest", config))
+    return simulated, ingested

@@ -6,12 +6,16 @@ rectangle is known from its key alone (later stages add halos around tiles witho
 Skew is handled the way a KDB-tree would: a cell holding more than ``max_pixels_per_tile`` pixels
 is split into its 32 children, down to ``max_precision``. The tiling is consistent: every pixel
 gets the coarsest cell (>= ``min_precision``) along its own geohash whose count is small enough,
-and all pixels sharing that prefix make the same choice. Geohash keys sort in Z-order, so a range
-of keys (one output file) is a compact patch of ground.
+and all pixels sharing that prefix make the same choice.
+
+Files are laid out along a Hilbert curve through the tile centres (``tile_order``): unlike the
+Z-order of geohash strings, consecutive tiles on a Hilbert curve are always neighbours, so the
+range of tiles in one file is a compact patch of ground.
 """
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from insarlake.config import PartitionConfig
@@ -54,3 +58,32 @@ def geohash_bounds(code: str) -> tuple[float, float, float, float]:
                 interval[1] = mid
             even = not even
     return lon[0], lat[0], lon[1], lat[1]
+
+
+def hilbert_index(lon: np.ndarray, lat: np.ndarray, order: int = 24) -> np.ndarray:
+    """Position (int64, (n,)) along a Hilbert curve over the globe's lon/lat rectangle, on a
+    2^order x 2^order grid. lon, lat: (n,) degrees."""
+    side = 1 << order
+    x = np.clip(((np.asarray(lon, dtype=np.float64) + 180.0) / 360.0 * side).astype(np.int64), 0, side - 1)
+    y = np.clip(((np.asarray(lat, dtype=np.float64) + 90.0) / 180.0 * side).astype(np.int64), 0, side - 1)
+    d = np.zeros_like(x)
+    s = side >> 1
+    while s > 0:
+        rx = (x & s) > 0
+        ry = (y & s) > 0
+        d += s * s * ((3 * rx) ^ ry)
+        # rotate the quadrant so the curve stays continuous
+        flip = ~ry & rx
+        x = np.where(flip, side - 1 - x, x)
+        y = np.where(flip, side - 1 - y, y)
+        swap = ~ry
+        x, y = np.where(swap, y, x), np.where(swap, x, y)
+        s >>= 1
+    return d
+
+
+def tile_order(spark: SparkSession, tile_ids: list[str]) -> DataFrame:
+    """(tile_id, tile_order): the Hilbert position of each tile's centre, for file layout."""
+    bounds = np.array([geohash_bounds(t) for t in tile_ids]).reshape(-1, 4)
+    order = hilbert_index((bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2)
+    return spark.createDataFrame(list(zip(tile_ids, order.tolist())), "tile_id string, tile_order long")

@@ -26,7 +26,7 @@ from insarlake.config import Config
 from insarlake.errors import InputError
 from insarlake.ingest import parse
 from insarlake.lake import Run, write_table
-from insarlake.tiling import add_tile_id
+from insarlake.tiling import add_tile_id, tile_order
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,10 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
         pixels = add_tile_id(pixels, config.partition).persist()
         n_pixels = pixels.count()
         n_files = max(1, math.ceil(n_pixels / config.partition.pixels_per_file))
-        laid_out = (pixels.repartitionByRange(n_files, "tile_id")
-                    .sortWithinPartitions("tile_id", "pixel_id").select(*PIXEL_COLUMNS))
+        tiles = [r.tile_id for r in pixels.select("tile_id").distinct().collect()]
+        laid_out = (pixels.join(F.broadcast(tile_order(spark, tiles)), "tile_id")
+                    .repartitionByRange(n_files, "tile_order")
+                    .sortWithinPartitions("tile_order", "pixel_id").select(*PIXEL_COLUMNS))
 
     with run.stage("ingest.write"):
         spark_dates = [(dataset, i, d) for i, d in enumerate(dates)]

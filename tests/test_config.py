@@ -1,0 +1,64 @@
+"""Config loading: defaults, profiles, overrides and the errors a user sees."""
+from __future__ import annotations
+
+import pytest
+
+from insarlake.config import load_config
+from insarlake.errors import ConfigError
+from conftest import PROJECT
+
+
+def test_defaults_and_profiles_load():
+    default = load_config()
+    assert default.lake.path == "./lake" and default.catalog.database == "insar"
+    for profile in ("local", "databricks", "emr"):
+        cfg = load_config(PROJECT / "conf" / f"{profile}.yaml")
+        assert cfg.catalog.database == "insar"
+    assert load_config(PROJECT / "conf" / "databricks.yaml").catalog.kind == "session"
+
+
+def test_overrides_are_typed_and_change_the_hash():
+    base = load_config()
+    cfg = load_config(overrides=["simulate.n_pixels=5000", "simulate.atmosphere_sigma_mm=2",
+                                 "spark.conf={spark.ui.enabled: 'false'}", "simulate.start_date=2020-01-05"])
+    assert cfg.simulate.n_pixels == 5000
+    assert cfg.simulate.atmosphere_sigma_mm == 2.0 and isinstance(cfg.simulate.atmosphere_sigma_mm, float)
+    assert cfg.spark.conf == {"spark.ui.enabled": "false"}
+    assert cfg.simulate.start_date == "2020-01-05"
+    assert cfg.hash != base.hash and load_config().hash == base.hash
+
+
+@pytest.mark.parametrize("override, message", [
+    ("simulate.n_pixel=5", "unknown config key 'simulate.n_pixel'"),
+    ("nosuch.key=1", "unknown config key 'nosuch'"),
+    ("simulate.n_pixels=many", "config key 'simulate.n_pixels' must be an integer"),
+    ("simulate.n_pixels=2.5", "config key 'simulate.n_pixels' must be an integer"),
+    ("simulate.width_km=wide", "config key 'simulate.width_km' must be a number"),
+    ("ingest.format=xml", "config key 'ingest.format' must be one of auto, egms, wide-csv, parquet"),
+    ("ingest.max_missing_share=1.5", "config key 'ingest.max_missing_share' must be within [0, 1]"),
+    ("simulate.sources.volcano=1", "unknown config key 'simulate.sources.volcano'"),
+    ("simulate.sources.uplift=-1", "config key 'simulate.sources.uplift' must be an integer >= 0"),
+    ("simulate.end_date=2018-01-01", "'simulate.end_date' must be after 'simulate.start_date'"),
+    ("simulate.start_date=yesterday", "config key 'simulate.start_date' must be a YYYY-MM-DD date"),
+    ("partition.min_precision=9", "partition.min_precision"),
+    ("simulate", "expected key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert message in str(err.value)
+
+
+def test_bad_profile_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spark:\n  shuffle_partitions: [1, 2]\n")
+    with pytest.raises(ConfigError, match="'spark.shuffle_partitions' must be an integer"):
+        load_config(bad)
+    bad.write_text("lake: {path: /x, colour: red}\n")
+    with pytest.raises(ConfigError, match=f"{bad}: unknown config key 'lake.colour'"):
+        load_config(bad)
+    bad.write_text("spark: [unclosed\n")
+    with pytest.raises(ConfigError, match=f"config file {bad}: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")

@@ -1,0 +1,60 @@
+"""The command-line contract: spark-submit.sh, job usage, exit codes, and a pipeline run whose
+tables a new process finds in the catalog."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT, SMALL_SCENE
+
+
+def _submit(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
+    return subprocess.run([str(PROJECT / "spark-submit.sh"), *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def test_job_help_from_another_directory(tmp_path):
+    done = _submit("jobs/ingest.py", "--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "usage: ingest" in done.stdout and "--input PATH" in done.stdout and "--dataset NAME" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "simulate.n_pixels=many"], "error: config key 'simulate.n_pixels' must be an integer, got 'many'"),
+    (["--config", "nowhere.yaml"], "error: config file nowhere.yaml: not found"),
+])
+def test_bad_config_exits_2_with_one_line(tmp_path, args, message):
+    done = _submit("jobs/simulate.py", "--lake", str(tmp_path / "lake"), *args, cwd=tmp_path)
+    assert done.returncode == 2
+    # spark-submit merges the Python driver's stderr into its stdout
+    output = done.stdout + done.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert errors == [message]
+    assert "Traceback" not in output
+
+
+def test_pipeline_then_sql_from_a_new_process(tmp_path):
+    lake = tmp_path / "lake"
+    overrides = [a for s in SMALL_SCENE for a in ("--set", s)]
+    done = _submit("jobs/pipeline.py", "--lake", str(lake), "--dataset", "jobdemo", *overrides, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rows written:" in done.stdout and "pixels" in done.stdout
+    query = (
+        "from insarlake.config import load_config\n"
+        "from insarlake.spark import get_session\n"
+        f"spark = get_session(load_config(overrides=['lake.path={lake}']))\n"
+        "n = spark.sql(\"SELECT count(*) AS n FROM insar.pixels WHERE dataset = 'jobdemo'\").first().n\n"
+        "t = spark.sql(\"SELECT count(*) AS n FROM insar.truth WHERE dataset = 'jobdemo'\").first().n\n"
+        "q = spark.sql(\"SELECT count(*) AS n FROM insar.quarantine WHERE dataset = 'jobdemo'\").first().n\n"
+        "r = spark.sql(\"SELECT status FROM insar.runs WHERE job = 'pipeline'\").first().status\n"
+        "print(n, q, t, r)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
+    out = subprocess.run([sys.executable, "-c", query], cwd=tmp_path, env=env, text=True,
+                         capture_output=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    n, q, t, status = out.stdout.split()
+    assert int(n) + int(q) == int(t) == 5000 and status == "succeeded"
