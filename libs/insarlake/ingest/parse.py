@@ -196,7 +196,8 @@ def _iter_csv(source: str, content: bytes, chunk_rows: int):
             start += len(chunk)
             yield source, chunk, list(chunk.columns[:-1])
     except pd.errors.ParserError as exc:
-        raise InputError(f"file {source}: malformed CSV ({str(exc).strip().splitlines()[-1]})") from None
+        detail = str(exc).strip().splitlines()[-1].split("C error: ")[-1]
+        raise InputError(f"file {source}: malformed CSV ({detail})") from None
     except UnicodeDecodeError:
         raise InputError(f"file {source}: not UTF-8 text") from None
     except pd.errors.EmptyDataError:

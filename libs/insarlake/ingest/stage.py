@@ -231,5 +231,6 @@ def _parse_file(path: str, specs: dict, fmt: str, dates: list[dt.date], dataset:
             yield out
     except (InputError, OSError) as exc:
         message = str(exc) if isinstance(exc, InputError) else f"file {local_path(path)}: unreadable ({exc})"
-        yield pd.DataFrame([{"dataset": dataset, "source": local_path(path), "row_number": 0,
-                             "file_error": message}], columns=[f.name for f in PARSED_SCHEMA.fields])
+        row = {f.name: None for f in PARSED_SCHEMA.fields}
+        row.update(dataset=dataset, source=local_path(path), row_number=0, file_error=message)
+        yield pd.DataFrame([row], columns=list(row)).astype({"row_number": "int64"})
