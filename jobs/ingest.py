@@ -10,10 +10,10 @@ import logging
 import sys
 from pathlib import PurePosixPath
 
-from insarlake.cli import config_from_args, job_parser, run_job, setup_logging
+from insarlake.cli import job_parser, run_job, start_job
+from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.ingest.stage import run_ingest
 from insarlake.lake import recorded_run
-from insarlake.spark import get_session
 
 log = logging.getLogger("insarlake.jobs.ingest")
 
@@ -27,13 +27,10 @@ def default_dataset_name(input_path: str) -> str:
 def main(argv=None) -> int:
     parser = job_parser("ingest", __doc__)
     parser.add_argument("--input", required=True, metavar="PATH", help="file, folder or glob to ingest")
-    parser.add_argument("--format", choices=["auto", "egms", "wide-csv", "parquet"], default=None,
+    parser.add_argument("--format", choices=INPUT_FORMATS, default=None,
                         help="input format (default: ingest.format)")
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    config = config_from_args(args)
+    args, config, spark = start_job(parser, argv)
     dataset = args.dataset or default_dataset_name(args.input)
-    spark = get_session(config)
     with recorded_run(spark, config, "ingest", [dataset]) as run:
         result = run_ingest(spark, config, args.input, dataset, run, fmt=args.format)
     log.info("dataset %s: %d input rows -> %d pixels + %d quarantined, %d epochs, %d files",

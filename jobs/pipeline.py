@@ -10,11 +10,11 @@ join this same job. Ends with a summary: tables written, row counts, time per st
 import logging
 import sys
 
-from insarlake.cli import config_from_args, job_parser, run_job, setup_logging
+from insarlake.cli import job_parser, run_job, start_job
+from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.ingest.stage import run_ingest
 from insarlake.lake import lake_root, raw_path, recorded_run
 from insarlake.simulate.stage import run_simulate
-from insarlake.spark import get_session
 
 log = logging.getLogger("insarlake.jobs.pipeline")
 
@@ -32,12 +32,9 @@ def format_summary(run, lake: str) -> str:
 def main(argv=None) -> int:
     parser = job_parser("pipeline", __doc__)
     parser.add_argument("--input", metavar="PATH", help="ingest this data instead of simulating a scene")
-    parser.add_argument("--format", choices=["auto", "egms", "wide-csv", "parquet"], default=None)
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    config = config_from_args(args)
+    parser.add_argument("--format", choices=INPUT_FORMATS, default=None)
+    args, config, spark = start_job(parser, argv)
     dataset = args.dataset or config.dataset
-    spark = get_session(config)
     with recorded_run(spark, config, "pipeline", [dataset]) as run:
         source = args.input
         if source is None:

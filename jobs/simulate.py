@@ -8,10 +8,9 @@ of jobs/ingest.py, and the pixel → deformation source map to the `truth` table
 import logging
 import sys
 
-from insarlake.cli import config_from_args, job_parser, run_job, setup_logging
+from insarlake.cli import job_parser, run_job, start_job
 from insarlake.lake import raw_path, recorded_run
 from insarlake.simulate.stage import run_simulate
-from insarlake.spark import get_session
 
 log = logging.getLogger("insarlake.jobs.simulate")
 
@@ -19,11 +18,8 @@ log = logging.getLogger("insarlake.jobs.simulate")
 def main(argv=None) -> int:
     parser = job_parser("simulate", __doc__)
     parser.add_argument("--output", metavar="PATH", help="folder for the raw CSV (replaced)")
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    config = config_from_args(args)
+    args, config, spark = start_job(parser, argv)
     dataset = args.dataset or config.dataset
-    spark = get_session(config)
     with recorded_run(spark, config, "simulate", [dataset]) as run:
         result = run_simulate(spark, config, dataset, args.output or raw_path(config, dataset), run)
     log.info("dataset %s: %d pixels x %d epochs, %d sources (%d source pixels) -> %s", dataset,

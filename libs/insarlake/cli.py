@@ -40,6 +40,17 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def start_job(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Parse arguments, set up logging, load the config and get the session:
+    returns (args, config, spark)."""
+    from insarlake.spark import get_session
+
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    config = config_from_args(args)
+    return args, config, get_session(config)
+
+
 def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run a job's main; an InsarlakeError becomes one 'error: ...' line and exit status 2."""
     try:

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional, get_args, get_origin, get_type_hints
 import yaml
 
 from insarlake.errors import ConfigError
+from insarlake.ingest.parse import INPUT_FORMATS, UNIT_TO_MM
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,8 @@ class Config:
 # Values a key may take, beyond its type.
 _CHOICES = {
     "catalog.kind": ("embedded", "session"),
-    "ingest.format": ("auto", "egms", "wide-csv", "parquet"),
-    "ingest.displacement_unit": ("mm", "cm", "m"),
+    "ingest.format": INPUT_FORMATS,
+    "ingest.displacement_unit": tuple(UNIT_TO_MM),
 }
 _KNOWN_SOURCE_KINDS = ("subsidence", "uplift", "landslide", "tunnel", "postseismic")
 

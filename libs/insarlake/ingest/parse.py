@@ -27,6 +27,8 @@ import pandas as pd
 from insarlake.errors import InputError
 from insarlake.timeseries import fit_velocity, years_since
 
+INPUT_FORMATS = ("auto", "egms", "wide-csv", "parquet")
+
 # Canonical static columns of `pixels` (all float64 except pixel_id).
 NUMERIC_STATIC = ("lon", "lat", "height", "velocity", "velocity_std", "coherence", "incidence_angle",
                   "los_east", "los_north", "los_up")
