@@ -157,3 +157,12 @@ def test_wide_csv_and_parquet_with_fitted_velocity(spark, config, egms_frame, tm
     expected = np.polyfit(t, part[dates].to_numpy(float).T, 1)[0]
     np.testing.assert_allclose(got.velocity.to_numpy(), expected, rtol=1e-6, atol=1e-6)
     assert got.height.isna().all() and got.incidence_angle.isna().all()
+
+
+def test_failed_run_is_recorded_with_its_error(spark, config, tmp_path):
+    (tmp_path / "x.csv").write_text("pid,longitude\nA,1\n")
+    with pytest.raises(InputError):
+        with recorded_run(spark, config, "ingest", ["failing"]) as run:
+            run_ingest(spark, config, str(tmp_path / "x.csv"), "failing", run)
+    row = spark.sql(f"SELECT status, error FROM insar.runs WHERE run_id = '{run.run_id}'").first()
+    assert row.status == "failed" and "InputError" in row.error and "epoch columns" in row.error
