@@ -98,6 +98,34 @@ class PartitionConfig:
 
 
 @dataclass(frozen=True)
+class TemporalConfig:
+    metric: str
+    gamma: float
+    preprocessing: str
+    k: Optional[int]
+    k_min: int
+    k_max: int
+    sample_size: int
+    silhouette_size: int
+    max_iter: int
+    max_iter_barycenter: int
+    seed: int
+    reuse_model: bool
+    write_distance: bool
+
+
+@dataclass(frozen=True)
+class CovariogramConfig:
+    pairs: int
+    local_share: float
+    local_precision: int
+    bin_km: float
+    max_distance_km: float
+    fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
 class Config:
     dataset: str
     spark: SparkConfig
@@ -106,6 +134,8 @@ class Config:
     simulate: SimulateConfig
     ingest: IngestConfig
     partition: PartitionConfig
+    temporal: TemporalConfig
+    covariogram: CovariogramConfig
 
     def as_dict(self) -> dict:
         return _to_plain(self)
@@ -122,6 +152,8 @@ _CHOICES = {
     "catalog.kind": ("embedded", "session"),
     "ingest.format": INPUT_FORMATS,
     "ingest.displacement_unit": tuple(UNIT_TO_MM),
+    "temporal.metric": ("softdtw", "dtw", "euclidean"),
+    "temporal.preprocessing": ("none", "demean", "znorm"),
 }
 _KNOWN_SOURCE_KINDS = ("subsidence", "uplift", "landslide", "tunnel", "postseismic")
 
@@ -261,6 +293,24 @@ def _check(obj, prefix: str) -> None:
         for k, v in obj.conf.items():
             if not isinstance(v, (str, int, float, bool)):
                 raise ConfigError(f"config key 'spark.conf.{k}' must be a scalar, got {v!r}")
+    if isinstance(obj, TemporalConfig):
+        if obj.gamma <= 0:
+            raise ConfigError(f"config key 'temporal.gamma' must be > 0; got {obj.gamma}")
+        if not 2 <= obj.k_min <= obj.k_max:
+            raise ConfigError("config keys 'temporal.k_min' <= 'temporal.k_max' must be >= 2")
+        if obj.k is not None and obj.k < 1:
+            raise ConfigError(f"config key 'temporal.k' must be >= 1 or null; got {obj.k}")
+        for key in ("sample_size", "silhouette_size", "max_iter", "max_iter_barycenter"):
+            if getattr(obj, key) < 1:
+                raise ConfigError(f"config key 'temporal.{key}' must be >= 1")
+    if isinstance(obj, CovariogramConfig):
+        if obj.pairs < 1 or obj.bin_km <= 0 or obj.max_distance_km <= obj.bin_km:
+            raise ConfigError("config keys 'covariogram.pairs' >= 1 and 0 < 'covariogram.bin_km' < "
+                              "'covariogram.max_distance_km' are required")
+        if not 0.0 <= obj.local_share <= 1.0 or not 0.0 < obj.fraction < 1.0:
+            raise ConfigError("config keys 'covariogram.local_share' in [0, 1] and 'covariogram.fraction' in (0, 1) are required")
+        if not 1 <= obj.local_precision <= 12:
+            raise ConfigError("config key 'covariogram.local_precision' must lie in 1..12")
     if isinstance(obj, Config) and not obj.dataset:
         raise ConfigError("config key 'dataset' must not be empty")
 

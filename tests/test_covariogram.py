@@ -1,0 +1,198 @@
+"""Co-variogram: kernels against hand-computed values, and the Spark estimate against a simulated
+Gaussian random field with a known (exponential) covariance."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from insarlake.errors import ConfigError, InputError
+from insarlake.geo import haversine_m
+from insarlake.temporal.covariogram import (
+    bin_covariance, correlation_length_km, covariogram, pair_covariance, plot_covariogram)
+
+# The simulated field: C(h) = SIGMA**2 * exp(-h / L_KM) at N_POINTS random points in a SIDE_KM square.
+N_POINTS, N_EPOCHS, SIDE_KM, L_KM, SIGMA = 2500, 40, 15.0, 2.0, 3.0
+TRUE_LENGTH_KM = L_KM * math.log(2.0)   # where C falls to half of C(0)
+LON0, LAT0 = 11.35, 44.5
+
+
+# ---------------------------------------------------------------------------------------- kernels
+
+def test_pair_covariance_skips_nan_epochs():
+    nan = np.nan
+    a = np.array([[1.0, 2.0, nan], [1.0, nan, 3.0], [nan, nan, 1.0], [-1.0, 2.0, 4.0]])
+    b = np.array([[2.0, 2.0, 5.0], [3.0, 4.0, nan], [1.0, 1.0, nan], [1.0, 1.0, 1.0]])
+    got = pair_covariance(a, b)
+    assert got.dtype == np.float64 and got.shape == (4,)
+    np.testing.assert_allclose(got[[0, 1, 3]], [(2 + 4) / 2, 3.0, (-1 + 2 + 4) / 3])
+    assert np.isnan(got[2])  # no common valid epoch
+    with pytest.raises(ValueError):
+        pair_covariance(a, b[:, :2])
+
+
+def test_bin_covariance_edges_and_exclusions():
+    d = np.array([0.0, 0.49, 0.25, 0.5, 0.99, 1.2, 2.0, 2.5, 3.0, 0.1])
+    c = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 5.0, 7.0, 100.0, 100.0, np.nan])
+    bins = bin_covariance(d, c, bin_km=0.5, max_distance_km=2.5)
+    assert list(bins.columns) == ["distance_km", "covariance", "pairs"]
+    # [0, 0.5): 0, 0.49, 0.25 (0.1 has NaN covariance); [0.5, 1): 0.5, 0.99; [1, 1.5): 1.2;
+    # [1.5, 2): empty, left out; [2, 2.5): 2.0; 2.5 and 3.0 are at or beyond max_distance_km.
+    np.testing.assert_allclose(bins["distance_km"], [0.25, 0.75, 1.25, 2.25])
+    np.testing.assert_allclose(bins["covariance"], [2.0, 15.0, 5.0, 7.0])
+    assert bins["pairs"].tolist() == [3, 2, 1, 1]
+    assert bin_covariance(np.array([]), np.array([]), 0.5, 2.5).empty
+
+
+def test_correlation_length_interpolates_between_bin_centres(caplog):
+    d = np.array([0.25, 0.75, 1.25, 1.75])
+    # level 5: crossed between 0.75 (8) and 1.25 (4) -> 0.75 + (5 - 8) / (4 - 8) * 0.5
+    assert correlation_length_km(d, [10.0, 8.0, 4.0, 2.0], 0.5) == pytest.approx(1.125)
+    assert correlation_length_km(d, [10.0, 5.0, 4.0, 2.0], 0.5) == pytest.approx(0.75)  # exactly at the level
+    # a later rebound above the level does not matter: the first crossing counts
+    assert correlation_length_km(d, [10.0, 6.0, 2.0, 9.0], 0.25) == pytest.approx(0.75 + 3.5 / 4 * 0.5)
+    with caplog.at_level(logging.WARNING, logger="insarlake.temporal.covariogram"):
+        assert math.isnan(correlation_length_km(d, [10.0, 9.0, 8.0, 7.0], 0.5))
+        assert math.isnan(correlation_length_km(d, [-1.0, 0.5, 0.2, 0.1], 0.5))
+        assert math.isnan(correlation_length_km([], [], 0.5))
+    assert sum("no correlation length" in r.message for r in caplog.records) == 3
+    with pytest.raises(ValueError):
+        correlation_length_km(d, [10.0, 8.0, 4.0, 2.0], 1.5)
+
+
+# ---------------------------------------------------------------------------------------- Spark
+
+def _points(rng) -> tuple[np.ndarray, np.ndarray]:
+    dlat = SIDE_KM / 111.195
+    dlon = dlat / math.cos(math.radians(LAT0))
+    return LON0 + (rng.random(N_POINTS) - 0.5) * dlon, LAT0 + (rng.random(N_POINTS) - 0.5) * dlat
+
+
+@pytest.fixture(scope="module")
+def field():
+    """(lon, lat, disp (n, T) mm with ~3 % NaN, distance matrix km): a zero-mean exponential field."""
+    rng = np.random.default_rng(20240503)
+    lon, lat = _points(rng)
+    h_km = haversine_m(lon[:, None], lat[:, None], lon[None, :], lat[None, :]) / 1000.0
+    chol = np.linalg.cholesky(SIGMA ** 2 * np.exp(-h_km / L_KM) + 1e-9 * np.eye(N_POINTS))
+    disp = chol @ rng.standard_normal((N_POINTS, N_EPOCHS))
+    disp[rng.random(disp.shape) < 0.03] = np.nan
+    return lon, lat, disp, h_km
+
+
+def _frame(spark, lon, lat, disp):
+    pdf = pd.DataFrame({"pixel_id": [f"P{i:05d}" for i in range(len(lon))], "lon": lon, "lat": lat,
+                        "disp": list(np.asarray(disp, dtype=np.float32))})
+    df = spark.createDataFrame(pdf, "pixel_id string, lon double, lat double, disp array<float>")
+    return df.selectExpr("*", "ST_GeoHash(ST_Point(lon, lat), 5) AS tile_id")
+
+
+@pytest.fixture(scope="module")
+def cov_cfg(config):
+    return dataclasses.replace(config.covariogram, pairs=200_000, local_share=0.7, local_precision=5,
+                               bin_km=0.25, max_distance_km=10.0, fraction=0.5, seed=11)
+
+
+@pytest.fixture(scope="module")
+def field_result(spark, field, cov_cfg):
+    lon, lat, disp, _ = field
+    return covariogram(spark, _frame(spark, lon, lat, disp), cov_cfg)
+
+
+def test_recovers_the_correlation_length_of_a_simulated_field(field, field_result, cov_cfg):
+    lon, lat, disp, h_km = field
+    res = field_result
+    length = res.correlation_length_km
+    assert abs(length - TRUE_LENGTH_KM) / TRUE_LENGTH_KM < 0.2, (length, TRUE_LENGTH_KM)
+    bins = res.bins
+    assert bins["distance_km"].is_monotonic_increasing and bins["distance_km"].max() < cov_cfg.max_distance_km
+    assert bins["distance_km"].iloc[0] == pytest.approx(cov_cfg.bin_km / 2)
+    # first bin ~ sigma**2: the model averaged over the pairs closer than bin_km (~0.94 sigma**2 here)
+    # less the bias of removing the per-epoch mean of a 15 km scene (~0.07 sigma**2, see the far bins)
+    first = h_km[np.triu_indices(N_POINTS, 1)]
+    model_first = SIGMA ** 2 * np.exp(-first[first < cov_cfg.bin_km] / L_KM).mean()
+    assert abs(bins["covariance"].iloc[0] - model_first) < 0.2 * SIGMA ** 2, (bins["covariance"].iloc[0], model_first)
+    # far beyond the correlation length the covariance is near zero (slightly negative: mean removed)
+    assert abs(bins.loc[bins["distance_km"] > 8, "covariance"].mean()) < 0.1 * SIGMA ** 2
+    assert abs(res.pairs - cov_cfg.pairs) / cov_cfg.pairs < 0.3
+    assert bins["pairs"].sum() <= res.pairs
+    # the per-epoch mean is the exact NaN-skipping mean over all pixels
+    np.testing.assert_allclose(res.epoch_mean_mm, np.nanmean(disp.astype(np.float32), axis=0), atol=1e-5)
+    # local pairs crowd the short distances: far more first-bin pairs than a uniform draw would give
+    uniform_first_bin = cov_cfg.pairs * np.mean(first < cov_cfg.bin_km)
+    assert bins["pairs"].iloc[0] > 3 * uniform_first_bin
+
+
+def test_bins_agree_with_all_pairs_computed_in_numpy(field, field_result):
+    """The sampled estimate against the exact one over all N(N-1)/2 pairs (same kernels)."""
+    lon, lat, disp, h_km = field
+    anomalies = disp.astype(np.float32).astype(np.float64) - field_result.epoch_mean_mm
+    i, j = np.triu_indices(N_POINTS, 1)
+    near = h_km[i, j] < 3.0
+    i, j = i[near], j[near]
+    exact = bin_covariance(h_km[i, j], pair_covariance(anomalies[i], anomalies[j]), 0.25, 3.0)
+    got = field_result.bins.set_index("distance_km").loc[exact["distance_km"]]
+    np.testing.assert_allclose(got["covariance"], exact["covariance"].to_numpy(), atol=0.05 * SIGMA ** 2)
+
+
+def test_pure_noise_has_no_correlation_length(spark, field, cov_cfg):
+    """Without spatial correlation every bin is ~0. The length is then where noise first dips below
+    half of a ~0 first bin: NaN (first bin <= 0) or within the first bins (other noise seeds gave
+    NaN, NaN, 0.48 and 1.05 km); the flat covariogram is the robust check."""
+    lon, lat, _, _ = field
+    noise = np.random.default_rng(5).normal(0.0, SIGMA, (N_POINTS, N_EPOCHS))
+    res = covariogram(spark, _frame(spark, lon, lat, noise), cov_cfg)
+    assert abs(res.bins["covariance"].iloc[0]) < 0.05 * SIGMA ** 2
+    assert np.all(np.abs(res.bins["covariance"]) < 0.1 * SIGMA ** 2)
+    length = res.correlation_length_km
+    assert math.isnan(length) or length < 1.5 * cov_cfg.bin_km, length
+
+
+def test_per_epoch_mean_is_removed(spark, field, field_result, cov_cfg):
+    lon, lat, disp, _ = field
+    common = np.random.default_rng(9).normal(0.0, 50.0, N_EPOCHS)  # 50 mm, i.e. 2,500 mm2 if kept
+    res = covariogram(spark, _frame(spark, lon, lat, disp + common), cov_cfg)
+    np.testing.assert_allclose(res.epoch_mean_mm, field_result.epoch_mean_mm + common, atol=1e-4)
+    assert res.pairs == field_result.pairs
+    assert res.bins["pairs"].tolist() == field_result.bins["pairs"].tolist()
+    np.testing.assert_allclose(res.bins["covariance"], field_result.bins["covariance"], atol=1e-3)
+    assert res.correlation_length_km == pytest.approx(field_result.correlation_length_km, rel=1e-3)
+
+
+def test_same_seed_same_bins_other_seed_other_pairs(spark, field, field_result, cov_cfg):
+    lon, lat, disp, _ = field
+    df = _frame(spark, lon, lat, disp)
+    again = covariogram(spark, df, cov_cfg)
+    assert again.pairs == field_result.pairs
+    pd.testing.assert_frame_equal(again.bins, field_result.bins, check_exact=False, rtol=1e-9)
+    other = covariogram(spark, df, dataclasses.replace(cov_cfg, seed=cov_cfg.seed + 1))
+    assert other.bins["pairs"].tolist() != field_result.bins["pairs"].tolist()
+    # another draw of the same field: same answer within the sampling noise
+    assert other.correlation_length_km == pytest.approx(field_result.correlation_length_km, rel=0.15)
+
+
+def test_ragged_series_are_rejected(spark, cov_cfg):
+    df = spark.createDataFrame(
+        [("a", 11.35, 44.5, [1.0, 2.0, 3.0]), ("b", 11.36, 44.5, [1.0, 2.0])],
+        "pixel_id string, lon double, lat double, disp array<float>").selectExpr(
+        "*", "ST_GeoHash(ST_Point(lon, lat), 5) AS tile_id")
+    with pytest.raises(InputError, match="one length"):
+        covariogram(spark, df, cov_cfg)
+
+
+def test_plot_writes_a_png(tmp_path, field_result):
+    path = plot_covariogram(field_result.bins, field_result.correlation_length_km, tmp_path / "fig" / "cov.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    empty = plot_covariogram(field_result.bins.iloc[:0], float("nan"), tmp_path / "empty.png")
+    assert empty.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_invalid_config_is_rejected_before_any_job(spark, cov_cfg):
+    df = spark.createDataFrame([], "pixel_id string, lon double, lat double, tile_id string, disp array<float>")
+    with pytest.raises(ConfigError, match="covariogram"):
+        covariogram(spark, df, dataclasses.replace(cov_cfg, fraction=1.5))
