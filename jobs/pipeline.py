@@ -1,8 +1,8 @@
 """The scheduled job: every stage in order on one dataset.
 
-On the embedded default (`make run`): simulate a demo scene, then ingest it. With --input it
-ingests that data instead of simulating. Later stages (cluster, classify, hotspots, forecast)
-join this same job. Ends with a summary: tables written, row counts, time per stage.
+On the embedded default (`make run`): simulate a demo scene, ingest it, then cluster it in time
+(TSKM + co-variogram). With --input it ingests that data instead of simulating. Later stages
+(spatial DBSCAN, classify, hotspots, forecast) join this same job. Ends with a summary: tables written, row counts, time per stage.
 
     ./spark-submit.sh jobs/pipeline.py                       # demo scene
     ./spark-submit.sh jobs/pipeline.py --input ../shared/data/egms --dataset egms
@@ -15,6 +15,7 @@ from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.ingest.stage import run_ingest
 from insarlake.lake import lake_root, raw_path, recorded_run
 from insarlake.simulate.stage import run_simulate
+from insarlake.temporal.stage import run_cluster
 
 log = logging.getLogger("insarlake.jobs.pipeline")
 
@@ -24,6 +25,9 @@ def format_summary(run, lake: str) -> str:
     lines = [f"insarlake pipeline run {run.run_id} on dataset(s) {', '.join(run.datasets)}", f"lake: {lake}",
              "rows written:"]
     lines += [f"  {name:<22} {count:>12,}" for name, count in run.counts.items()]
+    if run.metrics:
+        lines.append("results:")
+        lines += [f"  {name:<22} {value:>12.3f}" for name, value in run.metrics.items()]
     lines.append("seconds per stage:")
     lines += [f"  {name:<22} {sec:>12.1f}" for name, sec in run.seconds.items()]
     return "\n".join(lines) + "\n"
@@ -41,6 +45,7 @@ def main(argv=None) -> int:
             source = raw_path(config, dataset)
             run_simulate(spark, config, dataset, source, run)
         run_ingest(spark, config, source, dataset, run, fmt=args.format)
+        run_cluster(spark, config, dataset, run)
     sys.stdout.write(format_summary(run, lake_root(config)))
     return 0
 

@@ -22,7 +22,8 @@ def job_parser(prog: str, description: str, dataset: bool = True) -> argparse.Ar
                         help="override a config key, e.g. --set simulate.n_pixels=5000 (repeatable)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     if dataset:
-        parser.add_argument("--dataset", metavar="NAME", help="dataset name")
+        parser.add_argument("--dataset", metavar="NAME",
+                            help="dataset name (stage jobs: default every dataset in the lake)")
     return parser
 
 
@@ -49,6 +50,21 @@ def start_job(parser: argparse.ArgumentParser, argv: list[str] | None):
     setup_logging(args.log_level)
     config = config_from_args(args)
     return args, config, get_session(config)
+
+
+def datasets_or_all(spark, config: Config, dataset: str | None) -> list[str]:
+    """The --dataset given, else every dataset in the lake's `pixels` table."""
+    from insarlake.errors import InputError
+    from insarlake.lake import read_table, table_exists
+
+    if dataset:
+        return [dataset]
+    if not table_exists(spark, config, "pixels"):
+        raise InputError(f"lake {config.lake.path}: no pixels table (run jobs/ingest.py first)")
+    names = sorted(r.dataset for r in read_table(spark, config, "pixels").select("dataset").distinct().collect())
+    if not names:
+        raise InputError(f"lake {config.lake.path}: the pixels table holds no dataset")
+    return names
 
 
 def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

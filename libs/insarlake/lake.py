@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from insarlake.config import Config
+from insarlake.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,18 @@ def lake_root(config: Config) -> str:
 
 def catalog_dir(config: Config) -> Path:
     return Path(lake_root(config)) / "_catalog"
+
+
+def files_dir(config: Config, *parts: str) -> Path:
+    """A folder under the lake for plain files (models, pictures), as a local path: the lake
+    itself when local, /dbfs/... for a dbfs:/ lake. Other URIs (s3://...) are refused."""
+    root = lake_root(config)
+    if root.startswith("dbfs:"):
+        root = "/dbfs/" + root.removeprefix("dbfs:").lstrip("/")
+    elif not is_local_path(root):
+        raise ConfigError(f"config key 'lake.path' {root!r}: model and picture files need a local or "
+                          "mounted lake path (a local folder or dbfs:/)")
+    return Path(root).joinpath(*parts)
 
 
 def table_path(config: Config, table: str) -> str:

@@ -1,0 +1,162 @@
+"""Temporal clustering on Spark: a spatially stratified sample reaches the driver, TSKM is fitted
+there (or the dataset's saved model is reused), every pixel is assigned in ``mapInPandas`` with the
+exact soft-DTW kernel, and the co-variogram gives the spatial correlation length.
+
+Writes `clusters` (tskm_label; cluster_id and is_core are filled by the spatial DBSCAN stage) and
+`covariogram`; the model goes to <lake>/models/tskm/<dataset>/ and the pictures to
+<lake>/outputs/<dataset>/<run_id>/.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from insarlake.config import Config
+from insarlake.errors import InputError
+from insarlake.lake import Run, files_dir, read_table, write_table
+from insarlake.temporal.covariogram import covariogram, plot_covariogram
+from insarlake.temporal.tskm import TskmModel, fit_tskm
+
+log = logging.getLogger(__name__)
+
+CLUSTERS_SCHEMA = T.StructType([
+    T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
+    T.StructField("pixel_id", T.StringType()), T.StructField("tskm_label", T.IntegerType()),
+    T.StructField("tskm_distance", T.DoubleType()), T.StructField("cluster_id", T.LongType()),
+    T.StructField("is_core", T.BooleanType()),
+])
+# The settings a saved model must share with the config to be reused.
+_MODEL_KEYS = ("metric", "gamma", "preprocessing", "k", "k_min", "k_max")
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    dataset: str
+    model: TskmModel
+    reused_model: bool
+    pixels: int
+    correlation_length_km: float
+    outputs: str
+
+
+def model_dir(config: Config, dataset: str) -> Path:
+    return files_dir(config, "models", "tskm", dataset)
+
+
+def stratified_sample(pixels: DataFrame, size: int, seed: int) -> pd.DataFrame:
+    """About ``size`` pixels (pixel_id, disp), each tile contributing in proportion to its pixel
+    count (at least one), drawn in Spark by a seeded hash; only the sample reaches the driver."""
+    total = pixels.count()
+    ranked = (pixels.withColumn("_h", F.xxhash64(F.lit(seed), "pixel_id"))
+              .withColumn("_n", F.count("*").over(Window.partitionBy("tile_id")))
+              .withColumn("_rank", F.row_number().over(Window.partitionBy("tile_id").orderBy("_h", "pixel_id"))))
+    quota = F.ceil(F.col("_n") * F.lit(size / max(total, 1)))
+    sample = (ranked.where(F.col("_rank") <= quota).select("pixel_id", "disp", "_h")
+              .toPandas().sort_values(["_h", "pixel_id"]))
+    return sample.head(size).drop(columns="_h").reset_index(drop=True)
+
+
+def _reusable(model: TskmModel, config: Config, dates: list[str]) -> bool:
+    wanted = {k: getattr(config.temporal, k) for k in _MODEL_KEYS}
+    return model.epoch_dates == dates and {k: model.settings.get(k) for k in _MODEL_KEYS} == wanted
+
+
+def fit_or_reuse(spark: SparkSession, config: Config, dataset: str, pixels: DataFrame,
+                 dates: list[str], run: Run) -> tuple[TskmModel, bool]:
+    cfg = config.temporal
+    latest = model_dir(config, dataset) / "latest.json"
+    if cfg.reuse_model and latest.is_file():
+        model = TskmModel.load(latest)
+        if _reusable(model, config, dates):
+            log.info("reusing TSKM model %s (k=%d)", latest, model.k)
+            return model, True
+        log.info("saved model %s does not match the epochs or temporal settings: refitting", latest)
+    sample = stratified_sample(pixels, cfg.sample_size, cfg.seed)
+    series = np.stack(sample["disp"].to_numpy()).astype(np.float64)
+    k_values = [cfg.k] if cfg.k is not None else list(range(cfg.k_min, cfg.k_max + 1))
+    model = fit_tskm(series, dates, metric=cfg.metric, gamma=cfg.gamma, preprocessing=cfg.preprocessing,
+                     k_values=k_values, seed=cfg.seed, max_iter=cfg.max_iter,
+                     max_iter_barycenter=cfg.max_iter_barycenter, silhouette_size=cfg.silhouette_size,
+                     settings={k: getattr(cfg, k) for k in _MODEL_KEYS})
+    model.save(model_dir(config, dataset) / f"{run.run_id}.json")
+    model.save(latest)
+    return model, False
+
+
+def assign_pixels(pixels: DataFrame, model: TskmModel, dataset: str, run_id: str,
+                  with_distance: bool) -> DataFrame:
+    """Every pixel's TSKM label (and distance) with the model's exact kernel, in mapInPandas."""
+    def assign(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if batch.empty:
+                continue
+            series = np.stack(batch["disp"].to_numpy()).astype(np.float64)
+            if with_distance:
+                labels, distance = model.assign(series, return_distance=True)
+            else:
+                labels, distance = model.assign(series), np.full(len(batch), np.nan)
+            yield pd.DataFrame({"dataset": dataset, "run_id": run_id, "pixel_id": batch["pixel_id"].to_numpy(),
+                                "tskm_label": labels.astype(np.int32),
+                                "tskm_distance": np.where(with_distance, distance, np.nan),
+                                "cluster_id": pd.array([None] * len(batch), dtype="Int64"),
+                                "is_core": pd.array([None] * len(batch), dtype="boolean")})
+
+    return pixels.select("pixel_id", "disp").mapInPandas(assign, CLUSTERS_SCHEMA)
+
+
+def plot_centroids(model: TskmModel, path: Path) -> Path:
+    """PNG of the centroids (mm against date), one line per TSKM label."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    dates = pd.to_datetime(model.epoch_dates)
+    for label, centroid in enumerate(model.centroids):
+        ax.plot(dates, centroid, label=f"TSKM {label}")
+    unit = "z-score" if model.preprocessing == "znorm" else "mm"
+    ax.set(xlabel="date", ylabel=f"LOS displacement ({unit})",
+           title=f"TSKM centroids: {model.metric}, k={model.k}, silhouette {model.silhouette_by_k.get(model.k, math.nan):.2f}")
+    ax.legend(loc="best", fontsize="small")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> ClusterResult:
+    """TSKM labels for every pixel of ``dataset`` plus its co-variogram; replaces the dataset's
+    rows in `clusters` and `covariogram`."""
+    pixels = read_table(spark, config, "pixels", [dataset]).select("pixel_id", "lon", "lat", "tile_id", "disp")
+    dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
+    if not dates:
+        raise InputError(f"dataset {dataset}: no epochs in the lake (ingest it first)")
+    outputs = files_dir(config, "outputs", dataset, run.run_id)
+    with run.stage("cluster.covariogram"):
+        cov = covariogram(spark, pixels, config.covariogram)
+        bins = spark.createDataFrame(cov.bins.assign(dataset=dataset, run_id=run.run_id)
+                                     [["dataset", "run_id", "distance_km", "covariance", "pairs"]])
+        write_table(spark, bins, config, "covariogram", datasets=[dataset])
+        plot_covariogram(cov.bins, cov.correlation_length_km, outputs / "covariogram.png", config.covariogram.fraction)
+        run.metrics["correlation_length_km"] = float(cov.correlation_length_km)
+        run.count("covariogram", len(cov.bins))
+    with run.stage("cluster.tskm_fit"):
+        model, reused = fit_or_reuse(spark, config, dataset, pixels, dates, run)
+        plot_centroids(model, outputs / "centroids.png")
+        run.metrics["tskm_k"] = float(model.k)
+        run.metrics["tskm_silhouette"] = float(model.silhouette_by_k.get(model.k, math.nan))
+    with run.stage("cluster.tskm_assign"):
+        clusters = assign_pixels(pixels, model, dataset, run.run_id, config.temporal.write_distance)
+        write_table(spark, clusters, config, "clusters", datasets=[dataset])
+        n = read_table(spark, config, "clusters", [dataset]).count()
+        run.count("clusters", n)
+    return ClusterResult(dataset, model, reused, n, float(cov.correlation_length_km), str(outputs))
