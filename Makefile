@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test clean
+.PHONY: setup run test bench clean
 
 setup: $(STAMP)
 	@$(PY) -m insarlake.jars fetch --jars-dir .jars
@@ -23,6 +23,11 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# Benchmarks against peers (outside the test suite); results in benchmarks/README.md.
+bench: setup
+	$(PY) benchmarks/softdtw_assign.py
+	$(PY) benchmarks/softdtw_assign.py --egms
 
 clean:
 	rm -rf lake dist .derby spark-warehouse

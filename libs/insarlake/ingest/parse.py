@@ -147,20 +147,26 @@ def read_header(source: str, columns: list[str], fmt: str) -> HeaderSpec:
 
 # ---------------------------------------------------------------- reading files
 
-def iter_tables(source: str, data: bytes, fmt: str, chunk_rows: int = 50_000) -> Iterator[tuple[str, pd.DataFrame | None, list[str]]]:
-    """Yield (source name, chunk of rows or None for the header-only call, columns) per CSV/Parquet
-    member of the file. ZIP members get the source name ``file.zip!member.csv``. CSV values stay
-    strings (so text in a number column is seen); Parquet keeps its types."""
+def _zip_csv_members(source: str, data: bytes) -> tuple[zipfile.ZipFile, list[str]]:
+    """The archive and its .csv members (sorted); InputError if unreadable or holding none."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise InputError(f"file {source}: not a readable ZIP archive") from None
+    members = sorted(m for m in archive.namelist() if m.lower().endswith(".csv"))
+    if not members:
+        raise InputError(f"file {source}: the ZIP holds no .csv file")
+    return archive, members
+
+
+def iter_tables(source: str, data: bytes, fmt: str, chunk_rows: int = 50_000) -> Iterator[tuple[str, pd.DataFrame, list[str]]]:
+    """Yield (source name, chunk of rows, columns) per CSV/Parquet member of the file. ZIP members
+    get the source name ``file.zip!member.csv``. Numbers in CSV are parsed by pandas, a column
+    holding text stays strings (see ``to_float``); Parquet keeps its types."""
     lower = source.lower()
     if lower.endswith(".zip"):
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
-        except zipfile.BadZipFile:
-            raise InputError(f"file {source}: not a readable ZIP archive") from None
-        members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
-        if not members:
-            raise InputError(f"file {source}: the ZIP holds no .csv file")
-        for member in sorted(members):
+        archive, members = _zip_csv_members(source, data)
+        for member in members:
             try:
                 content = archive.read(member)
             except (zipfile.BadZipFile, OSError) as exc:
@@ -231,25 +237,17 @@ def header_columns(source: str, data: bytes, fmt: str) -> list[tuple[str, list[s
             raise InputError(f"file {source}: not a readable Parquet file ({exc})") from None
         return out
     if lower.endswith(".zip"):
-        for name, _, cols in _zip_headers(source, data):
-            out.append((name, cols))
-        return out
+        return list(_zip_headers(source, data))
     out.append((source, _csv_header(source, data)))
     return out
 
 
 def _zip_headers(source: str, data: bytes):
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise InputError(f"file {source}: not a readable ZIP archive") from None
-    members = [m for m in archive.namelist() if m.lower().endswith(".csv")]
-    if not members:
-        raise InputError(f"file {source}: the ZIP holds no .csv file")
-    for member in sorted(members):
+    archive, members = _zip_csv_members(source, data)
+    for member in members:
         with archive.open(member) as fh:
             first = fh.readline()
-        yield f"{source}!{member}", None, _csv_header(f"{source}!{member}", first)
+        yield f"{source}!{member}", _csv_header(f"{source}!{member}", first)
 
 
 def _csv_header(source: str, content: bytes) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from insarlake.errors import InputError
 from insarlake.temporal.softdtw import fill_missing, softdtw_assign, softdtw_distances
 
 log = logging.getLogger(__name__)
+# tslearn announces on import that its optional HDF5 model export is unavailable; we do not use it.
+warnings.filterwarnings("ignore", message="h5py not installed", category=UserWarning)
 
 METRICS = ("softdtw", "dtw", "euclidean")
 PREPROCESSING = ("none", "demean", "znorm")
@@ -170,7 +173,11 @@ def fit_tskm(sample: np.ndarray, epoch_dates: list[str], *, metric: str, gamma: 
         params = {"gamma": gamma} if metric == "softdtw" else None
         km = TimeSeriesKMeans(n_clusters=k, metric=metric, metric_params=params, max_iter=max_iter,
                               max_iter_barycenter=max_iter_barycenter, random_state=seed, n_init=1)
-        km.fit(x[:, :, None])
+        with warnings.catch_warnings():
+            # tslearn's soft-DTW barycentre passes L-BFGS-B options that SciPy 1.16 deprecates
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="scipy.optimize")
+            warnings.filterwarnings("ignore", message=".*L-BFGS-B.*", category=DeprecationWarning)
+            km.fit(x[:, :, None])
         centroids = np.ascontiguousarray(km.cluster_centers_[:, :, 0])
         model = TskmModel(k, metric, gamma, preprocessing, centroids, list(epoch_dates),
                           sample_size=n, seed=seed, settings=dict(settings or {}))
