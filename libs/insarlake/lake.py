@@ -4,6 +4,7 @@ Layout (local default ``./lake``)::
 
     lake/<table>/            one Delta table per folder, partitioned by dataset where it has one
     lake/raw/<dataset>/      raw simulated scenes (EGMS L2b CSV), input of ingest
+    lake/models/, outputs/   model files and pictures (``files_dir``)
     lake/_catalog/           embedded metastore (Derby) and warehouse, when catalog.kind=embedded
 """
 from __future__ import annotations
