@@ -36,6 +36,7 @@ def test_silhouette_equals_tslearn_softdtw():
 
     x, labels = _behaviours(8, T=30)
     ours = silhouette(divergence_matrix(x, x, "softdtw", 1.0), labels)
+    assert ours == pytest.approx(silhouette(divergence_matrix(x, x.copy(), "softdtw", 1.0), labels), rel=1e-9)
     ref = silhouette_score(x[:, :, None], labels, metric="softdtw", metric_params={"gamma": 1.0})
     assert ours == pytest.approx(ref, rel=1e-6)
 

@@ -62,9 +62,15 @@ def divergence_matrix(a: np.ndarray, b: np.ndarray, metric: str, gamma: float) -
     ``distance_matrix``. Used for the silhouette and the elbow curve."""
     if metric != "softdtw":
         return distance_matrix(a, b, metric, gamma)
-    self_a = np.array([softdtw_distances(row[None, :], row[None, :], gamma)[0, 0] for row in a])
-    self_b = np.array([softdtw_distances(row[None, :], row[None, :], gamma)[0, 0] for row in b])
-    return softdtw_distances(a, b, gamma) - 0.5 * (self_a[:, None] + self_b[None, :])
+    full = softdtw_distances(a, b, gamma)
+    self_a = np.diag(full).copy() if a is b else _self_softdtw(a, gamma)
+    self_b = self_a if a is b else _self_softdtw(b, gamma)
+    return full - 0.5 * (self_a[:, None] + self_b[None, :])
+
+
+def _self_softdtw(x: np.ndarray, gamma: float) -> np.ndarray:
+    """sdtw(x_i, x_i) for each row (n,)."""
+    return np.array([softdtw_distances(row[None, :], row[None, :], gamma)[0, 0] for row in x])
 
 
 @dataclass
@@ -166,7 +172,8 @@ def fit_tskm(sample: np.ndarray, epoch_dates: list[str], *, metric: str, gamma: 
         raise InputError(f"temporal clustering: {n} sampled series, fewer than k+1 = {max(k_values) + 1}")
     rng = np.random.default_rng(seed)
     sil_idx = np.sort(rng.permutation(n)[:silhouette_size])
-    sil_div = divergence_matrix(x[sil_idx], x[sil_idx], metric, gamma)
+    sil_x = x[sil_idx]
+    sil_div = divergence_matrix(sil_x, sil_x, metric, gamma)
     best = None
     silhouettes, inertias = {}, {}
     for k in k_values:
