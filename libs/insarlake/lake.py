@@ -17,7 +17,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -31,6 +31,17 @@ log = logging.getLogger(__name__)
 def is_local_path(path: str) -> bool:
     scheme = urlparse(path).scheme
     return scheme in ("", "file") or (len(scheme) == 1)  # a Windows drive letter counts as local
+
+
+def local_path(uri: str) -> str:
+    """A path Python can open (driver or executor) for a Hadoop-style URI: file: and plain paths
+    as they are, dbfs:/x as the /dbfs/x mount; other URIs (s3://...) unchanged."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path)
+    if parsed.scheme == "dbfs":
+        return "/dbfs" + unquote(parsed.path)
+    return uri
 
 
 def lake_root(config: Config) -> str:
@@ -48,10 +59,8 @@ def catalog_dir(config: Config) -> Path:
 def files_dir(config: Config, *parts: str) -> Path:
     """A folder under the lake for plain files (models, pictures), as a local path: the lake
     itself when local, /dbfs/... for a dbfs:/ lake. Other URIs (s3://...) are refused."""
-    root = lake_root(config)
-    if root.startswith("dbfs:"):
-        root = "/dbfs/" + root.removeprefix("dbfs:").lstrip("/")
-    elif not is_local_path(root):
+    root = local_path(lake_root(config))
+    if "://" in root:
         raise ConfigError(f"config key 'lake.path' {root!r}: model and picture files need a local or "
                           "mounted lake path (a local folder or dbfs:/)")
     return Path(root).joinpath(*parts)

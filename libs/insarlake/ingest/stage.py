@@ -14,7 +14,6 @@ import logging
 import math
 from dataclasses import dataclass
 from typing import Iterator
-from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -25,7 +24,7 @@ from py4j.protocol import Py4JJavaError
 from insarlake.config import Config
 from insarlake.errors import InputError
 from insarlake.ingest import parse
-from insarlake.lake import Run, write_table
+from insarlake.lake import Run, local_path, write_table
 from insarlake.tiling import add_tile_id, tile_order
 
 log = logging.getLogger(__name__)
@@ -62,16 +61,6 @@ class IngestResult:
     quarantined: int
     epochs: int
     files: int
-
-
-def local_path(uri: str) -> str:
-    """A path Python can open on an executor for a Hadoop-style URI from binaryFile."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return unquote(parsed.path)
-    if parsed.scheme == "dbfs":
-        return "/dbfs" + unquote(parsed.path)
-    return uri
 
 
 def read_bytes(uri: str) -> bytes:
