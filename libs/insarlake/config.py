@@ -126,6 +126,18 @@ class CovariogramConfig:
 
 
 @dataclass(frozen=True)
+class SpatialConfig:
+    eps_m: Optional[float]
+    eps_correlation_factor: float
+    min_samples: int
+    per_label: dict
+    min_precision: int
+    max_precision: int
+    max_points_per_tile: int
+    map_max_points: int
+
+
+@dataclass(frozen=True)
 class Config:
     dataset: str
     spark: SparkConfig
@@ -136,6 +148,7 @@ class Config:
     partition: PartitionConfig
     temporal: TemporalConfig
     covariogram: CovariogramConfig
+    spatial: SpatialConfig
 
     def as_dict(self) -> dict:
         return _to_plain(self)
@@ -217,7 +230,7 @@ def _merge(base: dict, update: Mapping, prefix: str, origin: str) -> dict:
 
 
 # dict-valued keys whose entries are free (not checked against the defaults).
-_FREE_FORM = {"spark.conf"}
+_FREE_FORM = {"spark.conf", "spatial.per_label"}
 
 
 def _build(cls, data: Any, prefix: str):
@@ -311,8 +324,41 @@ def _check(obj, prefix: str) -> None:
             raise ConfigError("config keys 'covariogram.local_share' in [0, 1] and 'covariogram.fraction' in (0, 1) are required")
         if not 1 <= obj.local_precision <= 12:
             raise ConfigError("config key 'covariogram.local_precision' must lie in 1..12")
+    if isinstance(obj, SpatialConfig):
+        _check_spatial(obj)
     if isinstance(obj, Config) and not obj.dataset:
         raise ConfigError("config key 'dataset' must not be empty")
+
+
+def _check_spatial(sp: SpatialConfig) -> None:
+    def eps_ok(value, key):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2_000_000:
+            raise ConfigError(f"config key '{key}' must be a distance in metres in (0, 2000000]; got {value!r}")
+
+    def samples_ok(value, key):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"config key '{key}' must be an integer >= 1; got {value!r}")
+
+    if sp.eps_m is not None:
+        eps_ok(sp.eps_m, "spatial.eps_m")
+    if not sp.eps_correlation_factor > 0:
+        raise ConfigError(f"config key 'spatial.eps_correlation_factor' must be > 0; got {sp.eps_correlation_factor}")
+    samples_ok(sp.min_samples, "spatial.min_samples")
+    for label, entry in sp.per_label.items():
+        key = f"spatial.per_label.{label}"
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise ConfigError(f"config key '{key}': labels must be integers (TSKM labels); got {label!r}")
+        if not isinstance(entry, Mapping) or not entry or set(entry) - {"eps_m", "min_samples"}:
+            raise ConfigError(f"config key '{key}' must be a mapping with eps_m and/or min_samples; got {entry!r}")
+        if "eps_m" in entry:
+            eps_ok(entry["eps_m"], f"{key}.eps_m")
+        if "min_samples" in entry:
+            samples_ok(entry["min_samples"], f"{key}.min_samples")
+    if not 1 <= sp.min_precision <= sp.max_precision <= 12:
+        raise ConfigError("config keys 'spatial.min_precision' <= 'spatial.max_precision' must lie in 1..12")
+    for key in ("max_points_per_tile", "map_max_points"):
+        if getattr(sp, key) < 1:
+            raise ConfigError(f"config key 'spatial.{key}' must be >= 1")
 
 
 def _check_simulate(sim: SimulateConfig) -> None:

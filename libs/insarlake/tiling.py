@@ -14,6 +14,8 @@ range of tiles in one file is a compact patch of ground.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -26,20 +28,31 @@ _BASE32 = "0123456789bcdefghjkmnpqrstuvwxyz"
 def add_tile_id(df: DataFrame, cfg: PartitionConfig, lon_col: str = "lon", lat_col: str = "lat",
                 tile_col: str = "tile_id") -> DataFrame:
     """``df`` with a string column ``tile_col``: the adaptive geohash tile of each row."""
-    lo, hi = cfg.min_precision, cfg.max_precision
+    return adaptive_geohash(df, cfg.min_precision, cfg.max_precision, cfg.max_pixels_per_tile,
+                            lon_col=lon_col, lat_col=lat_col, tile_col=tile_col)
+
+
+def adaptive_geohash(df: DataFrame, min_precision: int, max_precision: int, max_points: int,
+                     lon_col: str = "lon", lat_col: str = "lat", tile_col: str = "tile_id",
+                     group_cols: Sequence[str] = ()) -> DataFrame:
+    """``df`` with ``tile_col``: for each row the coarsest geohash cell of its location, between
+    ``min_precision`` and ``max_precision`` characters, holding at most ``max_points`` rows (of the
+    same ``group_cols`` values, when given); rows of a cell still too full at ``max_precision`` get it."""
+    lo, hi = min_precision, max_precision
+    keys = list(group_cols)
     with_cell = df.withColumn(
         "_cell", F.expr(f"ST_GeoHash(ST_Point(CAST({lon_col} AS DOUBLE), CAST({lat_col} AS DOUBLE)), {hi})"))
-    cells = with_cell.groupBy("_cell").agg(F.count(F.lit(1)).alias("_n"))
+    cells = with_cell.groupBy(*keys, "_cell").agg(F.count(F.lit(1)).alias("_n"))
     per_level = cells.select(
-        "_cell", "_n", F.explode(F.sequence(F.lit(lo), F.lit(hi))).alias("_level")
+        *keys, "_cell", "_n", F.explode(F.sequence(F.lit(lo), F.lit(hi))).alias("_level")
     ).withColumn("_prefix", F.expr("substring(_cell, 1, _level)"))
-    small = (per_level.groupBy("_level", "_prefix").agg(F.sum("_n").alias("_total"))
-             .where((F.col("_total") <= cfg.max_pixels_per_tile) | (F.col("_level") == hi))
-             .select("_level", "_prefix"))
-    cell_tile = (per_level.join(small, ["_level", "_prefix"])
-                 .groupBy("_cell").agg(F.min("_level").alias("_level"))
-                 .select("_cell", F.expr("substring(_cell, 1, _level)").alias(tile_col)))
-    return with_cell.join(cell_tile, "_cell").drop("_cell")
+    small = (per_level.groupBy(*keys, "_level", "_prefix").agg(F.sum("_n").alias("_total"))
+             .where((F.col("_total") <= max_points) | (F.col("_level") == hi))
+             .select(*keys, "_level", "_prefix"))
+    cell_tile = (per_level.join(small, [*keys, "_level", "_prefix"])
+                 .groupBy(*keys, "_cell").agg(F.min("_level").alias("_level"))
+                 .select(*keys, "_cell", F.expr("substring(_cell, 1, _level)").alias(tile_col)))
+    return with_cell.join(cell_tile, [*keys, "_cell"]).drop("_cell")
 
 
 def geohash_bounds(code: str) -> tuple[float, float, float, float]:
