@@ -17,7 +17,9 @@ def cluster_config(config):
     return replace(config,
                    temporal=replace(config.temporal, sample_size=60, silhouette_size=60, k=None, k_min=2, k_max=3,
                                     max_iter=2, max_iter_barycenter=2, write_distance=True),
-                   covariogram=replace(config.covariogram, pairs=50_000))
+                   covariogram=replace(config.covariogram, pairs=50_000),
+                   spatial=replace(config.spatial, eps_m=None, eps_correlation_factor=0.5, min_samples=10,
+                                   per_label={0: {"eps_m": 300.0, "min_samples": 15}}))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,37 @@ def test_spark_assignment_equals_the_kernel_row_for_row(spark, cluster_config, c
     np.testing.assert_array_equal(got.tskm_label.to_numpy(), labels)
     np.testing.assert_allclose(got.tskm_distance.to_numpy(), distance, rtol=1e-12)
     assert set(np.unique(labels)) <= set(range(result.model.k)) and result.model.k in (2, 3)
-    assert (got.run_id == run.run_id).all() and got.cluster_id.isna().all()
+    assert (got.run_id == run.run_id).all()
+    assert got.cluster_id.notna().all() and got.is_core.notna().all()
+
+
+def test_dbscan_per_tskm_label_equals_sklearn_with_the_labels_parameters(spark, cluster_config, clustered):
+    from sklearn.cluster import DBSCAN
+
+    from insarlake.geo import EARTH_RADIUS_M
+
+    run, result = clustered
+    clusters = read_table(spark, cluster_config, "clusters", ["sim"]).join(
+        read_table(spark, cluster_config, "pixels", ["sim"]).select("pixel_id", "lon", "lat"), "pixel_id").toPandas()
+    assert run.metrics["dbscan_eps_m_label_0"] == 300.0 and run.metrics["dbscan_min_samples_label_0"] == 15
+    assert run.metrics["dbscan_eps_m_label_1"] == pytest.approx(500.0 * result.correlation_length_km)
+    assert run.metrics["dbscan_min_samples_label_1"] == 10
+    seen_ids = set()
+    for label, part in clusters.groupby("tskm_label"):
+        eps_m = run.metrics[f"dbscan_eps_m_label_{label}"]
+        ref = DBSCAN(eps=eps_m / EARTH_RADIUS_M, min_samples=int(run.metrics[f"dbscan_min_samples_label_{label}"]),
+                     metric="haversine").fit(np.radians(part[["lat", "lon"]].to_numpy()))
+        core = np.zeros(len(part), bool)
+        core[ref.core_sample_indices_] = True
+        np.testing.assert_array_equal(part.is_core.to_numpy(), core)
+        np.testing.assert_array_equal(part.cluster_id.to_numpy() == -1, ref.labels_ == -1)
+        ours = {frozenset(g.pixel_id) for _, g in part[core].groupby("cluster_id")}
+        theirs = {frozenset(part.pixel_id.to_numpy()[core][ref.labels_[core] == k]) for k in set(ref.labels_[core])}
+        assert ours == theirs
+        ids = set(part.cluster_id[part.cluster_id >= 0])
+        assert not ids & seen_ids     # cluster ids are global, never shared by two TSKM labels
+        seen_ids |= ids
+    assert seen_ids == set(range(len(seen_ids))) and len(seen_ids) == run.metrics["dbscan_clusters"]
 
 
 def test_outputs_model_and_covariogram(spark, cluster_config, clustered):
@@ -48,7 +80,7 @@ def test_outputs_model_and_covariogram(spark, cluster_config, clustered):
     saved = TskmModel.load(model_dir(cluster_config, "sim") / "latest.json")
     assert np.array_equal(saved.centroids, result.model.centroids) and saved.k == result.model.k
     assert (model_dir(cluster_config, "sim") / f"{run.run_id}.json").is_file()
-    for picture in ("centroids.png", "covariogram.png"):
+    for picture in ("centroids.png", "covariogram.png", "clusters.png"):
         assert (Path(result.outputs) / picture).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -1,9 +1,10 @@
-"""Temporal clustering on Spark: a spatially stratified sample reaches the driver, TSKM is fitted
-there (or the dataset's saved model is reused), every pixel is assigned in ``mapInPandas`` with the
-exact soft-DTW kernel, and the co-variogram gives the spatial correlation length.
+"""The cluster stage on Spark. Temporal: a spatially stratified sample reaches the driver, TSKM is
+fitted there (or the dataset's saved model is reused), every pixel is assigned in ``mapInPandas``
+with the exact soft-DTW kernel, and the co-variogram gives the spatial correlation length. Spatial:
+exact DBSCAN inside each TSKM cluster (``insarlake.spatial``).
 
-Writes `clusters` (tskm_label; cluster_id and is_core are filled by the spatial DBSCAN stage) and
-`covariogram`; the model goes to <lake>/models/tskm/<dataset>/ and the pictures to
+Writes `clusters` (tskm_label, cluster_id, is_core) and `covariogram`; the model goes to
+<lake>/models/tskm/<dataset>/ and the pictures (centroids, co-variogram, cluster map) to
 <lake>/outputs/<dataset>/<run_id>/.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pyspark.sql import types as T
 from insarlake.config import Config
 from insarlake.errors import InputError
 from insarlake.lake import Run, files_dir, read_table, write_table
+from insarlake.spatial.stage import cluster_in_space, map_sample, plot_clusters
 from insarlake.temporal.covariogram import covariogram, plot_covariogram
 from insarlake.temporal.tskm import TskmModel, fit_tskm
 
@@ -34,6 +36,7 @@ CLUSTERS_SCHEMA = T.StructType([
     T.StructField("tskm_distance", T.DoubleType()), T.StructField("cluster_id", T.LongType()),
     T.StructField("is_core", T.BooleanType()),
 ])
+TSKM_SCHEMA = T.StructType(CLUSTERS_SCHEMA.fields[:5])
 # The settings a saved model must share with the config to be reused.
 _MODEL_KEYS = ("metric", "gamma", "preprocessing", "k", "k_min", "k_max")
 
@@ -94,7 +97,8 @@ def fit_or_reuse(spark: SparkSession, config: Config, dataset: str, pixels: Data
 
 def assign_pixels(pixels: DataFrame, model: TskmModel, dataset: str, run_id: str,
                   with_distance: bool) -> DataFrame:
-    """Every pixel's TSKM label (and distance) with the model's exact kernel, in mapInPandas."""
+    """Every pixel's TSKM label (and distance, NaN unless ``with_distance``) with the model's exact
+    kernel, in mapInPandas: dataset, run_id, pixel_id, tskm_label, tskm_distance."""
     def assign(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if batch.empty:
@@ -106,11 +110,9 @@ def assign_pixels(pixels: DataFrame, model: TskmModel, dataset: str, run_id: str
                 labels, distance = model.assign(series), np.full(len(batch), np.nan)
             yield pd.DataFrame({"dataset": dataset, "run_id": run_id, "pixel_id": batch["pixel_id"].to_numpy(),
                                 "tskm_label": labels.astype(np.int32),
-                                "tskm_distance": np.where(with_distance, distance, np.nan),
-                                "cluster_id": pd.array([None] * len(batch), dtype="Int64"),
-                                "is_core": pd.array([None] * len(batch), dtype="boolean")})
+                                "tskm_distance": np.where(with_distance, distance, np.nan)})
 
-    return pixels.select("pixel_id", "disp").mapInPandas(assign, CLUSTERS_SCHEMA)
+    return pixels.select("pixel_id", "disp").mapInPandas(assign, TSKM_SCHEMA)
 
 
 def plot_centroids(model: TskmModel, path: Path) -> Path:
@@ -134,8 +136,8 @@ def plot_centroids(model: TskmModel, path: Path) -> Path:
 
 
 def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> ClusterResult:
-    """TSKM labels for every pixel of ``dataset`` plus its co-variogram; replaces the dataset's
-    rows in `clusters` and `covariogram`."""
+    """TSKM label and DBSCAN cluster for every pixel of ``dataset``, plus its co-variogram;
+    replaces the dataset's rows in `clusters` and `covariogram`."""
     pixels = read_table(spark, config, "pixels", [dataset]).select("pixel_id", "lon", "lat", "tile_id", "disp")
     dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
     if not dates:
@@ -155,8 +157,20 @@ def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> 
         run.metrics["tskm_k"] = float(model.k)
         run.metrics["tskm_silhouette"] = float(model.silhouette_by_k.get(model.k, math.nan))
     with run.stage("cluster.tskm_assign"):
-        clusters = assign_pixels(pixels, model, dataset, run.run_id, config.temporal.write_distance)
-        write_table(spark, clusters, config, "clusters", datasets=[dataset])
+        labelled = (assign_pixels(pixels, model, dataset, run.run_id, config.temporal.write_distance)
+                    .localCheckpoint(eager=True))
+    with run.stage("cluster.dbscan"):
+        located = labelled.join(pixels.select("pixel_id", "lon", "lat"), "pixel_id")
+        clustered = cluster_in_space(located, config.spatial, cov.correlation_length_km, run)
+        write_table(spark, clustered.select(*CLUSTERS_SCHEMA.fieldNames()), config, "clusters", datasets=[dataset])
         n = read_table(spark, config, "clusters", [dataset]).count()
+        expected = pixels.count()
+        if n != expected:
+            raise RuntimeError(f"dataset {dataset}: clusters has {n} rows for {expected} pixels")
         run.count("clusters", n)
+    with run.stage("cluster.map"):
+        written = read_table(spark, config, "clusters", [dataset]).join(pixels.select("pixel_id", "lon", "lat"),
+                                                                        "pixel_id")
+        plot_clusters(map_sample(written, config.spatial.map_max_points), outputs / "clusters.png",
+                      f"{dataset}: DBSCAN per TSKM cluster, {int(run.metrics['dbscan_clusters'])} clusters")
     return ClusterResult(dataset, model, reused, n, float(cov.correlation_length_km), str(outputs))
