@@ -1,8 +1,8 @@
 """The scheduled job: every stage in order on one dataset.
 
 On the embedded default (`make run`): simulate a demo scene, ingest it, then cluster it in time
-(TSKM + co-variogram). With --input it ingests that data instead of simulating. Later stages
-(spatial DBSCAN, classify, hotspots, forecast) join this same job. Ends with a summary: tables written, row counts, time per stage.
+and space (co-variogram, TSKM, DBSCAN per TSKM cluster). With --input it ingests that data instead of
+simulating. Later stages (classify, hotspots, forecast) join this same job. Ends with a summary: tables written, row counts, time per stage.
 
     ./spark-submit.sh jobs/pipeline.py                       # demo scene
     ./spark-submit.sh jobs/pipeline.py --input ../shared/data/egms --dataset egms
