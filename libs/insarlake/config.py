@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, get_args, get_origin, get_type_hints
 
 import yaml
 
+from insarlake.classify import ARCHITECTURES
 from insarlake.errors import ConfigError
 from insarlake.ingest.parse import INPUT_FORMATS, UNIT_TO_MM
 
@@ -138,6 +139,33 @@ class SpatialConfig:
 
 
 @dataclass(frozen=True)
+class ClassifyConfig:
+    models: list
+    predict_with: str
+    noise_as_class: bool
+    train_share: float
+    split_seed: int
+    class_weights: bool
+    lstm_units: list
+    perceptron_units: list
+    dense_units: list
+    dropout: float
+    batch_size: int
+    learning_rate: float
+    max_epochs: int
+    patience: int
+    seed: int
+    shards: int
+    num_processes: int
+    local_mode: bool
+    use_gpu: bool
+    threads_per_process: int
+    threshold: float
+    inference_batch_size: int
+    retrain: bool
+
+
+@dataclass(frozen=True)
 class Config:
     dataset: str
     spark: SparkConfig
@@ -149,6 +177,7 @@ class Config:
     temporal: TemporalConfig
     covariogram: CovariogramConfig
     spatial: SpatialConfig
+    classify: ClassifyConfig
 
     def as_dict(self) -> dict:
         return _to_plain(self)
@@ -278,6 +307,10 @@ def _coerce(tp, value: Any, dotted: str):
         if not isinstance(value, str):
             raise ConfigError(f"config key '{dotted}' must be a string, got {value!r}")
         return value
+    if tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{dotted}' must be a list, got {value!r}")
+        return list(value)
     if tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key '{dotted}' must be a mapping, got {value!r}")
@@ -326,6 +359,8 @@ def _check(obj, prefix: str) -> None:
             raise ConfigError("config key 'covariogram.local_precision' must lie in 1..12")
     if isinstance(obj, SpatialConfig):
         _check_spatial(obj)
+    if isinstance(obj, ClassifyConfig):
+        _check_classify(obj)
     if isinstance(obj, Config) and not obj.dataset:
         raise ConfigError("config key 'dataset' must not be empty")
 
@@ -359,6 +394,37 @@ def _check_spatial(sp: SpatialConfig) -> None:
     for key in ("max_points_per_tile", "map_max_points"):
         if getattr(sp, key) < 1:
             raise ConfigError(f"config key 'spatial.{key}' must be >= 1")
+
+
+def _check_classify(c: ClassifyConfig) -> None:
+    if not c.models or any(m not in ARCHITECTURES for m in c.models) or len(set(c.models)) != len(c.models):
+        raise ConfigError(f"config key 'classify.models' must list distinct models of {', '.join(ARCHITECTURES)}; "
+                          f"got {c.models!r}")
+    if c.predict_with != "best" and c.predict_with not in c.models:
+        raise ConfigError(f"config key 'classify.predict_with' must be 'best' or one of classify.models; "
+                          f"got {c.predict_with!r}")
+    for key in ("lstm_units", "perceptron_units", "dense_units"):
+        units = getattr(c, key)
+        if any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units) or (key == "lstm_units" and not units):
+            raise ConfigError(f"config key 'classify.{key}' must be a list of positive integers; got {units!r}")
+    if not 0.0 < c.train_share < 1.0:
+        raise ConfigError(f"config key 'classify.train_share' must be within (0, 1); got {c.train_share}")
+    if not 0.0 <= c.dropout < 1.0:
+        raise ConfigError(f"config key 'classify.dropout' must be within [0, 1); got {c.dropout}")
+    if not 0.0 <= c.threshold <= 1.0:
+        raise ConfigError(f"config key 'classify.threshold' must be within [0, 1]; got {c.threshold}")
+    if c.learning_rate <= 0:
+        raise ConfigError(f"config key 'classify.learning_rate' must be > 0; got {c.learning_rate}")
+    for key in ("batch_size", "max_epochs", "patience", "shards", "num_processes", "threads_per_process",
+                "inference_batch_size"):
+        if getattr(c, key) < 1:
+            raise ConfigError(f"config key 'classify.{key}' must be >= 1")
+    if c.batch_size % c.shards:
+        raise ConfigError(f"config key 'classify.batch_size' ({c.batch_size}) must be a multiple of "
+                          f"'classify.shards' ({c.shards})")
+    if c.shards < c.num_processes:
+        raise ConfigError(f"config key 'classify.shards' ({c.shards}) must be >= 'classify.num_processes' "
+                          f"({c.num_processes}): every process reads its own shards")
 
 
 def _check_simulate(sim: SimulateConfig) -> None:
