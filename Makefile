@@ -28,6 +28,9 @@ test: setup
 bench: setup
 	$(PY) benchmarks/softdtw_assign.py
 	$(PY) benchmarks/softdtw_assign.py --egms
+	$(PY) benchmarks/dbscan.py
+	$(PY) benchmarks/dbscan.py --n 50000
+	$(PY) benchmarks/dbscan_metro.py
 
 clean:
 	rm -rf lake dist .derby spark-warehouse

@@ -17,8 +17,9 @@ Neighbour search uses a grid in (lat, lon) whose cells are small enough that any
 cell are neighbours (cell height eps/2, cell width eps/(2 cos φ) at the smallest |latitude| present,
 times a safety margin): a dense cell with >= min_samples points makes all its points core with no
 distance computed, and all cores of a cell join one cluster at once. Core points of neighbouring
-cells are joined by union-find, skipping the pair test when both cells already share a root, so a
-dense city costs about one distance test per point, not one per pair of neighbours.
+cells are joined by union-find, adjacent cells first, skipping the pair test when both cells
+already share a root and never searching cell offsets that cannot hold a point within eps, so a
+dense city costs a few distance tests per point, not one per pair of neighbours.
 
 Border rule (documented, deterministic, independent of tiling): a non-core point with at least one
 core neighbour joins the cluster of its nearest core neighbour; on equal distance the core with the
@@ -83,12 +84,16 @@ def _union(parent, a, b):
 
 
 @njit(cache=True)
-def _neighbour_cells(cell, cell_row, cell_col, ukeys, ncols, ky, kx, out):
-    """Indices of the occupied cells within ky rows / kx columns of ``cell`` (itself included)."""
+def _neighbour_cells(cell, cell_row, cell_col, ukeys, ncols, ky, kx_row, out):
+    """Indices of the occupied cells that may hold a neighbour of a point of ``cell`` (itself
+    included): rows dy in -ky..ky, columns within kx_row[dy + ky] of its own."""
     m = 0
     row = cell_row[cell]
     col = cell_col[cell]
     for dy in range(-ky, ky + 1):
+        kx = kx_row[dy + ky]
+        if kx < 0:
+            continue
         lo = (row + dy) * ncols + col - kx
         hi = (row + dy) * ncols + col + kx
         s = np.searchsorted(ukeys, lo)
@@ -100,7 +105,7 @@ def _neighbour_cells(cell, cell_row, cell_col, ukeys, ncols, ky, kx, out):
 
 
 @njit(cache=True)
-def _local_dbscan(lat, lon, zone, eps, min_samples, cell_h, cell_w, ky, kx):
+def _local_dbscan(lat, lon, zone, eps, min_samples, cell_h, cell_w, ky, kx, kx_row):
     n = lat.shape[0]
     thr = math.sin(0.5 * eps) ** 2
     cosl = np.cos(lat)
@@ -148,7 +153,7 @@ def _local_dbscan(lat, lon, zone, eps, min_samples, cell_h, cell_w, ky, kx):
                 core[p] = True
                 continue
             if m < 0:
-                m = _neighbour_cells(c, cell_row, cell_col, ukeys, ncols, ky, kx, nbr)
+                m = _neighbour_cells(c, cell_row, cell_col, ukeys, ncols, ky, kx_row, nbr)
             count = size
             for k in range(m):
                 d = nbr[k]
@@ -188,27 +193,33 @@ def _local_dbscan(lat, lon, zone, eps, min_samples, cell_h, cell_w, ky, kx):
     for c in range(ncell):
         for t in range(cstart[c] + 1, cstart[c + 1]):
             _union(parent, cores[cstart[c]], cores[t])
-    for c in range(ncell):
-        if cstart[c + 1] == cstart[c]:
-            continue
-        m = _neighbour_cells(c, cell_row, cell_col, ukeys, ncols, ky, kx, nbr)
-        for k in range(m):
-            d = nbr[k]
-            if d <= c or cstart[d + 1] == cstart[d]:
+    # adjacent cells first, then farther ones: in a dense area the second pass then finds the
+    # cells already joined and skips the pair test
+    for far in range(2):
+        for c in range(ncell):
+            if cstart[c + 1] == cstart[c]:
                 continue
-            if _find(parent, cores[cstart[c]]) == _find(parent, cores[cstart[d]]):
-                continue
-            joined = False
-            for s in range(cstart[c], cstart[c + 1]):
-                p = cores[s]
-                for u in range(cstart[d], cstart[d + 1]):
-                    q = cores[u]
-                    if _rdist(lat[p], lon[p], cosl[p], lat[q], lon[q], cosl[q]) <= thr:
-                        _union(parent, p, q)
-                        joined = True
+            m = _neighbour_cells(c, cell_row, cell_col, ukeys, ncols, ky, kx_row, nbr)
+            for k in range(m):
+                d = nbr[k]
+                if d <= c or cstart[d + 1] == cstart[d]:
+                    continue
+                adjacent = abs(cell_row[d] - cell_row[c]) <= 1 and abs(cell_col[d] - cell_col[c]) <= 1
+                if adjacent == (far == 1):
+                    continue
+                if _find(parent, cores[cstart[c]]) == _find(parent, cores[cstart[d]]):
+                    continue
+                joined = False
+                for s in range(cstart[c], cstart[c + 1]):
+                    p = cores[s]
+                    for u in range(cstart[d], cstart[d + 1]):
+                        q = cores[u]
+                        if _rdist(lat[p], lon[p], cosl[p], lat[q], lon[q], cosl[q]) <= thr:
+                            _union(parent, p, q)
+                            joined = True
+                            break
+                    if joined:
                         break
-                if joined:
-                    break
 
     # 3. roots: cores of zone 0/1 -> their set's smallest index; owned borders -> nearest core's
     root = np.full(n, -1, np.int64)
@@ -222,7 +233,7 @@ def _local_dbscan(lat, lon, zone, eps, min_samples, cell_h, cell_w, ky, kx):
             if zone[p] != 0 or core[p]:
                 continue
             if m < 0:
-                m = _neighbour_cells(c, cell_row, cell_col, ukeys, ncols, ky, kx, nbr)
+                m = _neighbour_cells(c, cell_row, cell_col, ukeys, ncols, ky, kx_row, nbr)
             best = np.inf
             best_q = -1
             for k in range(m):
@@ -269,4 +280,24 @@ def local_dbscan(lat_rad: np.ndarray, lon_rad: np.ndarray, zone: np.ndarray, eps
     cell_w = cell_h / math.cos(abs_lat_min)
     ky = int(math.ceil(eps / cell_h))
     kx = int(math.ceil(reach / cell_w))
-    return _local_dbscan(lat, lon, zone, float(eps), int(min_samples), cell_h, cell_w, ky, kx)
+    return _local_dbscan(lat, lon, zone, float(eps), int(min_samples), cell_h, cell_w, ky, kx,
+                         _reachable_columns(eps, cell_h, cell_w, ky, kx, abs_lat_max))
+
+
+def _reachable_columns(eps: float, cell_h: float, cell_w: float, ky: int, kx: int, abs_lat_max: float) -> np.ndarray:
+    """For each row offset dy in -ky..ky, the largest column offset whose cells can hold a point
+    within eps (-1: none). Two cells dy rows and dx columns apart are at least (|dy|-1) cell
+    heights in latitude and (|dx|-1) cell widths in longitude apart, so the haversine term of any
+    pair is at least sin²(Δφ/2) + cos²(φmax) sin²(Δλ/2); offsets where that exceeds sin²(eps/2)
+    (with a relative margin for rounding) are never searched."""
+    thr = math.sin(0.5 * eps) ** 2 * (1 + 1e-9)
+    cos2 = math.cos(abs_lat_max) ** 2
+    out = np.full(2 * ky + 1, -1, np.int64)
+    for dy in range(-ky, ky + 1):
+        dlat = max(abs(dy) - 1, 0) * cell_h
+        for dx in range(kx, -1, -1):
+            dlon = max(dx - 1, 0) * cell_w
+            if math.sin(0.5 * dlat) ** 2 + cos2 * math.sin(0.5 * dlon) ** 2 <= thr:
+                out[dy + ky] = dx
+                break
+    return out
