@@ -88,11 +88,8 @@ def local_jars(jars_dir: str | Path, spark_version: str | None = None) -> list[s
 
 
 def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha1").hexdigest()
 
 
 def fetch(jars_dir: str | Path, spark_version: str | None = None) -> list[Path]:
