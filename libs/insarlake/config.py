@@ -145,7 +145,7 @@ class ClassifyConfig:
     noise_as_class: bool
     train_share: float
     split_seed: int
-    class_weights: bool
+    class_weight_power: float
     lstm_units: list
     perceptron_units: list
     dense_units: list
@@ -413,6 +413,8 @@ def _check_classify(c: ClassifyConfig) -> None:
         raise ConfigError(f"config key 'classify.dropout' must be within [0, 1); got {c.dropout}")
     if not 0.0 <= c.threshold <= 1.0:
         raise ConfigError(f"config key 'classify.threshold' must be within [0, 1]; got {c.threshold}")
+    if not 0.0 <= c.class_weight_power <= 1.0:
+        raise ConfigError(f"config key 'classify.class_weight_power' must be within [0, 1]; got {c.class_weight_power}")
     if c.learning_rate <= 0:
         raise ConfigError(f"config key 'classify.learning_rate' must be > 0; got {c.learning_rate}")
     for key in ("batch_size", "max_epochs", "patience", "shards", "num_processes", "threads_per_process",

@@ -94,7 +94,8 @@ def split_labelled(clusters: DataFrame, pixels: DataFrame, cfg: ClassifyConfig) 
 
 
 def training_inputs(split: DataFrame, cfg: ClassifyConfig, labels: list[int]) -> tuple[Normalisation, list[float]]:
-    """Normalisation statistics and class weights (inverse frequency, mean 1) from the training split."""
+    """Normalisation statistics and class weights ((n / (k n_class)) ** class_weight_power; 0 for a
+    class absent from the training split) from the training split."""
     train = split.where(F.col("split") == "train")
     finite = "filter(disp, x -> NOT isnan(x))"
     moments = train.agg(
@@ -112,10 +113,9 @@ def training_inputs(split: DataFrame, cfg: ClassifyConfig, labels: list[int]) ->
     missing = [c for c in labels if c not in counts]
     if missing:
         log.warning("clusters %s have no pixel in the training split", missing[:10])
-    if not cfg.class_weights:
-        return norm, [1.0] * len(labels)
     total = sum(counts.values())
-    weights = [total / (len(labels) * counts[c]) if counts.get(c) else 0.0 for c in labels]
+    weights = [(total / (len(labels) * counts[c])) ** cfg.class_weight_power if counts.get(c) else 0.0
+               for c in labels]
     return norm, weights
 
 

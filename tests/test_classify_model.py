@@ -1,0 +1,90 @@
+"""Classifier networks and model files (pure torch): shapes, normalisation, label mapping,
+round trip, refusal of corrupted files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from insarlake.classify.model import Architecture, ClassifierModel, Normalisation, build
+from insarlake.errors import InputError
+
+
+def make_model(name="lstm_perceptron", labels=(7, 1_000_003, 42_000_000_000), n_epochs=30):
+    torch.manual_seed(0)
+    arch = Architecture(name, n_epochs, len(labels), (8, 4), (6,), (8,), 0.2)
+    rng = np.random.default_rng(0)
+    norm = Normalisation.fit(rng.normal(0, 5, (50, n_epochs)), rng.normal(0, 1, (50, 4)))
+    return ClassifierModel(arch, norm, tuple(labels), tuple(f"2020-01-{d:02d}" for d in range(1, n_epochs + 1)),
+                           build(arch))
+
+
+@pytest.mark.parametrize("name", ["lstm", "lstm_perceptron"])
+def test_networks_give_one_probability_row_per_pixel(name):
+    model = make_model(name)
+    rng = np.random.default_rng(1)
+    series = rng.normal(0, 5, (17, 30))
+    series[3, 5:9] = np.nan                        # missing epochs are filled, not propagated
+    proba = model.predict_proba(series, rng.normal(0, 1, (17, 4)))
+    assert proba.shape == (17, 3) and np.isfinite(proba).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_normalisation_from_moments_matches_numpy():
+    rng = np.random.default_rng(2)
+    series, statics = rng.normal(3, 7, (40, 12)), rng.normal([1, 2, 0.5, 35], [2, 1, 0.1, 5], (40, 4))
+    series[0, 0] = np.nan
+    norm = Normalisation.fit(series, statics)
+    finite = series[np.isfinite(series)]
+    assert norm.series_mean == pytest.approx(finite.mean()) and norm.series_std == pytest.approx(finite.std())
+    np.testing.assert_allclose(norm.static_mean, statics.mean(axis=0))
+    np.testing.assert_allclose(norm.static_std, statics.std(axis=0))
+    constant = Normalisation.fit(np.ones((5, 3)), np.ones((5, 4)))
+    assert constant.series_std == 1.0 and constant.static_std == (1.0,) * 4
+
+
+def test_labels_are_large_sparse_cluster_ids_and_the_threshold_gives_minus_one():
+    model = make_model()
+    with torch.no_grad():                          # make class 2 win with certainty for every input
+        model.network.out.weight.zero_()
+        model.network.out.bias.copy_(torch.tensor([0.0, 0.0, 50.0]))
+    series, statics = np.zeros((4, 30)), np.zeros((4, 4))
+    cluster, probability = model.predict(series, statics, threshold=0.5)
+    assert cluster.tolist() == [42_000_000_000] * 4 and (probability > 0.99).all()
+    with torch.no_grad():
+        model.network.out.bias.zero_()             # uniform: 1/3 < 0.5
+    cluster, probability = model.predict(series, statics, threshold=0.5)
+    assert cluster.tolist() == [-1] * 4 and np.allclose(probability, 1 / 3)
+
+
+def test_model_file_round_trip_and_refusals(tmp_path):
+    model = make_model()
+    model.metrics = {"accuracy": 0.97}
+    folder = model.save(tmp_path / "m")
+    loaded = ClassifierModel.load(folder)
+    rng = np.random.default_rng(3)
+    series, statics = rng.normal(0, 5, (9, 30)), rng.normal(0, 1, (9, 4))
+    np.testing.assert_array_equal(loaded.predict_proba(series, statics), model.predict_proba(series, statics))
+    assert loaded.labels == model.labels and loaded.arch == model.arch and loaded.norm == model.norm
+    assert loaded.metrics == {"accuracy": 0.97}
+
+    weights = folder / "weights.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="weights.pt: SHA-256 differs"):
+        ClassifierModel.load(folder)
+
+    meta = json.loads((folder / "model.json").read_text())
+    weights.write_bytes(b"not a torch file")
+    meta["weights_sha256"] = __import__("hashlib").sha256(b"not a torch file").hexdigest()
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="weights.pt: cannot be loaded"):
+        ClassifierModel.load(folder)
+    (folder / "model.json").write_text("{broken")
+    with pytest.raises(InputError, match="model.json: not a valid classifier description"):
+        ClassifierModel.load(folder)
+    with pytest.raises(InputError, match="not found"):
+        ClassifierModel.load(tmp_path / "nowhere")
