@@ -10,7 +10,7 @@ import pytest
 
 from insarlake.classify.model import STATIC_FEATURES, ClassifierModel
 from insarlake.classify.stage import (architecture, latest_model, run_classify, split_labelled, train,
-                                      training_inputs, write_shards, _labels)
+                                      training_inputs, write_shards, cluster_labels)
 from insarlake.lake import Run, read_table
 from insarlake.temporal.stage import run_cluster
 
@@ -83,7 +83,7 @@ def test_two_processes_reach_the_same_loss_curve_as_one(spark, classify_config, 
     cfg = replace(classify_config.classify, max_epochs=3, patience=3, learning_rate=3e-4)
     pixels = read_table(spark, classify_config, "pixels", ["sim"])
     clusters = read_table(spark, classify_config, "clusters", ["sim"])
-    labels = _labels(clusters, cfg)
+    labels = cluster_labels(clusters, cfg)
     split = split_labelled(clusters, pixels, cfg)
     norm, weights = training_inputs(split, cfg, labels)
     write_shards(split, labels, cfg, tmp_path)

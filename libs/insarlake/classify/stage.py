@@ -257,19 +257,19 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
     pixels = with_features(read_table(spark, config, "pixels", [dataset]))
     clusters = read_table(spark, config, "clusters", [dataset])
     dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
-    labels = _labels(clusters, cfg)
+    labels = cluster_labels(clusters, cfg)
     if len(labels) < 2:
         raise InputError(f"dataset {dataset}: clusters has {len(labels)} class(es) to learn; the classifier needs "
                          f"at least 2 (run the cluster stage, or lower spatial.min_samples)")
     outputs = files_dir(config, "outputs", dataset, run.run_id)
     split = split_labelled(clusters, read_table(spark, config, "pixels", [dataset]), cfg).localCheckpoint(eager=True)
     folder = files_dir(config, "work", "classify", dataset, run.run_id)
-    models, accuracy, trained, versions, metric_rows = {}, {}, {}, {}, []
+    accuracy, trained, versions, metric_rows = {}, {}, {}, []
     prepared = None
     for name in cfg.models:
         arch = architecture(cfg, name, len(dates), len(labels))
-        model = None if cfg.retrain else _reusable(latest_model(config, dataset, name), arch, labels, dates)
-        version_dir = latest_model(config, dataset, name) if model is not None else None
+        version_dir = None if cfg.retrain else latest_model(config, dataset, name)
+        model = _reusable(version_dir, arch, labels, dates)
         if model is None:
             with run.stage(f"classify.train_{name}"):
                 if prepared is None:
@@ -289,7 +289,7 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                 version_dir = model.save(model_root(config, dataset, name) / run.run_id)
                 run.metrics[f"classify_{name}_train_seconds"] = float(result["seconds"])
                 run.metrics[f"classify_{name}_epochs"] = float(len(result["history"]))
-        models[name], versions[name], trained[name] = model, version_dir, version_dir.name == run.run_id
+        versions[name], trained[name] = version_dir, version_dir.name == run.run_id
         with run.stage(f"classify.evaluate_{name}"):
             held_out = split.where(F.col("split") == "validation")
             predicted = predict(held_out, version_dir, name, cfg.threshold, dataset, run.run_id)
@@ -324,7 +324,8 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
     return ClassifyResult(dataset, chosen, accuracy, trained, n, str(outputs))
 
 
-def _labels(clusters: DataFrame, cfg: ClassifyConfig) -> list[int]:
+def cluster_labels(clusters: DataFrame, cfg: ClassifyConfig) -> list[int]:
+    """The classes to learn: the sorted cluster ids of `clusters` (without noise unless noise_as_class)."""
     ids = clusters.select("cluster_id").distinct()
     if not cfg.noise_as_class:
         ids = ids.where(F.col("cluster_id") >= 0)

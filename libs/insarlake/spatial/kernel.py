@@ -38,11 +38,6 @@ _CELL_SAFETY = 0.999
 _POLE_MARGIN_RAD = 1e-3
 
 
-def eps_rad(eps_m: float, radius_m: float) -> float:
-    """eps in radians of arc on the sphere of radius ``radius_m``."""
-    return float(eps_m) / float(radius_m)
-
-
 def lon_reach_rad(dist_rad: float, abs_lat_max_rad: float) -> float:
     """Largest longitude difference (radians) between two points within ``dist_rad`` of arc of each
     other when both lie at |latitude| <= ``abs_lat_max_rad``: asin(sin d / cos φ), or π when the

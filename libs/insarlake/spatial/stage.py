@@ -93,9 +93,9 @@ def plot_clusters(points: pd.DataFrame, path: Path, title: str) -> Path:
     return path
 
 
-def map_sample(clusters: DataFrame, max_points: int, seed: int = 0) -> pd.DataFrame:
-    """(lon, lat, cluster_id) of at most about ``max_points`` pixels, a seeded hash sample."""
-    total = clusters.count()
+def map_sample(clusters: DataFrame, total: int, max_points: int, seed: int = 0) -> pd.DataFrame:
+    """(lon, lat, cluster_id) of at most about ``max_points`` of the ``total`` pixels of ``clusters``,
+    a seeded hash sample."""
     df = clusters.select("lon", "lat", "cluster_id", "pixel_id")
     if total > max_points:
         keep = max_points / total

@@ -171,6 +171,6 @@ def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> 
     with run.stage("cluster.map"):
         written = read_table(spark, config, "clusters", [dataset]).join(pixels.select("pixel_id", "lon", "lat"),
                                                                         "pixel_id")
-        plot_clusters(map_sample(written, config.spatial.map_max_points), outputs / "clusters.png",
+        plot_clusters(map_sample(written, n, config.spatial.map_max_points), outputs / "clusters.png",
                       f"{dataset}: DBSCAN per TSKM cluster, {int(run.metrics['dbscan_clusters'])} clusters")
     return ClusterResult(dataset, model, reused, n, float(cov.correlation_length_km), str(outputs))
