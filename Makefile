@@ -19,7 +19,7 @@ $(STAMP): requirements.txt setup.py
 	@touch $@
 
 run: setup
-	./spark-submit.sh jobs/pipeline.py
+	./spark-submit.sh jobs/pipeline.py --config conf/local.yaml
 
 test: setup
 	$(PY) -m pytest -q tests

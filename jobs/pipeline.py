@@ -1,15 +1,18 @@
 """The scheduled job: every stage in order on one dataset.
 
-On the embedded default (`make run`): simulate a demo scene, ingest it, then cluster it in time
-and space (co-variogram, TSKM, DBSCAN per TSKM cluster). With --input it ingests that data instead of
-simulating. Later stages (classify, hotspots, forecast) join this same job. Ends with a summary: tables written, row counts, time per stage.
+On the embedded default (`make run`): simulate a demo scene, ingest it, cluster it in time and
+space (co-variogram, TSKM, DBSCAN per TSKM cluster), then train the cluster classifiers (or reuse
+saved ones) and label every pixel. With --input it ingests that data instead of simulating. Later
+stages (hotspots, forecast) join this same job. Ends with a summary: tables written, row counts,
+results, time per stage.
 
-    ./spark-submit.sh jobs/pipeline.py                       # demo scene
+    ./spark-submit.sh jobs/pipeline.py --config conf/local.yaml      # demo scene (make run)
     ./spark-submit.sh jobs/pipeline.py --input ../shared/data/egms --dataset egms
 """
 import logging
 import sys
 
+from insarlake.classify.stage import run_classify
 from insarlake.cli import job_parser, run_job, start_job
 from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.ingest.stage import run_ingest
@@ -46,6 +49,7 @@ def main(argv=None) -> int:
             run_simulate(spark, config, dataset, source, run)
         run_ingest(spark, config, source, dataset, run, fmt=args.format)
         run_cluster(spark, config, dataset, run)
+        run_classify(spark, config, dataset, run)
     sys.stdout.write(format_summary(run, lake_root(config)))
     return 0
 

@@ -36,13 +36,29 @@ def test_normalisation_from_moments_matches_numpy():
     rng = np.random.default_rng(2)
     series, statics = rng.normal(3, 7, (40, 12)), rng.normal([1, 2, 0.5, 35], [2, 1, 0.1, 5], (40, 4))
     series[0, 0] = np.nan
+    statics[[1, 4, 9], 2] = np.nan                 # a missing coherence is left out, not counted as 0
     norm = Normalisation.fit(series, statics)
     finite = series[np.isfinite(series)]
     assert norm.series_mean == pytest.approx(finite.mean()) and norm.series_std == pytest.approx(finite.std())
-    np.testing.assert_allclose(norm.static_mean, statics.mean(axis=0))
-    np.testing.assert_allclose(norm.static_std, statics.std(axis=0))
+    np.testing.assert_allclose(norm.static_mean, np.nanmean(statics, axis=0))
+    np.testing.assert_allclose(norm.static_std, np.nanstd(statics, axis=0))
     constant = Normalisation.fit(np.ones((5, 3)), np.ones((5, 4)))
     assert constant.series_std == 1.0 and constant.static_std == (1.0,) * 4
+
+
+def test_networks_start_from_keras_initialisation():
+    network = build(Architecture("lstm_perceptron", 10, 3, (6, 5), (4,), (7,), 0.0))
+    for lstm in network.lstms:
+        for name, p in lstm.named_parameters():
+            gates = p.detach().chunk(4, 0)                       # torch's gate order: i, f, g, o
+            if name.startswith("weight_hh"):
+                for gate in gates:                               # orthogonal (h x h) per gate
+                    np.testing.assert_allclose(gate @ gate.T, np.eye(gate.shape[0]), atol=1e-5)
+            elif name.startswith("bias_ih"):
+                assert gates[1].eq(1).all() and all(g.eq(0).all() for g in (gates[0], gates[2], gates[3]))
+            elif name.startswith("bias_hh"):
+                assert p.eq(0).all()
+    assert network.out.bias.eq(0).all()
 
 
 def test_labels_are_large_sparse_cluster_ids_and_the_threshold_gives_minus_one():

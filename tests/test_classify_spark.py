@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insarlake.classify.model import STATIC_FEATURES, ClassifierModel
+from insarlake.classify.model import STATIC_FEATURES, ClassifierModel, Normalisation
 from insarlake.classify.stage import (architecture, latest_model, run_classify, split_labelled, train,
                                       training_inputs, write_shards, cluster_labels)
 from insarlake.lake import Run, read_table
@@ -33,8 +33,6 @@ def classified(spark, classify_config, sim_scene):
     return run, run_classify(spark, classify_config, "sim", run)
 
 
-@pytest.mark.xfail(strict=False, reason="issue 5 is open: the lstm model reaches 0.947-0.974 held-out accuracy on "
-                                        "this scene depending on epochs (0.956 here with 45); not yet reliably >= 0.95")
 def test_both_models_reach_95_percent_on_held_out_pixels(spark, classify_config, classified):
     run, result = classified
     clusters = read_table(spark, classify_config, "clusters", ["sim"]).toPandas()
@@ -79,7 +77,9 @@ def test_saved_models_are_reused_unless_retrain(spark, classify_config, classifi
 
 
 def test_two_processes_reach_the_same_loss_curve_as_one(spark, classify_config, classified, tmp_path):
-    # a small learning rate keeps training stable, so rounding differences are not amplified
+    # the same global batch gives the same updates up to the order of floating-point sums; Adam then
+    # amplifies those 1e-8 differences over epochs, so the first epochs agree to rounding, later ones
+    # within a looser tolerance
     cfg = replace(classify_config.classify, max_epochs=3, patience=3, learning_rate=3e-4)
     pixels = read_table(spark, classify_config, "pixels", ["sim"])
     clusters = read_table(spark, classify_config, "clusters", ["sim"])
@@ -93,5 +93,47 @@ def test_two_processes_reach_the_same_loss_curve_as_one(spark, classify_config, 
     two = train(spark, replace(cfg, num_processes=2), arch, norm, weights, tmp_path)
     assert one["world_size"] == 1 and two["world_size"] == 2
     for a, b in zip(one["history"], two["history"], strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-4)
+        rel = 1e-6 if a["epoch"] < 2 else 1e-2
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=rel)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=rel)
+
+
+def test_spark_training_statistics_equal_numpy_with_missing_values(spark, classify_config):
+    rng = np.random.default_rng(3)
+    series = rng.normal(2, 6, (60, 9))
+    series[5, 2:4] = np.nan
+    statics = rng.normal([1, 2, 0.5, 35], [2, 1, 0.1, 5], (60, 4))
+    statics[[0, 7, 8], 1] = np.nan                 # missing velocity std: left out of its statistics
+    labels = rng.integers(0, 3, 60) * 1_000
+    rows = [(f"p{i}", [float(v) for v in series[i]], [float(v) for v in statics[i]], int(labels[i]),
+             "train" if i < 40 else "validation") for i in range(60)]
+    split = spark.createDataFrame(rows, "pixel_id string, disp array<double>, statics array<double>, "
+                                        "cluster_id long, split string")
+    cfg = replace(classify_config.classify, class_weight_power=1.0)
+    norm, weights = training_inputs(split, cfg, [0, 1_000, 2_000, 3_000])
+    expected = Normalisation.fit(series[:40], statics[:40])
+    assert norm.series_mean == pytest.approx(expected.series_mean) and norm.series_std == pytest.approx(expected.series_std)
+    np.testing.assert_allclose(norm.static_mean, expected.static_mean, rtol=1e-12)
+    np.testing.assert_allclose(norm.static_std, expected.static_std, rtol=1e-9)
+    counts = np.bincount(labels[:40] // 1_000, minlength=3)
+    np.testing.assert_allclose(weights[:3], 40 / (4 * counts))     # (n / (k n_c)) ** 1; absent class: 0
+    assert weights[3] == 0.0
+
+
+def test_training_cap_per_cluster_moves_the_rest_to_unused(spark, classify_config, classified):
+    pixels = read_table(spark, classify_config, "pixels", ["sim"])
+    clusters = read_table(spark, classify_config, "clusters", ["sim"])
+    full = split_labelled(clusters, pixels, classify_config.classify).toPandas().set_index("pixel_id")
+    capped = split_labelled(clusters, pixels, replace(classify_config.classify, max_train_pixels_per_cluster=300))
+    capped = capped.toPandas().set_index("pixel_id").loc[full.index]
+    assert (full.cluster_id >= 0).all() and set(capped.split) == {"train", "validation", "unused"}
+    # validation is untouched; a training pixel is kept or moved to unused, never lost
+    assert (capped.split[full.split == "validation"] == "validation").all()
+    assert capped.split[full.split == "train"].isin(["train", "unused"]).all()
+    train = full[full.split == "train"].groupby("cluster_id").size()
+    kept = capped[capped.split == "train"].groupby("cluster_id").size().reindex(train.index, fill_value=0)
+    for cluster, n in train.items():
+        if n <= 300:
+            assert kept[cluster] == n
+        else:                                      # a binomial draw with mean 300
+            assert abs(kept[cluster] - 300) < 4 * np.sqrt(300), (cluster, n, kept[cluster])

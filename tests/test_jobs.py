@@ -40,9 +40,11 @@ def test_bad_config_exits_2_with_one_line(tmp_path, args, message):
 def test_pipeline_then_sql_from_a_new_process(tmp_path):
     lake = tmp_path / "lake"
     fast_tskm = ["temporal.sample_size=40", "temporal.silhouette_size=40", "temporal.k_min=2", "temporal.k_max=3",
-                 "temporal.max_iter=2", "temporal.max_iter_barycenter=2", "covariogram.pairs=50000"]
+                 "temporal.max_iter=2", "temporal.max_iter_barycenter=2", "covariogram.pairs=50000",
+                 "classify.models=[lstm]", "classify.max_epochs=2"]
     overrides = [a for s in SMALL_SCENE + fast_tskm for a in ("--set", s)]
-    done = _submit("jobs/pipeline.py", "--lake", str(lake), "--dataset", "jobdemo", *overrides, cwd=tmp_path)
+    done = _submit("jobs/pipeline.py", "--config", str(PROJECT / "conf" / "local.yaml"), "--lake", str(lake),
+                   "--dataset", "jobdemo", *overrides, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rows written:" in done.stdout and "pixels" in done.stdout
     query = (
@@ -54,10 +56,11 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
         "q = spark.sql(\"SELECT count(*) AS n FROM insar.quarantine WHERE dataset = 'jobdemo'\").first().n\n"
         "r = spark.sql(\"SELECT status FROM insar.runs WHERE job = 'pipeline'\").first().status\n"
         "c = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.clusters WHERE dataset = 'jobdemo'\").first().n\n"
-        "print(n, q, t, r, c)\n")
+        "k = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.classes WHERE dataset = 'jobdemo'\").first().n\n"
+        "print(n, q, t, r, c, k)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     out = subprocess.run([sys.executable, "-c", query], cwd=tmp_path, env=env, text=True,
                          capture_output=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    n, q, t, status, c = out.stdout.split()
-    assert int(n) + int(q) == int(t) == 5000 and status == "succeeded" and int(c) == int(n)
+    n, q, t, status, c, k = out.stdout.split()
+    assert int(n) + int(q) == int(t) == 5000 and status == "succeeded" and int(c) == int(k) == int(n)

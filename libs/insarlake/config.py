@@ -146,6 +146,7 @@ class ClassifyConfig:
     train_share: float
     split_seed: int
     class_weight_power: float
+    max_train_pixels_per_cluster: Optional[int]
     lstm_units: list
     perceptron_units: list
     dense_units: list
@@ -421,6 +422,9 @@ def _check_classify(c: ClassifyConfig) -> None:
                 "inference_batch_size"):
         if getattr(c, key) < 1:
             raise ConfigError(f"config key 'classify.{key}' must be >= 1")
+    if c.max_train_pixels_per_cluster is not None and c.max_train_pixels_per_cluster < 1:
+        raise ConfigError(f"config key 'classify.max_train_pixels_per_cluster' must be >= 1 or null; "
+                          f"got {c.max_train_pixels_per_cluster}")
     if c.batch_size % c.shards:
         raise ConfigError(f"config key 'classify.batch_size' ({c.batch_size}) must be a multiple of "
                           f"'classify.shards' ({c.shards})")

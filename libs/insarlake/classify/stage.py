@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -84,13 +85,30 @@ def with_features(pixels: DataFrame) -> DataFrame:
 
 
 def split_labelled(clusters: DataFrame, pixels: DataFrame, cfg: ClassifyConfig) -> DataFrame:
-    """Labelled pixels (noise dropped unless noise_as_class) with ``split`` train/validation."""
+    """Labelled pixels (noise dropped unless noise_as_class) with ``split``: train / validation at
+    random per pixel (a seeded hash), and training pixels over max_train_pixels_per_cluster (a
+    seeded random subset per cluster, so about that many remain) moved to 'unused'."""
     labelled = clusters.select("pixel_id", "cluster_id")
     if not cfg.noise_as_class:
         labelled = labelled.where(F.col("cluster_id") >= 0)
-    bucket = F.pmod(F.xxhash64(F.lit(cfg.split_seed), "pixel_id"), F.lit(_SPLIT_BUCKETS))
-    return (with_features(pixels).join(labelled, "pixel_id")
-            .withColumn("split", F.when(bucket < int(cfg.train_share * _SPLIT_BUCKETS), "train").otherwise("validation")))
+
+    def draw(seed: int):
+        return F.pmod(F.xxhash64(F.lit(seed), "pixel_id"), F.lit(_SPLIT_BUCKETS))
+
+    split = (with_features(pixels).join(labelled, "pixel_id")
+             .withColumn("split", F.when(draw(cfg.split_seed) < int(cfg.train_share * _SPLIT_BUCKETS), "train")
+                         .otherwise("validation")))
+    cap = cfg.max_train_pixels_per_cluster
+    if cap is None:
+        return split
+    counts = split.where(F.col("split") == "train").groupBy("cluster_id").count().collect()
+    keep = [(int(c), int(cap / n * _SPLIT_BUCKETS)) for c, n in counts if n > cap]
+    if not keep:
+        return split
+    limits = split.sparkSession.createDataFrame(keep, "cluster_id long, keep_below long")
+    unused = (F.col("split") == "train") & F.col("keep_below").isNotNull() & (draw(cfg.split_seed + 1) >= F.col("keep_below"))
+    return (split.join(F.broadcast(limits), "cluster_id", "left")
+            .withColumn("split", F.when(unused, "unused").otherwise(F.col("split"))).drop("keep_below"))
 
 
 def training_inputs(split: DataFrame, cfg: ClassifyConfig, labels: list[int]) -> tuple[Normalisation, list[float]]:
@@ -98,17 +116,19 @@ def training_inputs(split: DataFrame, cfg: ClassifyConfig, labels: list[int]) ->
     class absent from the training split) from the training split."""
     train = split.where(F.col("split") == "train")
     finite = "filter(disp, x -> NOT isnan(x))"
+    k = len(STATIC_FEATURES)
     moments = train.agg(
         F.sum(F.expr(f"size({finite})")).alias("n"),
         F.sum(F.expr(f"aggregate({finite}, 0D, (a, x) -> a + x)")).alias("s"),
         F.sum(F.expr(f"aggregate({finite}, 0D, (a, x) -> a + x * x)")).alias("ss"),
-        F.count(F.lit(1)).alias("rows"),
-        *[F.sum(F.expr(f"nanvl(statics[{i}], 0D)")).alias(f"m{i}") for i in range(len(STATIC_FEATURES))],
-        *[F.sum(F.expr(f"nanvl(statics[{i}], 0D) * nanvl(statics[{i}], 0D)")).alias(f"q{i}")
-          for i in range(len(STATIC_FEATURES))]).first()
+        *[F.count(F.expr(f"nanvl(statics[{i}], NULL)")).alias(f"c{i}") for i in range(k)],
+        *[F.sum(F.expr(f"nanvl(statics[{i}], NULL)")).alias(f"m{i}") for i in range(k)],
+        *[F.sum(F.expr(f"nanvl(statics[{i}], NULL) * nanvl(statics[{i}], NULL)")).alias(f"q{i}")
+          for i in range(k)]).first()
     norm = Normalisation.from_moments(int(moments["n"] or 0), float(moments["s"] or 0), float(moments["ss"] or 0),
-                                      int(moments["rows"]), [moments[f"m{i}"] or 0 for i in range(len(STATIC_FEATURES))],
-                                      [moments[f"q{i}"] or 0 for i in range(len(STATIC_FEATURES))])
+                                      [int(moments[f"c{i}"]) for i in range(k)],
+                                      [float(moments[f"m{i}"] or 0) for i in range(k)],
+                                      [float(moments[f"q{i}"] or 0) for i in range(k)])
     counts = dict(train.groupBy("cluster_id").count().collect())
     missing = [c for c in labels if c not in counts]
     if missing:
@@ -169,9 +189,26 @@ def _load_cached(folder: str, sha: str, threads: int) -> ClassifierModel:
     return _LOADED[key]
 
 
+@contextmanager
+def arrow_batch_rows(spark: SparkSession, rows: int):
+    """Within the block, Spark's Arrow batches to mapInPandas hold at most ``rows`` rows (the
+    inference batch); the session's setting is restored after."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(int(rows)))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
 def predict(pixels: DataFrame, folder: Path, model_name: str, threshold: float, dataset: str, run_id: str,
             threads: int = 1) -> DataFrame:
-    """`classes` rows for ``pixels`` (pixel_id, disp, statics) from the model in ``folder``."""
+    """`classes` rows for ``pixels`` (pixel_id, disp, statics) from the model in ``folder``; run
+    its actions inside ``arrow_batch_rows`` to set the batch size."""
     sha = json.loads((folder / "model.json").read_text())["weights_sha256"]
     folder_s = str(folder)
 
@@ -277,6 +314,7 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                     rows = write_shards(split, labels, cfg, folder)
                     run.count("classify_train", rows["train"])
                     run.count("classify_validation", rows["validation"])
+                    run.count("classify_unused", split.where(F.col("split") == "unused").count())
                     prepared = (norm, weights)
                 norm, weights = prepared
                 result = train(spark, cfg, arch, norm, weights, folder)
@@ -293,8 +331,9 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
         with run.stage(f"classify.evaluate_{name}"):
             held_out = split.where(F.col("split") == "validation")
             predicted = predict(held_out, version_dir, name, cfg.threshold, dataset, run.run_id)
-            counts = (predicted.join(held_out.select("pixel_id", "cluster_id"), "pixel_id")
-                      .groupBy("cluster_id", "predicted_cluster").count().toPandas())
+            with arrow_batch_rows(spark, cfg.inference_batch_size):
+                counts = (predicted.join(held_out.select("pixel_id", "cluster_id"), "pixel_id")
+                          .groupBy("cluster_id", "predicted_cluster").count().toPandas())
             acc, per_class = evaluation(counts, labels)
             accuracy[name] = acc
             run.metrics[f"classify_{name}_accuracy"] = acc
@@ -313,7 +352,8 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
     chosen = max(accuracy, key=lambda k: accuracy[k]) if cfg.predict_with == "best" else cfg.predict_with
     with run.stage("classify.predict"):
         classes = predict(pixels, versions[chosen], chosen, cfg.threshold, dataset, run.run_id)
-        write_table(spark, classes, config, "classes", datasets=[dataset])
+        with arrow_batch_rows(spark, cfg.inference_batch_size):
+            write_table(spark, classes, config, "classes", datasets=[dataset])
         n = read_table(spark, config, "classes", [dataset]).count()
         expected = pixels.count()
         if n != expected:

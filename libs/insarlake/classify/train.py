@@ -11,8 +11,8 @@ processes; dropout masks are seeded per (epoch, step, shard). A rank sums the cl
 cross-entropy of its shards' rows over the global batch size; DDP averages gradients over ranks, so
 the loss is scaled by W, and the update is the one a single process computes over all shards (up to
 the order of floating-point sums). Validation loss (unweighted mean cross-entropy) and accuracy are
-summed over ranks each epoch; gradients are clipped to norm 1; training stops after ``patience`` epochs without a lower validation
-loss and rank 0 returns the best weights.
+summed over ranks each epoch; gradients are clipped to norm 1; training stops after ``patience``
+epochs without a lower validation loss, and every rank returns the best weights.
 """
 from __future__ import annotations
 
@@ -51,8 +51,10 @@ def train_worker(args: dict) -> dict | None:
     """Train one classifier. ``args``: train_dir, val_dir, shards (S), architecture (dict),
     normalisation (dict), class_weights (k floats), batch_size, learning_rate, max_epochs,
     patience, seed, threads (torch threads per process), backend (gloo|nccl).
-    Returns on rank 0: {"state_dict", "history": [{epoch, train_loss, val_loss, val_accuracy}],
-    "best_epoch", "seconds", "world_size"}; None on other ranks."""
+    Returns {"state_dict", "history": [{epoch, train_loss, val_loss, val_accuracy}], "best_epoch",
+    "seconds", "world_size"}, the same on every rank (weights are identical under DDP, losses and
+    seconds are reduced over ranks): TorchDistributor's local mode keeps whichever rank's return
+    value is written last."""
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -95,11 +97,14 @@ def train_worker(args: dict) -> dict | None:
             dist.all_reduce(t)
         return t.tolist()
 
-    def all_min(value):
+    def all_reduce_one(value, op):
         t = torch.tensor([value], dtype=torch.float64)
         if distributed:
-            dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return int(t.item())
+            dist.all_reduce(t, op=op)
+        return t.item()
+
+    def all_min(value):
+        return int(all_reduce_one(value, dist.ReduceOp.MIN))
 
     steps = all_min(min(len(train[s][2]) for s in mine) if mine else 1 << 62) // micro
     if steps < 1:
@@ -155,9 +160,8 @@ def train_worker(args: dict) -> dict | None:
             waited += 1
             if waited >= int(args["patience"]):
                 break
+    seconds = round(all_reduce_one(time.perf_counter() - started, dist.ReduceOp.MAX), 3)
     if distributed:
         dist.destroy_process_group()
-    if rank != 0:
-        return None
-    return {"state_dict": best_state, "history": history, "best_epoch": best_epoch,
-            "seconds": round(time.perf_counter() - started, 3), "world_size": world}
+    return {"state_dict": best_state, "history": history, "best_epoch": best_epoch, "seconds": seconds,
+            "world_size": world}
