@@ -31,6 +31,8 @@ bench: setup
 	$(PY) benchmarks/dbscan.py
 	$(PY) benchmarks/dbscan.py --n 50000
 	$(PY) benchmarks/dbscan_metro.py
+	$(PY) benchmarks/classify_inference.py
+	$(PY) benchmarks/classify_inference.py --sizes seed --n 10000
 
 clean:
 	rm -rf lake dist .derby spark-warehouse

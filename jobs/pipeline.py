@@ -27,12 +27,13 @@ def format_summary(run, lake: str) -> str:
     """A short text report of a run: row counts per table and seconds per stage."""
     lines = [f"insarlake pipeline run {run.run_id} on dataset(s) {', '.join(run.datasets)}", f"lake: {lake}",
              "rows written:"]
-    lines += [f"  {name:<22} {count:>12,}" for name, count in run.counts.items()]
+    width = max(map(len, [*run.counts, *run.metrics, *run.seconds, ""]))
+    lines += [f"  {name:<{width}} {count:>12,}" for name, count in run.counts.items()]
     if run.metrics:
         lines.append("results:")
-        lines += [f"  {name:<22} {value:>12.3f}" for name, value in run.metrics.items()]
+        lines += [f"  {name:<{width}} {value:>12.3f}" for name, value in run.metrics.items()]
     lines.append("seconds per stage:")
-    lines += [f"  {name:<22} {sec:>12.1f}" for name, sec in run.seconds.items()]
+    lines += [f"  {name:<{width}} {sec:>12.1f}" for name, sec in run.seconds.items()]
     return "\n".join(lines) + "\n"
 
 
