@@ -33,6 +33,7 @@ bench: setup
 	$(PY) benchmarks/dbscan_metro.py
 	$(PY) benchmarks/classify_inference.py
 	$(PY) benchmarks/classify_inference.py --sizes seed --n 10000
+	$(PY) benchmarks/hotspot_seeds.py --seeds 7 1 2 --set "classify.models=[lstm]"
 
 clean:
 	rm -rf lake dist .derby spark-warehouse

@@ -1,9 +1,9 @@
 """The scheduled job: every stage in order on one dataset.
 
 On the embedded default (`make run`): simulate a demo scene, ingest it, cluster it in time and
-space (co-variogram, TSKM, DBSCAN per TSKM cluster), then train the cluster classifiers (or reuse
-saved ones) and label every pixel. With --input it ingests that data instead of simulating. Later
-stages (hotspots, forecast) join this same job. Ends with a summary: tables written, row counts,
+space (co-variogram, TSKM, DBSCAN per TSKM cluster), train the cluster classifiers (or reuse saved
+ones) and label every pixel, then find the hotspots (and score them against the truth of a simulated
+scene). With --input it ingests that data instead of simulating. Forecasting will join this job. Ends with a summary: tables written, row counts,
 results, time per stage.
 
     ./spark-submit.sh jobs/pipeline.py --config conf/local.yaml      # demo scene (make run)
@@ -14,6 +14,7 @@ import sys
 
 from insarlake.classify.stage import run_classify
 from insarlake.cli import job_parser, run_job, start_job
+from insarlake.hotspots.stage import run_hotspots
 from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.ingest.stage import run_ingest
 from insarlake.lake import lake_root, raw_path, recorded_run
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
         run_ingest(spark, config, source, dataset, run, fmt=args.format)
         run_cluster(spark, config, dataset, run)
         run_classify(spark, config, dataset, run)
+        run_hotspots(spark, config, dataset, run)
     sys.stdout.write(format_summary(run, lake_root(config)))
     return 0
 

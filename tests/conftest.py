@@ -20,6 +20,16 @@ SMALL_SCENE = [
 ]
 
 
+def fast_clustering(config):
+    """``config`` with TSKM (k fixed at 3) and co-variogram settings small enough for tests."""
+    from dataclasses import replace
+
+    return replace(config,
+                   temporal=replace(config.temporal, sample_size=60, silhouette_size=60, k=3, max_iter=2,
+                                    max_iter_barycenter=2),
+                   covariogram=replace(config.covariogram, pairs=50_000))
+
+
 @pytest.fixture(scope="session")
 def lake_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lake")

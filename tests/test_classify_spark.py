@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import fast_clustering
 from insarlake.classify.model import STATIC_FEATURES, ClassifierModel, Normalisation
 from insarlake.classify.stage import (architecture, latest_model, run_classify, split_labelled, train,
                                       training_inputs, write_shards, cluster_labels)
@@ -17,10 +18,7 @@ from insarlake.temporal.stage import run_cluster
 
 @pytest.fixture(scope="module")
 def classify_config(config):
-    return replace(config,
-                   temporal=replace(config.temporal, sample_size=60, silhouette_size=60, k=3, max_iter=2,
-                                    max_iter_barycenter=2),
-                   covariogram=replace(config.covariogram, pairs=50_000),
+    return replace(fast_clustering(config),
                    classify=replace(config.classify, lstm_units=[32, 16], perceptron_units=[16], dense_units=[32],
                                     max_epochs=45, patience=8, batch_size=64, learning_rate=0.003, shards=4,
                                     threads_per_process=1))

@@ -30,6 +30,10 @@ def test_overrides_are_typed_and_change_the_hash():
 
 @pytest.mark.parametrize("override, message", [
     ("simulate.n_pixel=5", "unknown config key 'simulate.n_pixel'"),
+    ("hotspots.method=magic", "config key 'hotspots.method' must be one of significant, seed, velocity_threshold"),
+    ("hotspots.score_methods=[seed, nope]", "config key 'hotspots.score_methods[1]' must be one of"),
+    ("hotspots.min_jaccard=0", "config key 'hotspots.min_jaccard' must be within (0, 1]"),
+    ("hotspots.labels=tskm", "config key 'hotspots.labels' must be 'classes' or 'clusters'"),
     ("nosuch.key=1", "unknown config key 'nosuch'"),
     ("simulate.n_pixels=many", "config key 'simulate.n_pixels' must be an integer"),
     ("simulate.n_pixels=2.5", "config key 'simulate.n_pixels' must be an integer"),

@@ -167,6 +167,26 @@ class ClassifyConfig:
 
 
 @dataclass(frozen=True)
+class HotspotsConfig:
+    labels: str
+    method: str
+    max_standard_distance_km: Optional[float]
+    standard_distance_factor: float
+    min_pixels: int
+    noise_velocity_mm_yr: Optional[float]
+    z_pixel: float
+    z_hotspot: float
+    eps_m: Optional[float]
+    eps_correlation_factor: float
+    min_samples: int
+    ellipse_n_std: float
+    score_methods: list
+    min_source_pixels: int
+    min_jaccard: float
+    map_max_points: int
+
+
+@dataclass(frozen=True)
 class Config:
     dataset: str
     spark: SparkConfig
@@ -179,6 +199,7 @@ class Config:
     covariogram: CovariogramConfig
     spatial: SpatialConfig
     classify: ClassifyConfig
+    hotspots: HotspotsConfig
 
     def as_dict(self) -> dict:
         return _to_plain(self)
@@ -362,6 +383,8 @@ def _check(obj, prefix: str) -> None:
         _check_spatial(obj)
     if isinstance(obj, ClassifyConfig):
         _check_classify(obj)
+    if isinstance(obj, HotspotsConfig):
+        _check_hotspots(obj)
     if isinstance(obj, Config) and not obj.dataset:
         raise ConfigError("config key 'dataset' must not be empty")
 
@@ -395,6 +418,29 @@ def _check_spatial(sp: SpatialConfig) -> None:
     for key in ("max_points_per_tile", "map_max_points"):
         if getattr(sp, key) < 1:
             raise ConfigError(f"config key 'spatial.{key}' must be >= 1")
+
+
+HOTSPOT_METHODS = ("significant", "seed", "velocity_threshold")
+
+
+def _check_hotspots(h: HotspotsConfig) -> None:
+    if h.labels not in ("classes", "clusters"):
+        raise ConfigError(f"config key 'hotspots.labels' must be 'classes' or 'clusters'; got {h.labels!r}")
+    for key, value in (("method", h.method), *((f"score_methods[{i}]", m) for i, m in enumerate(h.score_methods))):
+        if value not in HOTSPOT_METHODS:
+            raise ConfigError(f"config key 'hotspots.{key}' must be one of {', '.join(HOTSPOT_METHODS)}; got {value!r}")
+    for key in ("max_standard_distance_km", "noise_velocity_mm_yr", "eps_m"):
+        value = getattr(h, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"config key 'hotspots.{key}' must be > 0 or null; got {value}")
+    for key in ("standard_distance_factor", "z_pixel", "z_hotspot", "eps_correlation_factor", "ellipse_n_std"):
+        if not getattr(h, key) > 0:
+            raise ConfigError(f"config key 'hotspots.{key}' must be > 0; got {getattr(h, key)}")
+    for key in ("min_pixels", "min_samples", "min_source_pixels", "map_max_points"):
+        if getattr(h, key) < 1:
+            raise ConfigError(f"config key 'hotspots.{key}' must be >= 1; got {getattr(h, key)}")
+    if not 0 < h.min_jaccard <= 1:
+        raise ConfigError(f"config key 'hotspots.min_jaccard' must be within (0, 1]; got {h.min_jaccard}")
 
 
 def _check_classify(c: ClassifyConfig) -> None:

@@ -1,0 +1,359 @@
+"""The hotspots stage on Spark: candidates (predicted clusters, or DBSCAN clusters of moving pixels),
+their geometry and series summary, retention with reasons, `hotspots` + `hotspot_pixels`, a GeoJSON
+of the retained ones, the map and series pictures; and scoring against `truth` into `hotspot_scores`.
+
+Methods (``hotspots.method``; see conf/default.yaml): ``seed`` (the paper's literal recipe),
+``significant`` (the default) and ``velocity_threshold`` (the baseline). Geometry and series kernels
+are in ``geometry.py``, scoring in ``scoring.py``, pictures in ``maps.py``; this module only moves
+data: one ``applyInPandas`` task per candidate computes its geometry from lon/lat/velocity, the mean
+series is a Spark aggregate over exploded epochs (no candidate's series is held in one task).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from insarlake.config import Config, HotspotsConfig
+from insarlake.errors import InputError
+from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset_peak
+from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series
+from insarlake.hotspots.scoring import match, scores
+from insarlake.lake import Run, files_dir, read_table, table_exists, write_table
+from insarlake.temporal.covariogram import correlation_length_km
+from insarlake.spatial.dbscan import dbscan
+
+log = logging.getLogger(__name__)
+
+GEOMETRY_FIELDS = [
+    ("n_pixels", T.LongType()), ("center_lon", T.DoubleType()), ("center_lat", T.DoubleType()),
+    ("standard_distance_km", T.DoubleType()), ("sd_x_km", T.DoubleType()), ("sd_y_km", T.DoubleType()),
+    ("semi_major_km", T.DoubleType()), ("semi_minor_km", T.DoubleType()), ("angle_deg", T.DoubleType()),
+    ("ellipse_area_km2", T.DoubleType()), ("hull_area_km2", T.DoubleType()), ("mean_velocity", T.DoubleType()),
+    ("median_velocity", T.DoubleType()), ("cluster_id", T.LongType()), ("cluster_share", T.DoubleType()),
+    ("geometry", T.StringType()),
+]
+HOTSPOTS_SCHEMA = T.StructType([
+    T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
+    T.StructField("method", T.StringType()), T.StructField("hotspot_id", T.LongType()),
+    *[T.StructField(name, kind) for name, kind in GEOMETRY_FIELDS],
+    T.StructField("velocity_z", T.DoubleType()), T.StructField("mean_disp", T.ArrayType(T.FloatType())),
+    T.StructField("onset_date", T.DateType()), T.StructField("peak_date", T.DateType()),
+    T.StructField("retained", T.BooleanType()), T.StructField("reason", T.StringType()),
+])
+PIXELS_SCHEMA = "dataset string, run_id string, hotspot_id long, pixel_id string"
+SCORES_SCHEMA = T.StructType([
+    T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
+    T.StructField("method", T.StringType()), T.StructField("source_id", T.LongType()),
+    T.StructField("source_type", T.StringType()), T.StructField("n_pixels", T.LongType()),
+    T.StructField("scored", T.BooleanType()), T.StructField("best_hotspot_id", T.LongType()),
+    T.StructField("jaccard", T.DoubleType()), T.StructField("matched", T.BooleanType()),
+    T.StructField("recall", T.DoubleType()), T.StructField("precision", T.DoubleType()),
+    T.StructField("f1", T.DoubleType()), T.StructField("ari", T.DoubleType()),
+    T.StructField("hotspots", T.LongType()), T.StructField("hotspots_matched", T.LongType()),
+])
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The stable ground's velocity level v0 and noise sigma (mm/yr), the S_d threshold (km) and
+    the DBSCAN eps (m) of a run."""
+    v0_mm_yr: float
+    sigma_mm_yr: float
+    max_sd_km: float
+    eps_m: float
+
+
+@dataclass(frozen=True)
+class Detection:
+    """Candidates of one method: ``rows`` (pandas, one per candidate, HOTSPOTS_SCHEMA without
+    dataset/run_id/method) and ``members`` (Spark: pixel_id, hotspot_id for every candidate pixel)."""
+    method: str
+    rows: pd.DataFrame
+    members: DataFrame
+
+
+def labelled_pixels(spark: SparkSession, config: Config, dataset: str) -> tuple[DataFrame, str]:
+    """pixels (pixel_id, lon, lat, velocity, disp) with ``label``: classes.predicted_cluster, or
+    clusters.cluster_id when configured or when the dataset has no classes; and the source name."""
+    pixels = read_table(spark, config, "pixels", [dataset]).select("pixel_id", "lon", "lat", "velocity", "disp")
+    source = config.hotspots.labels
+    if source == "classes" and (not table_exists(spark, config, "classes")
+                                or read_table(spark, config, "classes", [dataset]).limit(1).count() == 0):
+        log.info("dataset %s has no classes: hotspots use clusters.cluster_id", dataset)
+        source = "clusters"
+    if source == "classes":
+        labels = read_table(spark, config, "classes", [dataset]).select("pixel_id", F.col("predicted_cluster").alias("label"))
+    else:
+        if not table_exists(spark, config, "clusters"):
+            raise InputError(f"dataset {dataset}: no clusters table; run the cluster stage first")
+        labels = read_table(spark, config, "clusters", [dataset]).select("pixel_id", F.col("cluster_id").alias("label"))
+    out = pixels.join(labels, "pixel_id", "left")
+    missing = out.where(F.col("label").isNull()).count()
+    if missing:
+        raise InputError(f"dataset {dataset}: {missing} pixels have no {source} label; re-run the {source} stage")
+    return out, source
+
+
+def reference(pixels: DataFrame, cfg: HotspotsConfig, correlation_length_km: float, method: str) -> Reference:
+    """v0 = median velocity, sigma = 1.4826 x median |velocity - v0| (or the configured noise)."""
+    v0 = pixels.select(F.percentile_approx("velocity", 0.5, 100_000)).first()[0]
+    if v0 is None:
+        raise InputError("no pixel velocity to measure the noise level on")
+    sigma = cfg.noise_velocity_mm_yr or 1.4826 * pixels.select(
+        F.percentile_approx(F.abs(F.col("velocity") - F.lit(v0)), 0.5, 100_000)).first()[0]
+    if not sigma > 0:
+        raise InputError("the velocity noise (1.4826 x MAD of the velocities) is 0; set hotspots.noise_velocity_mm_yr")
+    if cfg.max_standard_distance_km is not None:
+        max_sd = float(cfg.max_standard_distance_km)
+    else:
+        if not (math.isfinite(correlation_length_km) and correlation_length_km > 0):
+            raise InputError("no correlation length for the S_d threshold; set hotspots.max_standard_distance_km")
+        max_sd = correlation_length_km * (1.0 if method == "seed" else cfg.standard_distance_factor)
+    eps_m = cfg.eps_m or correlation_length_km * 1000.0 * cfg.eps_correlation_factor
+    return Reference(float(v0), float(sigma), max_sd, float(eps_m))
+
+
+def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Reference) -> DataFrame:
+    """pixel_id, hotspot_id (0, 1, ...) of every candidate pixel: the predicted clusters (seed), or
+    DBSCAN clusters of the moving pixels (per velocity sign for significant)."""
+    if method == "seed":
+        members = pixels.where(F.col("label") >= 0).select("pixel_id", F.col("label").alias("cluster"))
+    else:
+        moving = pixels.where(F.abs(F.col("velocity") - ref.v0_mm_yr) > cfg.z_pixel * ref.sigma_mm_yr)
+        group = F.signum(F.col("velocity") - ref.v0_mm_yr).cast("int") if method == "significant" else F.lit(0)
+        moving = moving.select("pixel_id", "lon", "lat", group.alias("sign"))
+        if moving.limit(1).count() == 0:
+            return pixels.sparkSession.createDataFrame([], "pixel_id string, hotspot_id long")
+        clustered = dbscan(moving, ref.eps_m, cfg.min_samples, group_col="sign")
+        members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", F.col("cluster_id").alias("cluster"))
+    ids = sorted(r[0] for r in members.select("cluster").distinct().collect())
+    mapping = pixels.sparkSession.createDataFrame([(int(c), i) for i, c in enumerate(ids)], "cluster long, hotspot_id long")
+    return members.join(F.broadcast(mapping), "cluster").select("pixel_id", "hotspot_id")
+
+
+def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Reference,
+             dates: list) -> pd.DataFrame:
+    """One row per candidate: geometry (``cluster_geometry``), ellipse WKT, velocities, dominant
+    label, mean series (Spark aggregate), onset and peak dates."""
+    n_std = cfg.ellipse_n_std
+    schema = T.StructType([T.StructField("hotspot_id", T.LongType()),
+                           *[T.StructField(name, kind) for name, kind in GEOMETRY_FIELDS]])
+
+    def one(group: pd.DataFrame) -> pd.DataFrame:
+        g = cluster_geometry(group["lon"].to_numpy(), group["lat"].to_numpy(), n_std=n_std)
+        counts = group["label"].value_counts()
+        top = counts[counts == counts.max()].index.min()
+        velocity = group["velocity"].to_numpy(np.float64)
+        return pd.DataFrame([{
+            "hotspot_id": int(group["hotspot_id"].iloc[0]), "n_pixels": g.n_pixels, "center_lon": g.center_lon,
+            "center_lat": g.center_lat, "standard_distance_km": g.standard_distance_km, "sd_x_km": g.sd_x_km,
+            "sd_y_km": g.sd_y_km, "semi_major_km": g.semi_major_km, "semi_minor_km": g.semi_minor_km,
+            "angle_deg": g.angle_deg, "ellipse_area_km2": g.ellipse_area_km2, "hull_area_km2": g.hull_area_km2,
+            "mean_velocity": float(np.nanmean(velocity)), "median_velocity": float(np.nanmedian(velocity)),
+            "cluster_id": int(top), "cluster_share": float(counts.max() / len(group)),
+            "geometry": ellipse_polygon(g).wkt}])
+
+    joined = members.join(pixels, "pixel_id")
+    rows = (joined.select("hotspot_id", "lon", "lat", "velocity", "label")
+            .groupBy("hotspot_id").applyInPandas(one, schema).toPandas())
+    if rows.empty:
+        return rows.assign(velocity_z=[], mean_disp=[], onset_date=[], peak_date=[])
+    series = (joined.select("hotspot_id", F.posexplode("disp").alias("idx", "value"))
+              .where(~F.isnan("value") & F.col("value").isNotNull())
+              .groupBy("hotspot_id", "idx").agg(F.avg("value").alias("mean")).toPandas())
+    t_years = np.array([(d - dates[0]).days / 365.25 for d in dates])
+    means, onsets, peaks = [], [], []
+    by_id = {h: g for h, g in series.groupby("hotspot_id")}
+    for h in rows["hotspot_id"]:
+        mean = np.full(len(dates), np.nan)
+        if h in by_id:
+            mean[by_id[h]["idx"].to_numpy()] = by_id[h]["mean"].to_numpy()
+        means.append(mean.astype(np.float32).tolist())
+        if np.isfinite(mean).any():
+            onset, peak = onset_peak(mean, t_years)
+            onsets.append(dates[onset])
+            peaks.append(dates[peak])
+        else:
+            onsets.append(None)
+            peaks.append(None)
+    rows["velocity_z"] = (rows["mean_velocity"] - ref.v0_mm_yr) / ref.sigma_mm_yr
+    rows["mean_disp"], rows["onset_date"], rows["peak_date"] = means, onsets, peaks
+    return rows.sort_values("hotspot_id", ignore_index=True)
+
+
+def retain(rows: pd.DataFrame, cfg: HotspotsConfig, method: str, ref: Reference) -> pd.DataFrame:
+    """``rows`` with retained (bool) and reason ('' when retained; else every failed test)."""
+    reasons = []
+    for r in rows.itertuples():
+        why = []
+        if r.n_pixels < cfg.min_pixels:
+            why.append(f"{r.n_pixels} pixels < min_pixels {cfg.min_pixels}")
+        if method != "velocity_threshold" and not r.standard_distance_km < ref.max_sd_km:
+            why.append(f"standard distance {r.standard_distance_km:.2f} km >= {ref.max_sd_km:.2f} km")
+        if method == "significant" and not abs(r.velocity_z) > cfg.z_hotspot:
+            why.append(f"mean velocity {r.mean_velocity:.2f} mm/yr within {cfg.z_hotspot} sigma "
+                       f"({ref.sigma_mm_yr:.2f} mm/yr) of the stable level {ref.v0_mm_yr:.2f} mm/yr")
+        reasons.append("; ".join(why))
+    return rows.assign(retained=[not w for w in reasons], reason=reasons)
+
+
+def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, correlation_length_km: float,
+           dates: list) -> tuple[Detection, Reference]:
+    """Candidates of ``method`` with their description and retention."""
+    ref = reference(pixels, cfg, correlation_length_km, method)
+    members = candidates(pixels, cfg, method, ref).localCheckpoint(eager=True)
+    rows = retain(describe(pixels, members, cfg, ref, dates), cfg, method, ref)
+    log.info("hotspots (%s): %d candidates, %d retained; v0 %.2f mm/yr, sigma %.2f mm/yr, S_d threshold %.2f km, "
+             "eps %.0f m", method, len(rows), int(rows["retained"].sum()) if len(rows) else 0, ref.v0_mm_yr,
+             ref.sigma_mm_yr, ref.max_sd_km, ref.eps_m)
+    return Detection(method, rows, members), ref
+
+
+def geojson(rows: pd.DataFrame, path: Path) -> Path:
+    """A GeoJSON FeatureCollection (lon/lat, RFC 7946) of the retained hotspots' ellipses."""
+    import shapely
+
+    features = []
+    for r in rows[rows["retained"]].itertuples():
+        props = {k: getattr(r, k) for k in ("hotspot_id", "cluster_id", "n_pixels", "center_lon", "center_lat",
+                                            "standard_distance_km", "sd_x_km", "sd_y_km", "angle_deg",
+                                            "mean_velocity", "median_velocity", "velocity_z", "hull_area_km2")}
+        props = {k: (v.item() if hasattr(v, "item") else v) for k, v in props.items()}
+        props.update(onset_date=str(r.onset_date), peak_date=str(r.peak_date))
+        features.append({"type": "Feature", "properties": props,
+                         "geometry": json.loads(shapely.to_geojson(shapely.from_wkt(r.geometry)))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def dataset_correlation_length(spark: SparkSession, config: Config, dataset: str) -> float:
+    """The correlation length (km) from the dataset's `covariogram` rows (its latest cluster run)."""
+    if not table_exists(spark, config, "covariogram"):
+        return math.nan
+    bins = read_table(spark, config, "covariogram", [dataset]).orderBy("distance_km").toPandas()
+    if bins.empty:
+        return math.nan
+    return correlation_length_km(bins["distance_km"], bins["covariance"], config.covariogram.fraction)
+
+
+@dataclass(frozen=True)
+class HotspotsResult:
+    dataset: str
+    method: str
+    candidates: int
+    retained: int
+    scores: dict            # method -> scores() dict (simulated scenes with truth), else {}
+    outputs: str
+
+
+def _hotspot_pixels_frame(detection: Detection, dataset: str, run_id: str) -> DataFrame:
+    return detection.members.select(F.lit(dataset).alias("dataset"), F.lit(run_id).alias("run_id"),
+                                    "hotspot_id", "pixel_id")
+
+
+def score(spark: SparkSession, detection: Detection, truth: DataFrame, cfg: HotspotsConfig
+          ) -> tuple[dict, pd.DataFrame]:
+    """Scores of the retained hotspots of ``detection`` against ``truth`` (pixel_id, source_id,
+    source_type): the scores() dict and one row per true source (SCORES_SCHEMA without dataset/run_id)."""
+    retained = detection.rows.loc[detection.rows["retained"], "hotspot_id"].astype("int64").tolist()
+    kept = detection.members.where(F.col("hotspot_id").isin(retained)) if retained else \
+        detection.members.limit(0)
+    contingency = (truth.join(kept, "pixel_id", "left")
+                   .select(F.coalesce("source_id", F.lit(0)).cast("long").alias("source_id"),
+                           F.coalesce("hotspot_id", F.lit(-1)).cast("long").alias("hotspot_id"))
+                   .groupBy("source_id", "hotspot_id").count().toPandas())
+    summary = scores(contingency, cfg.min_source_pixels, cfg.min_jaccard)
+    sources, _ = match(contingency, cfg.min_source_pixels, cfg.min_jaccard)
+    kinds = dict(truth.select("source_id", "source_type").distinct().collect())
+    sources = sources.assign(source_type=sources["source_id"].map(kinds), method=detection.method,
+                             **{k: summary[k] for k in ("recall", "precision", "f1", "ari", "hotspots",
+                                                        "hotspots_matched")})
+    return summary, sources
+
+
+def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) -> HotspotsResult:
+    """Detect hotspots with hotspots.method, write `hotspots` and `hotspot_pixels` (every candidate,
+    retained or not), the GeoJSON and pictures; with a `truth` for the dataset, score every method
+    of hotspots.score_methods into `hotspot_scores`. Replaces the dataset's rows in these tables."""
+    cfg = config.hotspots
+    with run.stage("hotspots.detect"):
+        pixels, source = labelled_pixels(spark, config, dataset)
+        pixels = pixels.localCheckpoint(eager=True)
+        n_pixels = pixels.count()
+        dates = [r.date for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
+        corr_km = dataset_correlation_length(spark, config, dataset)
+        detection, ref = detect(pixels, cfg, cfg.method, corr_km, dates)
+        run.metrics.update({"hotspots_v0_mm_yr": ref.v0_mm_yr, "hotspots_sigma_mm_yr": ref.sigma_mm_yr,
+                            "hotspots_max_sd_km": ref.max_sd_km, "hotspots_eps_m": ref.eps_m,
+                            "hotspots_candidates": float(len(detection.rows)),
+                            "hotspots_retained": float(detection.rows["retained"].sum())})
+    outputs = files_dir(config, "outputs", dataset, run.run_id)
+    with run.stage("hotspots.write"):
+        rows = detection.rows.assign(dataset=dataset, run_id=run.run_id, method=cfg.method)
+        table = spark.createDataFrame(rows[HOTSPOTS_SCHEMA.fieldNames()] if len(rows) else [], HOTSPOTS_SCHEMA)
+        write_table(spark, table, config, "hotspots", datasets=[dataset])
+        write_table(spark, _hotspot_pixels_frame(detection, dataset, run.run_id), config, "hotspot_pixels",
+                    datasets=[dataset])
+        written = read_table(spark, config, "hotspot_pixels", [dataset])
+        n_members, n_distinct = written.count(), written.select("pixel_id").distinct().count()
+        if n_members != n_distinct or n_members != int(detection.rows["n_pixels"].sum() if len(rows) else 0):
+            raise RuntimeError(f"dataset {dataset}: hotspot_pixels holds {n_members} rows for {n_distinct} pixels "
+                               f"and {int(detection.rows['n_pixels'].sum())} candidate pixels")
+        run.count("hotspots", len(rows))
+        run.count("hotspot_pixels", n_members)
+        geojson(detection.rows, outputs / "hotspots.geojson")
+    with run.stage("hotspots.maps"):
+        _pictures(pixels, detection, dates, outputs, dataset, cfg, n_pixels)
+    results = {}
+    if table_exists(spark, config, "truth"):
+        truth = read_table(spark, config, "truth", [dataset]).select("pixel_id", "source_id", "source_type")
+        if truth.limit(1).count():
+            with run.stage("hotspots.score"):
+                per_source = []
+                for method in cfg.score_methods:
+                    scored = detection if method == cfg.method else detect(pixels, cfg, method, corr_km, dates)[0]
+                    results[method], sources = score(spark, scored, truth, cfg)
+                    per_source.append(sources)
+                    for key in ("recall", "precision", "ari"):
+                        run.metrics[f"score_{method}_{key}"] = float(results[method][key])
+                frame = pd.concat(per_source, ignore_index=True).assign(dataset=dataset, run_id=run.run_id)
+                write_table(spark, spark.createDataFrame(frame[SCORES_SCHEMA.fieldNames()], SCORES_SCHEMA), config,
+                            "hotspot_scores", datasets=[dataset])
+                for method, s in results.items():
+                    log.info("score %s: recall %.2f (%d/%d sources), precision %.2f (%d/%d hotspots), ARI %.3f",
+                             method, s["recall"], s["sources_matched"], s["sources"], s["precision"],
+                             s["hotspots_matched"], s["hotspots"], s["ari"])
+    log.info("dataset %s: %d hotspot candidates (%s labels), %d retained; outputs in %s", dataset, len(rows), source,
+             int(detection.rows["retained"].sum()) if len(rows) else 0, outputs)
+    return HotspotsResult(dataset, cfg.method, len(rows), int(detection.rows["retained"].sum()) if len(rows) else 0,
+                          results, str(outputs))
+
+
+def _pictures(pixels: DataFrame, detection: Detection, dates: list, outputs: Path, dataset: str,
+              cfg: HotspotsConfig, n_pixels: int) -> None:
+    """hotspots.png (a sample of at most map_max_points pixels, hotspot pixels first) and
+    hotspot_series.png (the retained hotspots' mean series)."""
+    retained = detection.rows[detection.rows["retained"]] if len(detection.rows) else detection.rows
+    ids = [int(h) for h in retained["hotspot_id"]] if len(retained) else []
+    labelled = pixels.select("pixel_id", "lon", "lat").join(
+        detection.members.where(F.col("hotspot_id").isin(ids)) if ids else detection.members.limit(0), "pixel_id", "left")
+    share = min(1.0, cfg.map_max_points / max(n_pixels, 1))
+    sample = labelled.where(F.col("hotspot_id").isNotNull() | (F.rand(7) < share)).limit(cfg.map_max_points).toPandas()
+    sample["hotspot_id"] = sample["hotspot_id"].fillna(-1).astype("int64")
+    plot_hotspot_map(sample, detection.rows, outputs / "hotspots.png",
+                     f"{dataset}: hotspots ({detection.method})")
+    series = retained.rename(columns={"mean_disp": "mean_disp_mm"}).copy() if len(retained) else pd.DataFrame()
+    if len(series):
+        series["onset_index"] = [dates.index(d) if d in dates else -1 for d in series["onset_date"]]
+        series["peak_index"] = [dates.index(d) if d in dates else -1 for d in series["peak_date"]]
+    plot_hotspot_series(dates, series, outputs / "hotspot_series.png", f"{dataset}: mean series of the hotspots")

@@ -1,0 +1,102 @@
+"""The hotspots stage on Spark: tables with consistent counts, valid ellipses, GeoJSON, retention
+reasons, scores against the simulated truth for the three methods."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+
+from conftest import fast_clustering
+from insarlake.hotspots.stage import Reference, retain, run_hotspots
+from insarlake.lake import Run, read_table
+from insarlake.temporal.stage import run_cluster
+
+
+@pytest.fixture(scope="module")
+def hotspot_config(config):
+    return replace(fast_clustering(config), hotspots=replace(config.hotspots, labels="clusters"))
+
+
+@pytest.fixture(scope="module")
+def hotspots_run(spark, hotspot_config, sim_scene):
+    run_cluster(spark, hotspot_config, "sim", Run("cluster", hotspot_config))
+    run = Run("hotspots", hotspot_config)
+    return run, run_hotspots(spark, hotspot_config, "sim", run)
+
+
+def test_tables_have_consistent_counts(spark, hotspot_config, hotspots_run):
+    run, result = hotspots_run
+    hot = read_table(spark, hotspot_config, "hotspots", ["sim"]).toPandas()
+    members = read_table(spark, hotspot_config, "hotspot_pixels", ["sim"]).toPandas()
+    pixels = read_table(spark, hotspot_config, "pixels", ["sim"]).select("pixel_id").toPandas()
+    assert len(hot) == result.candidates >= 1 and hot.retained.sum() == result.retained >= 1
+    assert members.pixel_id.is_unique and set(members.pixel_id) <= set(pixels.pixel_id)
+    sizes = members.groupby("hotspot_id").size()
+    assert sizes.reindex(hot.hotspot_id).tolist() == hot.n_pixels.tolist()
+    assert run.counts["hotspot_pixels"] == len(members) and run.counts["hotspots"] == len(hot)
+    assert (hot.reason[hot.retained] == "").all() and (hot.reason[~hot.retained] != "").all()
+    assert (hot.method == hotspot_config.hotspots.method).all()
+
+
+def test_ellipses_are_valid_polygons_around_the_mean_centre(spark, hotspot_config, hotspots_run):
+    hot = read_table(spark, hotspot_config, "hotspots", ["sim"]).toPandas()
+    for row in hot.itertuples():
+        polygon = shapely.from_wkt(row.geometry)
+        assert polygon.geom_type == "Polygon" and polygon.is_valid
+        assert polygon.contains(shapely.Point(row.center_lon, row.center_lat))
+        assert row.semi_major_km >= row.semi_minor_km > 0 and 0 <= row.angle_deg < 180
+        assert row.standard_distance_km == pytest.approx(np.hypot(row.sd_x_km, row.sd_y_km))
+        assert len(row.mean_disp) == read_table(spark, hotspot_config, "epochs", ["sim"]).count()
+        assert row.onset_date <= row.peak_date or row.onset_date is None
+
+
+def test_geojson_holds_the_retained_hotspots(spark, hotspot_config, hotspots_run):
+    _, result = hotspots_run
+    collection = json.loads((Path(result.outputs) / "hotspots.geojson").read_text())
+    hot = read_table(spark, hotspot_config, "hotspots", ["sim"]).toPandas()
+    assert collection["type"] == "FeatureCollection"
+    assert sorted(f["properties"]["hotspot_id"] for f in collection["features"]) == \
+        sorted(hot.hotspot_id[hot.retained])
+    for feature in collection["features"]:
+        assert shapely.geometry.shape(feature["geometry"]).is_valid
+    for name in ("hotspots.png", "hotspot_series.png"):
+        assert (Path(result.outputs) / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scores_for_every_method_against_truth(spark, hotspot_config, hotspots_run):
+    run, result = hotspots_run
+    table = read_table(spark, hotspot_config, "hotspot_scores", ["sim"]).toPandas()
+    truth = read_table(spark, hotspot_config, "truth", ["sim"]).toPandas()
+    assert set(table.method) == set(hotspot_config.hotspots.score_methods) == set(result.scores)
+    sizes = truth[truth.source_id > 0].groupby("source_id").size()
+    for method, rows in table.groupby("method"):
+        assert sorted(rows.source_id) == sorted(sizes.index)
+        assert rows.set_index("source_id").n_pixels.reindex(sizes.index).tolist() == sizes.tolist()
+        scored = rows[rows.scored]
+        assert rows.recall.iloc[0] == pytest.approx(scored.matched.mean())
+        assert run.metrics[f"score_{method}_recall"] == pytest.approx(result.scores[method]["recall"])
+    # on this scene the significance rule finds most sources, and finds nothing that is not one
+    assert result.scores["significant"]["recall"] >= 0.6
+    assert result.scores["significant"]["precision"] >= 0.8
+
+
+def test_retention_gives_every_failed_rule_as_reason(hotspot_config):
+    cfg = replace(hotspot_config.hotspots, min_pixels=30, z_hotspot=2.0)
+    ref = Reference(v0_mm_yr=-1.0, sigma_mm_yr=2.0, max_sd_km=3.0, eps_m=500.0)
+    rows = pd.DataFrame({"hotspot_id": [0, 1, 2, 3], "n_pixels": [100, 10, 100, 100],
+                         "standard_distance_km": [1.0, 1.0, 4.0, 1.0], "mean_velocity": [-8.0, -8.0, -8.0, 2.0],
+                         "velocity_z": [-3.5, -3.5, -3.5, 1.5]})
+    out = retain(rows, cfg, "significant", ref)
+    assert out.retained.tolist() == [True, False, False, False]
+    assert out.reason[0] == "" and "10 pixels < min_pixels 30" in out.reason[1]
+    assert "standard distance 4.00 km >= 3.00 km" in out.reason[2]
+    assert "within 2.0 sigma" in out.reason[3]
+    seed = retain(rows, cfg, "seed", ref)                 # the paper's rule: no velocity test
+    assert seed.retained.tolist() == [True, False, False, True]
+    baseline = retain(rows, cfg, "velocity_threshold", ref)
+    assert baseline.retained.tolist() == [True, False, True, True]
