@@ -57,10 +57,14 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
         "r = spark.sql(\"SELECT status FROM insar.runs WHERE job = 'pipeline'\").first().status\n"
         "c = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.clusters WHERE dataset = 'jobdemo'\").first().n\n"
         "k = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.classes WHERE dataset = 'jobdemo'\").first().n\n"
-        "print(n, q, t, r, c, k)\n")
+        "h = spark.sql(\"SELECT count(*) AS n, count(DISTINCT pixel_id) AS d FROM insar.hotspot_pixels "
+        "WHERE dataset = 'jobdemo'\").first()\n"
+        "s = spark.sql(\"SELECT count(DISTINCT method) AS n FROM insar.hotspot_scores WHERE dataset = 'jobdemo'\").first().n\n"
+        "print(n, q, t, r, c, k, h.n, h.d, s)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     out = subprocess.run([sys.executable, "-c", query], cwd=tmp_path, env=env, text=True,
                          capture_output=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    n, q, t, status, c, k = out.stdout.split()
+    n, q, t, status, c, k, h_rows, h_pixels, methods = out.stdout.split()
     assert int(n) + int(q) == int(t) == 5000 and status == "succeeded" and int(c) == int(k) == int(n)
+    assert int(h_rows) == int(h_pixels) <= int(n) and int(methods) == 3
