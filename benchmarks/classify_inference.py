@@ -87,7 +87,7 @@ def plain_torch(folder: Path, pixels: pd.DataFrame, batch: int, cores: int) -> t
     t0 = time.perf_counter()
     clusters, probabilities = [], []
     for i in range(0, len(series), batch):
-        c, p = model.predict(series[i:i + batch], statics[i:i + batch], 0.5)
+        c, p = model.predict(series[i:i + batch], statics[i:i + batch], 0.5, batch)
         clusters.append(c)
         probabilities.append(p)
     seconds = time.perf_counter() - t0
@@ -98,7 +98,7 @@ def plain_torch(folder: Path, pixels: pd.DataFrame, batch: int, cores: int) -> t
 def spark_inference(spark, folder: Path, name: str, frame, batch: int, out: Path) -> float:
     from insarlake.classify.stage import arrow_batch_rows, predict
 
-    classes = predict(frame, folder, name, 0.5, "bench", "bench", threads=1)
+    classes = predict(frame, folder, name, 0.5, "bench", "bench", threads=1, batch_rows=batch)
     with arrow_batch_rows(spark, batch):
         t0 = time.perf_counter()
         classes.write.format("noop").mode("overwrite").save()

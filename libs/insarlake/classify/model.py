@@ -202,10 +202,11 @@ class ClassifierModel:
                 out.append(torch.softmax(logits, dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.arch.n_classes), np.float32)
 
-    def predict(self, series: np.ndarray, statics: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, series: np.ndarray, statics: np.ndarray, threshold: float,
+                batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(cluster_id (n,) int64, probability (n,) float32): the most probable cluster, -1 where
-        its probability is below ``threshold``."""
-        proba = self.predict_proba(series, statics)
+        its probability is below ``threshold``; the network runs on ``batch_size`` rows at a time."""
+        proba = self.predict_proba(series, statics, batch_size)
         best = proba.argmax(axis=1)
         top = proba[np.arange(len(best)), best]
         return np.where(top >= threshold, np.asarray(self.labels, np.int64)[best], -1), top

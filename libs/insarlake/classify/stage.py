@@ -206,9 +206,10 @@ def arrow_batch_rows(spark: SparkSession, rows: int):
 
 
 def predict(pixels: DataFrame, folder: Path, model_name: str, threshold: float, dataset: str, run_id: str,
-            threads: int = 1) -> DataFrame:
-    """`classes` rows for ``pixels`` (pixel_id, disp, statics) from the model in ``folder``; run
-    its actions inside ``arrow_batch_rows`` to set the batch size."""
+            threads: int = 1, batch_rows: int = 4096) -> DataFrame:
+    """`classes` rows for ``pixels`` (pixel_id, disp, statics) from the model in ``folder``, the
+    network run on at most ``batch_rows`` rows at a time; run its actions inside
+    ``arrow_batch_rows(spark, batch_rows)`` so that Spark's Arrow batches have that size too."""
     sha = json.loads((folder / "model.json").read_text())["weights_sha256"]
     folder_s = str(folder)
 
@@ -219,7 +220,7 @@ def predict(pixels: DataFrame, folder: Path, model_name: str, threshold: float, 
                 continue
             series = np.stack(batch["disp"].to_numpy()).astype(np.float64)
             statics = np.stack(batch["statics"].to_numpy()).astype(np.float64)
-            cluster, probability = model.predict(series, statics, threshold)
+            cluster, probability = model.predict(series, statics, threshold, batch_rows)
             yield pd.DataFrame({"dataset": dataset, "run_id": run_id, "pixel_id": batch["pixel_id"].to_numpy(),
                                 "predicted_cluster": cluster, "probability": probability.astype(np.float32),
                                 "model": model_name})
@@ -330,7 +331,8 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
         versions[name], trained[name] = version_dir, version_dir.name == run.run_id
         with run.stage(f"classify.evaluate_{name}"):
             held_out = split.where(F.col("split") == "validation")
-            predicted = predict(held_out, version_dir, name, cfg.threshold, dataset, run.run_id)
+            predicted = predict(held_out, version_dir, name, cfg.threshold, dataset, run.run_id,
+                                batch_rows=cfg.inference_batch_size)
             with arrow_batch_rows(spark, cfg.inference_batch_size):
                 counts = (predicted.join(held_out.select("pixel_id", "cluster_id"), "pixel_id")
                           .groupBy("cluster_id", "predicted_cluster").count().toPandas())
@@ -351,7 +353,8 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                 "classifier_metrics", datasets=[dataset])
     chosen = max(accuracy, key=lambda k: accuracy[k]) if cfg.predict_with == "best" else cfg.predict_with
     with run.stage("classify.predict"):
-        classes = predict(pixels, versions[chosen], chosen, cfg.threshold, dataset, run.run_id)
+        classes = predict(pixels, versions[chosen], chosen, cfg.threshold, dataset, run.run_id,
+                          batch_rows=cfg.inference_batch_size)
         with arrow_batch_rows(spark, cfg.inference_batch_size):
             write_table(spark, classes, config, "classes", datasets=[dataset])
         n = read_table(spark, config, "classes", [dataset]).count()
