@@ -103,8 +103,9 @@ def labelled_pixels(spark: SparkSession, config: Config, dataset: str) -> tuple[
     return out, source
 
 
-def reference(pixels: DataFrame, cfg: HotspotsConfig, correlation_length_km: float, method: str) -> Reference:
-    """v0 = median velocity, sigma = 1.4826 x median |velocity - v0| (or the configured noise)."""
+def velocity_noise(pixels: DataFrame, cfg: HotspotsConfig) -> tuple[float, float]:
+    """(v0, sigma) in mm/yr: the median velocity (the stable ground's level) and 1.4826 x the median
+    |velocity - v0| (its noise), or hotspots.noise_velocity_mm_yr when set."""
     v0 = pixels.select(F.percentile_approx("velocity", 0.5, 100_000)).first()[0]
     if v0 is None:
         raise InputError("no pixel velocity to measure the noise level on")
@@ -112,6 +113,11 @@ def reference(pixels: DataFrame, cfg: HotspotsConfig, correlation_length_km: flo
         F.percentile_approx(F.abs(F.col("velocity") - F.lit(v0)), 0.5, 100_000)).first()[0]
     if not sigma > 0:
         raise InputError("the velocity noise (1.4826 x MAD of the velocities) is 0; set hotspots.noise_velocity_mm_yr")
+    return float(v0), float(sigma)
+
+
+def reference(noise: tuple[float, float], cfg: HotspotsConfig, correlation_length_km: float, method: str) -> Reference:
+    """The Reference of ``method``: ``noise`` (v0, sigma) from velocity_noise, the S_d threshold and eps."""
     if cfg.max_standard_distance_km is not None:
         max_sd = float(cfg.max_standard_distance_km)
     else:
@@ -119,22 +125,22 @@ def reference(pixels: DataFrame, cfg: HotspotsConfig, correlation_length_km: flo
             raise InputError("no correlation length for the S_d threshold; set hotspots.max_standard_distance_km")
         max_sd = correlation_length_km * (1.0 if method == "seed" else cfg.standard_distance_factor)
     eps_m = cfg.eps_m or correlation_length_km * 1000.0 * cfg.eps_correlation_factor
-    return Reference(float(v0), float(sigma), max_sd, float(eps_m))
+    return Reference(noise[0], noise[1], max_sd, float(eps_m))
 
 
 def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Reference) -> DataFrame:
-    """pixel_id, hotspot_id (0, 1, ...) of every candidate pixel: the predicted clusters (seed), or
-    DBSCAN clusters of the moving pixels (per velocity sign for significant)."""
-    if method == "seed":
-        members = pixels.where(F.col("label") >= 0).select("pixel_id", F.col("label").alias("cluster"))
-    else:
+    """pixel_id, hotspot_id (0, 1, ...) of every candidate pixel: the predicted clusters (seed,
+    renumbered), or DBSCAN clusters of the moving pixels (per velocity sign for significant; DBSCAN
+    already numbers its clusters 0, 1, ...)."""
+    if method != "seed":
         moving = pixels.where(F.abs(F.col("velocity") - ref.v0_mm_yr) > cfg.z_pixel * ref.sigma_mm_yr)
         group = F.signum(F.col("velocity") - ref.v0_mm_yr).cast("int") if method == "significant" else F.lit(0)
         moving = moving.select("pixel_id", "lon", "lat", group.alias("sign"))
         if moving.limit(1).count() == 0:
             return pixels.sparkSession.createDataFrame([], "pixel_id string, hotspot_id long")
         clustered = dbscan(moving, ref.eps_m, cfg.min_samples, group_col="sign")
-        members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", F.col("cluster_id").alias("cluster"))
+        return clustered.where(F.col("cluster_id") >= 0).select("pixel_id", F.col("cluster_id").alias("hotspot_id"))
+    members = pixels.where(F.col("label") >= 0).select("pixel_id", F.col("label").alias("cluster"))
     ids = sorted(r[0] for r in members.select("cluster").distinct().collect())
     mapping = pixels.sparkSession.createDataFrame([(int(c), i) for i, c in enumerate(ids)], "cluster long, hotspot_id long")
     return members.join(F.broadcast(mapping), "cluster").select("pixel_id", "hotspot_id")
@@ -206,14 +212,14 @@ def retain(rows: pd.DataFrame, cfg: HotspotsConfig, method: str, ref: Reference)
     return rows.assign(retained=[not w for w in reasons], reason=reasons)
 
 
-def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, correlation_length_km: float,
-           dates: list) -> tuple[Detection, Reference]:
-    """Candidates of ``method`` with their description and retention."""
-    ref = reference(pixels, cfg, correlation_length_km, method)
+def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[float, float],
+           correlation_length_km: float, dates: list) -> tuple[Detection, Reference]:
+    """Candidates of ``method`` with their description and retention; ``noise`` from velocity_noise."""
+    ref = reference(noise, cfg, correlation_length_km, method)
     members = candidates(pixels, cfg, method, ref).localCheckpoint(eager=True)
     rows = retain(describe(pixels, members, cfg, ref, dates), cfg, method, ref)
     log.info("hotspots (%s): %d candidates, %d retained; v0 %.2f mm/yr, sigma %.2f mm/yr, S_d threshold %.2f km, "
-             "eps %.0f m", method, len(rows), int(rows["retained"].sum()) if len(rows) else 0, ref.v0_mm_yr,
+             "eps %.0f m", method, len(rows), int(rows["retained"].sum()), ref.v0_mm_yr,
              ref.sigma_mm_yr, ref.max_sd_km, ref.eps_m)
     return Detection(method, rows, members), ref
 
@@ -261,13 +267,11 @@ def _hotspot_pixels_frame(detection: Detection, dataset: str, run_id: str) -> Da
                                     "hotspot_id", "pixel_id")
 
 
-def score(spark: SparkSession, detection: Detection, truth: DataFrame, cfg: HotspotsConfig
-          ) -> tuple[dict, pd.DataFrame]:
+def score(detection: Detection, truth: DataFrame, cfg: HotspotsConfig) -> tuple[dict, pd.DataFrame]:
     """Scores of the retained hotspots of ``detection`` against ``truth`` (pixel_id, source_id,
     source_type): the scores() dict and one row per true source (SCORES_SCHEMA without dataset/run_id)."""
     retained = detection.rows.loc[detection.rows["retained"], "hotspot_id"].astype("int64").tolist()
-    kept = detection.members.where(F.col("hotspot_id").isin(retained)) if retained else \
-        detection.members.limit(0)
+    kept = detection.members.where(F.col("hotspot_id").isin(retained))
     contingency = (truth.join(kept, "pixel_id", "left")
                    .select(F.coalesce("source_id", F.lit(0)).cast("long").alias("source_id"),
                            F.coalesce("hotspot_id", F.lit(-1)).cast("long").alias("hotspot_id"))
@@ -292,11 +296,13 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
         n_pixels = pixels.count()
         dates = [r.date for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
         corr_km = dataset_correlation_length(spark, config, dataset)
-        detection, ref = detect(pixels, cfg, cfg.method, corr_km, dates)
+        noise = velocity_noise(pixels, cfg)
+        detection, ref = detect(pixels, cfg, cfg.method, noise, corr_km, dates)
+        n_retained = int(detection.rows["retained"].sum())
         run.metrics.update({"hotspots_v0_mm_yr": ref.v0_mm_yr, "hotspots_sigma_mm_yr": ref.sigma_mm_yr,
                             "hotspots_max_sd_km": ref.max_sd_km, "hotspots_eps_m": ref.eps_m,
                             "hotspots_candidates": float(len(detection.rows)),
-                            "hotspots_retained": float(detection.rows["retained"].sum())})
+                            "hotspots_retained": float(n_retained)})
     outputs = files_dir(config, "outputs", dataset, run.run_id)
     with run.stage("hotspots.write"):
         rows = detection.rows.assign(dataset=dataset, run_id=run.run_id, method=cfg.method)
@@ -306,9 +312,10 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                     datasets=[dataset])
         written = read_table(spark, config, "hotspot_pixels", [dataset])
         n_members, n_distinct = written.count(), written.select("pixel_id").distinct().count()
-        if n_members != n_distinct or n_members != int(detection.rows["n_pixels"].sum() if len(rows) else 0):
+        n_candidate_pixels = int(detection.rows["n_pixels"].sum())
+        if n_members != n_distinct or n_members != n_candidate_pixels:
             raise RuntimeError(f"dataset {dataset}: hotspot_pixels holds {n_members} rows for {n_distinct} pixels "
-                               f"and {int(detection.rows['n_pixels'].sum())} candidate pixels")
+                               f"and {n_candidate_pixels} candidate pixels")
         run.count("hotspots", len(rows))
         run.count("hotspot_pixels", n_members)
         geojson(detection.rows, outputs / "hotspots.geojson")
@@ -321,8 +328,9 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
             with run.stage("hotspots.score"):
                 per_source = []
                 for method in cfg.score_methods:
-                    scored = detection if method == cfg.method else detect(pixels, cfg, method, corr_km, dates)[0]
-                    results[method], sources = score(spark, scored, truth, cfg)
+                    scored = detection if method == cfg.method else \
+                        detect(pixels, cfg, method, noise, corr_km, dates)[0]
+                    results[method], sources = score(scored, truth, cfg)
                     per_source.append(sources)
                     for key in ("recall", "precision", "ari"):
                         run.metrics[f"score_{method}_{key}"] = float(results[method][key])
@@ -334,19 +342,18 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                              method, s["recall"], s["sources_matched"], s["sources"], s["precision"],
                              s["hotspots_matched"], s["hotspots"], s["ari"])
     log.info("dataset %s: %d hotspot candidates (%s labels), %d retained; outputs in %s", dataset, len(rows), source,
-             int(detection.rows["retained"].sum()) if len(rows) else 0, outputs)
-    return HotspotsResult(dataset, cfg.method, len(rows), int(detection.rows["retained"].sum()) if len(rows) else 0,
-                          results, str(outputs))
+             n_retained, outputs)
+    return HotspotsResult(dataset, cfg.method, len(rows), n_retained, results, str(outputs))
 
 
 def _pictures(pixels: DataFrame, detection: Detection, dates: list, outputs: Path, dataset: str,
               cfg: HotspotsConfig, n_pixels: int) -> None:
     """hotspots.png (a sample of at most map_max_points pixels, hotspot pixels first) and
     hotspot_series.png (the retained hotspots' mean series)."""
-    retained = detection.rows[detection.rows["retained"]] if len(detection.rows) else detection.rows
-    ids = [int(h) for h in retained["hotspot_id"]] if len(retained) else []
+    retained = detection.rows[detection.rows["retained"]]
+    ids = [int(h) for h in retained["hotspot_id"]]
     labelled = pixels.select("pixel_id", "lon", "lat").join(
-        detection.members.where(F.col("hotspot_id").isin(ids)) if ids else detection.members.limit(0), "pixel_id", "left")
+        detection.members.where(F.col("hotspot_id").isin(ids)), "pixel_id", "left")
     share = min(1.0, cfg.map_max_points / max(n_pixels, 1))
     sample = labelled.where(F.col("hotspot_id").isNotNull() | (F.rand(7) < share)).limit(cfg.map_max_points).toPandas()
     sample["hotspot_id"] = sample["hotspot_id"].fillna(-1).astype("int64")
