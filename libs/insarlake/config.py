@@ -176,6 +176,7 @@ class HotspotsConfig:
     noise_velocity_mm_yr: Optional[float]
     z_pixel: float
     z_hotspot: float
+    split_level_ratio: Optional[float]
     eps_m: Optional[float]
     eps_correlation_factor: float
     min_samples: int
@@ -439,6 +440,8 @@ def _check_hotspots(h: HotspotsConfig) -> None:
     for key in ("min_pixels", "min_samples", "min_source_pixels", "map_max_points"):
         if getattr(h, key) < 1:
             raise ConfigError(f"config key 'hotspots.{key}' must be >= 1; got {getattr(h, key)}")
+    if h.split_level_ratio is not None and not h.split_level_ratio > 1:
+        raise ConfigError(f"config key 'hotspots.split_level_ratio' must be > 1 or null; got {h.split_level_ratio}")
     if not 0 < h.min_jaccard <= 1:
         raise ConfigError(f"config key 'hotspots.min_jaccard' must be within (0, 1]; got {h.min_jaccard}")
 

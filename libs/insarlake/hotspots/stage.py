@@ -27,6 +27,7 @@ from insarlake.errors import InputError
 from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset_peak
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series
 from insarlake.hotspots.scoring import match, scores
+from insarlake.hotspots.split import split_candidate
 from insarlake.lake import Run, files_dir, read_table, table_exists, write_table
 from insarlake.temporal.covariogram import correlation_length_km
 from insarlake.spatial.dbscan import dbscan
@@ -139,11 +140,36 @@ def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Referen
         if moving.limit(1).count() == 0:
             return pixels.sparkSession.createDataFrame([], "pixel_id string, hotspot_id long")
         clustered = dbscan(moving, ref.eps_m, cfg.min_samples, group_col="sign")
-        return clustered.where(F.col("cluster_id") >= 0).select("pixel_id", F.col("cluster_id").alias("hotspot_id"))
+        members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", F.col("cluster_id").alias("hotspot_id"))
+        if method == "significant" and cfg.split_level_ratio is not None:
+            members = split_sources(members, pixels, cfg, ref)
+        return members
     members = pixels.where(F.col("label") >= 0).select("pixel_id", F.col("label").alias("cluster"))
     ids = sorted(r[0] for r in members.select("cluster").distinct().collect())
     mapping = pixels.sparkSession.createDataFrame([(int(c), i) for i, c in enumerate(ids)], "cluster long, hotspot_id long")
     return members.join(F.broadcast(mapping), "cluster").select("pixel_id", "hotspot_id")
+
+
+def split_sources(members: DataFrame, pixels: DataFrame, cfg: HotspotsConfig, ref: Reference) -> DataFrame:
+    """``members`` (pixel_id, hotspot_id) with each candidate split at its velocity peaks
+    (``split.split_candidate``, one candidate per pandas group), renumbered 0, 1, ..."""
+    z_start, ratio, eps_m = cfg.z_pixel, cfg.split_level_ratio, ref.eps_m
+    min_samples, min_pixels = cfg.min_samples, cfg.min_pixels
+
+    def one(group: pd.DataFrame) -> pd.DataFrame:
+        group = group.sort_values("pixel_id", kind="stable")
+        part = split_candidate(group["lon"].to_numpy(), group["lat"].to_numpy(), group["excess_z"].to_numpy(),
+                               z_start, ratio, eps_m, min_samples, min_pixels)
+        return pd.DataFrame({"pixel_id": group["pixel_id"].to_numpy(), "candidate": group["hotspot_id"].to_numpy(),
+                             "part": part})
+
+    excess = (F.abs(F.col("velocity") - ref.v0_mm_yr) / ref.sigma_mm_yr).alias("excess_z")
+    parts = (members.join(pixels.select("pixel_id", "lon", "lat", excess), "pixel_id")
+             .groupBy("hotspot_id").applyInPandas(one, "pixel_id string, candidate long, part long")).cache()
+    keys = sorted((int(r[0]), int(r[1])) for r in parts.select("candidate", "part").distinct().collect())
+    mapping = members.sparkSession.createDataFrame([(c, q, i) for i, (c, q) in enumerate(keys)],
+                                                   "candidate long, part long, hotspot_id long")
+    return parts.join(F.broadcast(mapping), ["candidate", "part"]).select("pixel_id", "hotspot_id")
 
 
 def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Reference,
