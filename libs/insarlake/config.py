@@ -188,6 +188,35 @@ class HotspotsConfig:
 
 
 @dataclass(frozen=True)
+class ForecastConfig:
+    models: list
+    evaluate: bool
+    input_epochs: int
+    horizon_epochs: int
+    train_share: float
+    validation_share: float
+    graph_k: int
+    graph_max_distance_m: float
+    graph_cell_km: float
+    nodes_per_subgraph: int
+    halo_hops: int
+    batch_parts: int
+    windows_per_part: int
+    learning_rate: float
+    max_epochs: int
+    patience: int
+    seed: int
+    num_processes: int
+    local_mode: bool
+    use_gpu: bool
+    threads_per_process: int
+    samples: int
+    hyper: dict
+    retrain: bool
+    plot_pixels: int
+
+
+@dataclass(frozen=True)
 class Config:
     dataset: str
     spark: SparkConfig
@@ -201,6 +230,7 @@ class Config:
     spatial: SpatialConfig
     classify: ClassifyConfig
     hotspots: HotspotsConfig
+    forecast: ForecastConfig
 
     def as_dict(self) -> dict:
         return _to_plain(self)
@@ -386,6 +416,8 @@ def _check(obj, prefix: str) -> None:
         _check_classify(obj)
     if isinstance(obj, HotspotsConfig):
         _check_hotspots(obj)
+    if isinstance(obj, ForecastConfig):
+        _check_forecast(obj)
     if isinstance(obj, Config) and not obj.dataset:
         raise ConfigError("config key 'dataset' must not be empty")
 
@@ -444,6 +476,35 @@ def _check_hotspots(h: HotspotsConfig) -> None:
         raise ConfigError(f"config key 'hotspots.split_level_ratio' must be > 1 or null; got {h.split_level_ratio}")
     if not 0 < h.min_jaccard <= 1:
         raise ConfigError(f"config key 'hotspots.min_jaccard' must be within (0, 1]; got {h.min_jaccard}")
+
+
+def _check_forecast(f: ForecastConfig) -> None:
+    from insarlake.forecast import NEURAL_MODELS
+
+    if "dapf" not in f.models or any(m not in NEURAL_MODELS for m in f.models) or len(set(f.models)) != len(f.models):
+        raise ConfigError(f"config key 'forecast.models' must list distinct models of {', '.join(NEURAL_MODELS)}, "
+                          f"dapf included; got {f.models!r}")
+    for key in ("input_epochs", "horizon_epochs", "graph_k", "nodes_per_subgraph", "batch_parts", "windows_per_part",
+                "max_epochs", "patience", "num_processes", "threads_per_process", "samples", "plot_pixels"):
+        if getattr(f, key) < 1:
+            raise ConfigError(f"config key 'forecast.{key}' must be >= 1; got {getattr(f, key)}")
+    if f.input_epochs < 2:
+        raise ConfigError(f"config key 'forecast.input_epochs' must be >= 2; got {f.input_epochs}")
+    if f.halo_hops < 0:
+        raise ConfigError(f"config key 'forecast.halo_hops' must be >= 0; got {f.halo_hops}")
+    if not (0 < f.train_share < 1 and 0 < f.validation_share < 1 and f.train_share + f.validation_share < 1):
+        raise ConfigError("config keys 'forecast.train_share' and 'forecast.validation_share' must be in (0, 1) "
+                          f"with a sum below 1 (the rest is the test part); got {f.train_share}, {f.validation_share}")
+    for key in ("graph_max_distance_m", "learning_rate"):
+        if not getattr(f, key) > 0:
+            raise ConfigError(f"config key 'forecast.{key}' must be > 0; got {getattr(f, key)}")
+    if not f.graph_cell_km * 1000.0 >= f.graph_max_distance_m:
+        raise ConfigError(f"config key 'forecast.graph_cell_km' must be >= graph_max_distance_m / 1000 "
+                          f"(a cell's halo is its neighbouring cells); got {f.graph_cell_km}")
+    for name, params in f.hyper.items():
+        if name not in NEURAL_MODELS or not isinstance(params, Mapping):
+            raise ConfigError(f"config key 'forecast.hyper.{name}' must be a mapping of hyperparameters of one of "
+                              f"{', '.join(NEURAL_MODELS)}; got {params!r}")
 
 
 def _check_classify(c: ClassifyConfig) -> None:

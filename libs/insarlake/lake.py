@@ -66,6 +66,19 @@ def files_dir(config: Config, *parts: str) -> Path:
     return Path(root).joinpath(*parts)
 
 
+def latest_version(root: Path) -> Path | None:
+    """The newest saved version folder under a model's ``root`` (named by root/latest.json), or None."""
+    pointer = root / "latest.json"
+    if not pointer.is_file():
+        return None
+    return root / json.loads(pointer.read_text())["version"]
+
+
+def mark_latest(root: Path, version: str) -> None:
+    """Name ``version`` (a folder under ``root``) the newest saved version."""
+    (root / "latest.json").write_text(json.dumps({"version": version}))
+
+
 def table_path(config: Config, table: str) -> str:
     return f"{lake_root(config)}/{table}"
 

@@ -29,7 +29,7 @@ from pyspark.sql import types as T
 from insarlake.classify.model import STATIC_FEATURES, Architecture, ClassifierModel, Normalisation, build
 from insarlake.config import ClassifyConfig, Config
 from insarlake.errors import InputError
-from insarlake.lake import Run, files_dir, read_table, write_table
+from insarlake.lake import Run, files_dir, latest_version, mark_latest, read_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,7 @@ def model_root(config: Config, dataset: str, name: str) -> Path:
 
 def latest_model(config: Config, dataset: str, name: str) -> Path | None:
     """The folder of the newest saved ``name`` model of ``dataset``, or None."""
-    pointer = model_root(config, dataset, name) / "latest.json"
-    if not pointer.is_file():
-        return None
-    return model_root(config, dataset, name) / json.loads(pointer.read_text())["version"]
+    return latest_version(model_root(config, dataset, name))
 
 
 def architecture(cfg: ClassifyConfig, name: str, n_epochs: int, n_classes: int) -> Architecture:
@@ -343,7 +340,7 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
             model.metrics = {"accuracy": acc, "held_out_pixels": int(counts["count"].sum())}
             if trained[name]:
                 model.save(version_dir)
-                (model_root(config, dataset, name) / "latest.json").write_text(json.dumps({"version": run.run_id}))
+                mark_latest(model_root(config, dataset, name), run.run_id)
             rows = per_class.assign(dataset=dataset, run_id=run.run_id, model=name, model_version=version_dir.name,
                                     split="validation", accuracy=acc)
             metric_rows.append(rows[METRICS_SCHEMA.fieldNames()])

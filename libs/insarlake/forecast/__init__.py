@@ -1,0 +1,7 @@
+"""Deformation forecasting (seed 000, DAPF): from each pixel's coordinates and its past displacements,
+predict the next epochs, with DAPF and the baselines it is compared with."""
+
+# Every model the forecast stage knows; the first is the product's forecaster.
+NEURAL_MODELS = ("dapf", "gru", "latent_ode", "gcn_gru")
+CLASSICAL_MODELS = ("historical_average", "persistence", "linear_trend")
+MODELS = NEURAL_MODELS + CLASSICAL_MODELS

@@ -1,0 +1,119 @@
+"""A trained forecaster and its model files. Pure torch/numpy: no Spark here.
+
+A model file is a folder <lake>/models/forecast/<dataset>/<model>/<run_id>/: ``weights.pt`` (a
+state dict, loaded with ``weights_only=True``) and ``model.json`` (model name, hyperparameters,
+window split, normalisation, epoch dates, training history, SHA-256 of the weights, checked on
+load); ``latest.json`` beside the versions names the newest.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from insarlake.config import Config
+from insarlake.errors import InputError
+from insarlake.forecast.windows import Normalisation, WindowSplit
+from insarlake.lake import files_dir, latest_version, mark_latest
+
+FORMAT_VERSION = 1
+
+
+def model_root(config: Config, dataset: str, name: str) -> Path:
+    return files_dir(config, "models", "forecast", dataset, name)
+
+
+def latest_model(config: Config, dataset: str, name: str) -> Path | None:
+    """The folder of the newest saved forecaster ``name`` of ``dataset``, or None."""
+    return latest_version(model_root(config, dataset, name))
+
+
+def build_network(name: str, split: WindowSplit, hyper: dict) -> torch.nn.Module:
+    from insarlake.forecast import baselines, dapf
+
+    build = dapf.build if name == "dapf" else baselines.build
+    return build(name, split.input_len, split.horizon, **hyper)
+
+
+@dataclass
+class ForecastModel:
+    name: str
+    hyper: dict
+    split: WindowSplit
+    norm: Normalisation
+    epoch_dates: list
+    network: torch.nn.Module
+    training: dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, name: str, hyper: dict, split: WindowSplit, norm: Normalisation, dates: list,
+               result: dict) -> "ForecastModel":
+        """From a ``train_worker`` result (best weights, history, seconds)."""
+        network = build_network(name, split, hyper)
+        network.load_state_dict(result["state_dict"])
+        network.eval()
+        training = {k: result[k] for k in ("history", "best_epoch", "seconds", "world_size")}
+        return cls(name, dict(hyper), split, norm, list(dates), network, training)
+
+    def matches(self, name: str, hyper: dict, split: WindowSplit, norm: Normalisation, dates: list) -> bool:
+        return (self.name == name and self.hyper == dict(hyper) and self.split == split
+                and self.norm == norm and list(self.epoch_dates) == list(dates))
+
+    def meta(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "model": self.name, "hyper": self.hyper,
+                "split": self.split.as_dict(), "normalisation": self.norm.as_dict(),
+                "epoch_dates": list(self.epoch_dates), "training": self.training}
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = folder / "weights.pt"
+        torch.save(self.network.state_dict(), weights)
+        meta = {**self.meta(), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+        (folder / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        mark_latest(folder.parent, folder.name)
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> "ForecastModel":
+        folder = Path(folder)
+        meta_path, weights = folder / "model.json", folder / "weights.pt"
+        try:
+            meta = json.loads(meta_path.read_text())
+            expected = meta["weights_sha256"]
+        except FileNotFoundError:
+            raise InputError(f"model file {meta_path}: not found") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"model file {meta_path}: not a valid forecaster description ({exc})") from None
+        if not weights.is_file():
+            raise InputError(f"model file {weights}: not found")
+        data = weights.read_bytes()
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise InputError(f"model file {weights}: SHA-256 differs from model.json (corrupted or replaced)")
+        return cls.from_payload({"meta": meta, "weights": data}, str(meta_path))
+
+    def to_payload(self) -> dict:
+        """A picklable copy (sent to Spark workers): meta and the weights' bytes."""
+        buffer = io.BytesIO()
+        torch.save(self.network.state_dict(), buffer)
+        return {"meta": self.meta(), "weights": buffer.getvalue()}
+
+    @classmethod
+    def from_payload(cls, payload: dict, where: str = "forecast model") -> "ForecastModel":
+        meta = payload["meta"]
+        try:
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ValueError(f"format_version {meta.get('format_version')}, expected {FORMAT_VERSION}")
+            split = WindowSplit(**meta["split"])
+            norm_d = meta["normalisation"]
+            norm = Normalisation(float(norm_d["scale_mm"]), tuple(norm_d["coord_mean"]), tuple(norm_d["coord_std"]))
+            network = build_network(meta["model"], split, meta["hyper"])
+            network.load_state_dict(torch.load(io.BytesIO(payload["weights"]), map_location="cpu", weights_only=True))
+        except Exception as exc:   # torch and the constructors raise several types for bad files
+            raise InputError(f"{where}: cannot be loaded ({str(exc).splitlines()[0]})") from None
+        network.eval()
+        return cls(meta["model"], dict(meta["hyper"]), split, norm, list(meta["epoch_dates"]), network,
+                   meta.get("training", {}))

@@ -1,0 +1,163 @@
+"""Training of one neural forecaster over METIS subgraphs (Cluster-GCN style mini-batches): one
+function that is plain torch.distributed data parallelism, run by ``TorchDistributor`` with N
+processes or called directly for one. No Spark here.
+
+Data: Spark writes the pixels as Parquet partitioned by ``part`` (the METIS subgraph), columns
+node (int, global node index), coords (array<float>, normalised x, y, height), series (array<float>,
+gap-free mm); ``graph.npz`` holds edge_index (2, E) over global node indices. Rank r of W reads only
+the parts p with p % W == r.
+
+Same global batch for any W: each epoch draws a seeded permutation of all parts; step s takes the
+next ``batch_parts`` parts, and for each part ``windows_per_part`` training windows (seeded by
+epoch, part and window), with model noise from a generator seeded the same way. A rank sums the
+losses of its own parts of the step and divides by the step's global node-window count (every rank
+knows every part's size); gradients are then summed over ranks (all_reduce), so the update is the
+one a single process computes (up to the order of floating-point sums). A rank with no part in a
+step contributes zero gradients. Validation: mean squared error (normalised units) of the point
+forecast over every part and validation window, summed over ranks; training stops after
+``patience`` epochs without improvement and every rank returns the best weights.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Gradients are clipped to this global L2 norm before each step.
+_CLIP_NORM = 1.0
+
+
+def read_parts(folder: str, parts: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{part: (node (n,) int64, coords (n, 3) float32, series (n, T) float64 mm)}, rows by node."""
+    import pyarrow.dataset as ds
+
+    out = {}
+    dataset = ds.dataset(folder, format="parquet", partitioning="hive")
+    for p in parts:
+        table = dataset.to_table(filter=ds.field("part") == p, columns=["node", "coords", "series"])
+        node = np.asarray(table.column("node").to_pylist(), np.int64)
+        order = np.argsort(node)
+        coords = np.asarray(table.column("coords").to_pylist(), np.float32).reshape(len(node), 3)
+        series = np.asarray(table.column("series").to_pylist(), np.float64).reshape(len(node), -1)
+        out[p] = (node[order], coords[order], series[order])
+    return out
+
+
+def _seed(*keys: int) -> int:
+    """A 31-bit seed from integer keys (stable across processes and Python versions)."""
+    return zlib.crc32(np.asarray(keys, np.int64).tobytes()) & 0x7FFFFFFF
+
+
+def train_worker(args: dict) -> dict:
+    """Train one model. ``args``: data_dir, graph_file, parts ({part: n_nodes}), model, hyper (dict),
+    split (WindowSplit fields), scale_mm, t_years (T floats), batch_parts, windows_per_part,
+    learning_rate, max_epochs, patience, seed, threads, backend (gloo|nccl).
+    Returns {"state_dict", "history": [{epoch, train_loss, val_mse}], "best_epoch", "seconds",
+    "world_size"}, the same on every rank."""
+    import torch
+    import torch.distributed as dist
+
+    from insarlake.forecast import baselines, dapf
+    from insarlake.forecast.graph import induced_subgraph
+    from insarlake.forecast.windows import WindowSplit, window_batch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    distributed = world > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group(args.get("backend", "gloo"))
+    torch.set_num_threads(max(1, int(args.get("threads", 1))))
+    started = time.perf_counter()
+
+    split = WindowSplit(**args["split"])
+    sizes = {int(p): int(n) for p, n in args["parts"].items()}
+    all_parts = sorted(sizes)
+    mine = [p for p in all_parts if p % world == rank]
+    edge_index = np.load(args["graph_file"])["edge_index"]
+    data = {}
+    for p, (node, coords, series) in read_parts(args["data_dir"], mine).items():
+        data[p] = (coords, series, induced_subgraph(edge_index, node))
+    t_years = np.asarray(args["t_years"], np.float64)
+    scale = float(args["scale_mm"])
+    seed = int(args["seed"])
+
+    torch.manual_seed(seed)
+    build = dapf.build if args["model"] == "dapf" else baselines.build
+    model = build(args["model"], split.input_len, split.horizon, **args.get("hyper", {}))
+    params = [q for q in model.parameters() if q.requires_grad]
+    optimiser = torch.optim.Adam(params, lr=float(args["learning_rate"]))
+    for q in params:   # every rank all-reduces a gradient for every parameter, used or not
+        q.grad = torch.zeros_like(q)
+    train_starts = split.starts("train")
+    val_starts = split.starts("validation")
+    batch_parts, n_windows = int(args["batch_parts"]), int(args["windows_per_part"])
+
+    def all_sum(values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        if distributed:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    history, best, best_state, bad_epochs = [], float("inf"), None, 0
+    for epoch in range(int(args["max_epochs"])):
+        model.train()
+        order = np.random.default_rng(_seed(seed, epoch)).permutation(all_parts)
+        epoch_loss, epoch_count = 0.0, 0
+        for step in range(0, len(order), batch_parts):
+            step_parts = [int(p) for p in order[step:step + batch_parts]]
+            count = sum(sizes[p] for p in step_parts) * n_windows
+            optimiser.zero_grad(set_to_none=False)
+            loss_sum = 0.0
+            for p in step_parts:
+                if p not in data:
+                    continue
+                coords, series, local_edges = data[p]
+                for w in range(n_windows):
+                    key = _seed(seed, epoch, p, w)
+                    start = int(train_starts[np.random.default_rng(key).integers(len(train_starts))])
+                    batch, _ = window_batch(series, coords, t_years, start, split, scale, local_edges)
+                    loss, _ = model.loss(batch, torch.Generator().manual_seed(key))
+                    (loss / count).backward()
+                    loss_sum += float(loss.detach())
+            if distributed:
+                for q in params:
+                    dist.all_reduce(q.grad)
+            torch.nn.utils.clip_grad_norm_(params, _CLIP_NORM)
+            optimiser.step()
+            epoch_loss += loss_sum
+            epoch_count += count
+        model.eval()
+        sq, n = 0.0, 0
+        with torch.no_grad():
+            for p, (coords, series, local_edges) in data.items():
+                for start in val_starts:
+                    batch, _ = window_batch(series, coords, t_years, int(start), split, scale, local_edges)
+                    sq += float(((model(batch) - batch.target) ** 2).sum())
+                    n += batch.target.numel()
+        loss_total, sq, n = all_sum([epoch_loss, sq, float(n)])
+        val_mse = sq / max(n, 1.0)
+        history.append({"epoch": epoch, "train_loss": loss_total / max(epoch_count, 1), "val_mse": val_mse})
+        if rank == 0:
+            log.info("%s epoch %d: train loss %.4f, validation mse %.4f", args["model"], epoch,
+                     history[-1]["train_loss"], val_mse)
+        if val_mse < best:
+            best, bad_epochs = val_mse, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+            if bad_epochs >= int(args["patience"]):
+                break
+    seconds = time.perf_counter() - started
+    if distributed:
+        t = torch.tensor([seconds], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        seconds = float(t.item())
+        dist.barrier()
+    best_epoch = int(np.argmin([h["val_mse"] for h in history]))
+    return {"state_dict": best_state, "history": history, "best_epoch": best_epoch, "seconds": seconds,
+            "world_size": world}

@@ -1,0 +1,43 @@
+"""Forecast windows: chronological split without shared targets, normalisation moments, batches."""
+import numpy as np
+import pytest
+
+from insarlake.forecast.windows import WindowSplit, change_moments, future_times, window_batch
+
+
+def test_split_targets_never_cross_between_train_validation_and_test():
+    split = WindowSplit.of(100, input_len=10, horizon=4, train_share=0.6, validation_share=0.2)
+    assert (split.t1, split.t2) == (60, 80)
+    targets = {name: {e for s in split.starts(name) for e in range(s + 10, s + 14)}
+               for name in ("train", "validation", "test")}
+    assert max(targets["train"]) < 60 <= min(targets["validation"])
+    assert max(targets["validation"]) < 80 <= min(targets["test"]) and max(targets["test"]) <= 99
+    assert split.starts("train")[0] == 0 and split.starts("train")[-1] == 60 - 14
+    assert list(split.starts("test")) == [70, 74, 78, 82, 86]        # step H, inputs reach back
+    with pytest.raises(ValueError, match="no validation window"):
+        WindowSplit.of(40, 10, 4, 0.7, 0.05)     # 2 validation epochs < H
+
+
+def test_change_moments_by_hand():
+    series = np.array([[0.0, 1.0, 3.0, 6.0, 10.0], [0.0, 0.0, 2.0, 2.0, 2.0]])
+    count, sumsq = change_moments(series, horizon=2, last_epoch=4)
+    # s[t+2] - s[t] for t + 2 < 4: t in {0, 1}: rows (3, 5) and (2, 2)
+    assert count == 4 and sumsq == pytest.approx(9 + 25 + 4 + 4)
+
+
+def test_window_batch_is_relative_to_the_last_input_and_scaled():
+    t = np.arange(12) * 0.1
+    series = np.tile(np.arange(12, dtype=float) * 2.0, (3, 1))
+    split = WindowSplit(input_len=4, horizon=2, n_epochs=12, t1=8, t2=10)
+    edges = np.array([[0, 1], [1, 0]])
+    batch, last = window_batch(series, np.zeros((3, 3), np.float32), t, 3, split, 2.0, edges)
+    assert np.allclose(last, 12.0)
+    assert np.allclose(batch.history.numpy()[0], [-3, -2, -1, 0])
+    assert np.allclose(batch.target.numpy()[0], [1, 2])
+    assert np.allclose(batch.t_in.numpy(), [-0.3, -0.2, -0.1, 0.0]) and np.allclose(batch.t_out.numpy(), [0.1, 0.2])
+
+
+def test_future_times_continue_at_the_recent_cadence():
+    t = np.r_[np.arange(20) * 6.0, 120 + np.arange(1, 12) * 12.0] / 365.25
+    assert np.allclose(future_times(t, len(t), 3) * 365.25, t[-1] * 365.25 + np.array([12.0, 24.0, 36.0]))
+    assert np.allclose(future_times(t, len(t) - 1, 3), np.r_[t[-1], t[-1] + np.array([12.0, 24.0]) / 365.25])
