@@ -76,5 +76,10 @@ os.replace(tmp, dst)
 PYEOF
 fi
 
+# Each job imports its own copy, named by content: a rebuild while a job runs (libs/ edited, another
+# job submitted) must not replace the zip under the running job's zipimport.
+job_zip="$HERE/dist/insarlake-$(sha1sum "$zip" | cut -c1-12).zip"
+if [ ! -f "$job_zip" ]; then cp "$zip" "$job_zip.$$" && mv -f "$job_zip.$$" "$job_zip"; fi
+
 export PYTHONUNBUFFERED=1
-exec "$SUBMIT" ${extra[@]+"${extra[@]}"} ${submit_args[@]+"${submit_args[@]}"} --py-files "$zip" "$job" "$@"
+exec "$SUBMIT" ${extra[@]+"${extra[@]}"} ${submit_args[@]+"${submit_args[@]}"} --py-files "$job_zip" "$job" "$@"
