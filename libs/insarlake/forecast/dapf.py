@@ -302,15 +302,19 @@ class OdeForecaster(nn.Module):
     """Initial features (..., n, F) -> Gaussian forecast mean, log-std (..., n, H).
 
     z0 = MLP(features) (..., n, state_dim); dz/dt = f(z, weighted neighbour mean of z - z) integrated
-    by fixed-step rk4 over s = t_out / t_out[-1] in (0, 1] on a grid of ``steps`` equal steps (None:
-    one per forecast epoch) merged with the output times; mean_h = g(z(s_h)) (free to start away from
+    by fixed-step rk4 over s = t_out / t_out[-1] in (0, 1], or over physical time s = t_out / time_unit
+    when time_unit is given (then a longer horizon in time is integrated further), on a grid of
+    ``steps`` equal steps (None: one per forecast epoch, or per time unit) merged with the output times; mean_h = g(z(s_h)) (free to start away from
     the last, noisy, input value: the level is part of the forecast),
     log_std_h = clamp(k(z(s_h))).  Without edges (or graph_coupling=False) nodes evolve alone.
     """
 
     def __init__(self, in_features: int, state_dim: int = 16, hidden_units: int = 32, steps: int | None = None,
-                 graph_coupling: bool = True):
+                 graph_coupling: bool = True, time_unit: float | None = None):
         super().__init__()
+        if time_unit is not None and not time_unit > 0:
+            raise ValueError(f"time_unit must be > 0 or None, got {time_unit!r}")
+        self.time_unit = time_unit
         if in_features < 1 or state_dim < 1 or hidden_units < 1 or (steps is not None and steps < 1):
             raise ValueError(f"bad OdeForecaster sizes: in_features={in_features}, state_dim={state_dim}, "
                              f"hidden_units={hidden_units}, steps={steps}")
@@ -321,8 +325,9 @@ class OdeForecaster(nn.Module):
         self.log_std_head = nn.Linear(state_dim, 1)
 
     def _grid(self, s_out: torch.Tensor) -> torch.Tensor:
-        steps = self.steps or s_out.numel()
-        uniform = torch.linspace(0.0, 1.0, steps + 1, dtype=s_out.dtype, device=s_out.device)
+        end = float(s_out[-1])
+        steps = self.steps or (max(int(math.ceil(end)), 1) if self.time_unit is not None else s_out.numel())
+        uniform = torch.linspace(0.0, end, steps + 1, dtype=s_out.dtype, device=s_out.device)
         return torch.unique(torch.cat([uniform, s_out]))                   # sorted
 
     def forward(self, features: torch.Tensor, t_out: torch.Tensor, edge_index: torch.Tensor | None = None,
@@ -342,7 +347,8 @@ class OdeForecaster(nn.Module):
                 raise ValueError(f"edge_weight must be (E={edge_index.shape[1]},), got {tuple(w.shape)}")
             total = w.new_zeros(n).index_add(0, edge_index[1], w)
             self.dynamics.graph = (edge_index[0], edge_index[1], w / total.clamp(min=1e-6)[edge_index[1]])
-        s_out = t_out.to(features.dtype) / t_out[-1].to(features.dtype)
+        unit = t_out[-1].to(features.dtype) if self.time_unit is None else self.time_unit
+        s_out = t_out.to(features.dtype) / unit
         grid = self._grid(s_out)
         z0 = self.init(features)
         try:
@@ -405,7 +411,8 @@ class Dapf(nn.Module):
                  flow_layers: int = 4, ode_hidden: int = 32, ode_steps_per_horizon: int | None = None,
                  graph_coupling: bool = True, kl_weight: float = 0.01, adjacency_weight: float = 0.1,
                  series_weight: float = 0.1, flow_weight: float = 0.01, entropy_weight: float = 0.01,
-                 prior_weight: float = 0.01, mse_weight: float = 1.0, nll_weight: float = 1.0):
+                 prior_weight: float = 0.01, mse_weight: float = 1.0, nll_weight: float = 1.0,
+                 time_unit_years: float = 6.0 / 365.25):
         super().__init__()
         for name, value in (("input_len", input_len), ("horizon", horizon), ("latent_dim", latent_dim),
                             ("hidden_units", hidden_units), ("flow_layers", flow_layers), ("ode_hidden", ode_hidden)):
@@ -424,8 +431,11 @@ class Dapf(nn.Module):
         self.encoder = VgaeEncoder(3 + input_len, hidden_units, latent_dim)
         self.series_decoder = nn.Sequential(nn.Linear(latent_dim, hidden_units), nn.Tanh(),
                                             nn.Linear(hidden_units, input_len))
-        self.ode = OdeForecaster(latent_dim + input_len, latent_dim, ode_hidden, ode_steps_per_horizon,
-                                 graph_coupling)
+        # z0 sees W, the window and its epoch spacing (in time units): the forecast times are
+        # physical, so a record whose cadence changes (6 -> 12 days) is integrated over its real span
+        self.time_unit_years = float(time_unit_years)
+        self.ode = OdeForecaster(latent_dim + input_len + 1, latent_dim, ode_hidden, ode_steps_per_horizon,
+                                 graph_coupling, time_unit=self.time_unit_years)
 
     # -- pieces ----------------------------------------------------------------------------------
     def _check(self, batch: GraphBatch, need_target: bool = False) -> None:
@@ -458,7 +468,9 @@ class Dapf(nn.Module):
 
     def _forecast(self, w: torch.Tensor, batch: GraphBatch, edge_weight: torch.Tensor):
         history = batch.history.expand(w.shape[:-1] + batch.history.shape[-1:])
-        return self.ode(torch.cat([w, history], dim=-1), batch.t_out, batch.edge_index, edge_weight)
+        span = (batch.t_in[-1] - batch.t_in[0]) / max(batch.input_len - 1, 1) / self.time_unit_years
+        spacing = history.new_full(history.shape[:-1] + (1,), float(span))
+        return self.ode(torch.cat([w, history, spacing], dim=-1), batch.t_out, batch.edge_index, edge_weight)
 
     # -- public ----------------------------------------------------------------------------------
     def embed(self, batch: GraphBatch) -> torch.Tensor:
