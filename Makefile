@@ -34,6 +34,9 @@ bench: setup
 	$(PY) benchmarks/classify_inference.py
 	$(PY) benchmarks/classify_inference.py --sizes seed --n 10000
 	$(PY) benchmarks/hotspot_seeds.py --seeds 7 1 2 --set "classify.models=[lstm]"
+	$(PY) benchmarks/hotspot_scenes.py --set temporal.sample_size=60 --set temporal.silhouette_size=60
+	./spark-submit.sh jobs/forecast.py --config conf/local.yaml --dataset demo --evaluate
+	$(PY) benchmarks/forecast_scaling.py --lake lake --dataset demo --sizes 250 500 1000 2000
 
 clean:
 	rm -rf lake dist .derby spark-warehouse

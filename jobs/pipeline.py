@@ -3,8 +3,9 @@
 On the embedded default (`make run`): simulate a demo scene, ingest it, cluster it in time and
 space (co-variogram, TSKM, DBSCAN per TSKM cluster), train the cluster classifiers (or reuse saved
 ones) and label every pixel, then find the hotspots (and score them against the truth of a simulated
-scene). With --input it ingests that data instead of simulating. Forecasting will join this job. Ends with a summary: tables written, row counts,
-results, time per stage.
+scene), and forecast the next epochs of every pixel with DAPF (with forecast.evaluate, also score
+it against the baselines on the test windows). With --input it ingests that data instead of
+simulating. Ends with a summary: tables written, row counts, results, time per stage.
 
     ./spark-submit.sh jobs/pipeline.py --config conf/local.yaml      # demo scene (make run)
     ./spark-submit.sh jobs/pipeline.py --input ../shared/data/egms --dataset egms
@@ -14,6 +15,7 @@ import sys
 
 from insarlake.classify.stage import run_classify
 from insarlake.cli import job_parser, run_job, start_job
+from insarlake.forecast.stage import format_table, run_forecast
 from insarlake.hotspots.stage import run_hotspots
 from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.ingest.stage import run_ingest
@@ -53,7 +55,10 @@ def main(argv=None) -> int:
         run_cluster(spark, config, dataset, run)
         run_classify(spark, config, dataset, run)
         run_hotspots(spark, config, dataset, run)
+        forecast = run_forecast(spark, config, dataset, run, evaluate=config.forecast.evaluate)
     sys.stdout.write(format_summary(run, lake_root(config)))
+    if forecast.metrics is not None:
+        sys.stdout.write(f"forecast metrics (mm, test windows):\n{format_table(forecast.metrics)}\n")
     return 0
 
 

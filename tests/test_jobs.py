@@ -41,7 +41,8 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
     lake = tmp_path / "lake"
     fast_tskm = ["temporal.sample_size=40", "temporal.silhouette_size=40", "temporal.k_min=2", "temporal.k_max=3",
                  "temporal.max_iter=2", "temporal.max_iter_barycenter=2", "covariogram.pairs=50000",
-                 "classify.models=[lstm]", "classify.max_epochs=2"]
+                 "classify.models=[lstm]", "classify.max_epochs=2",
+                 "forecast.models=[dapf]", "forecast.max_epochs=1", "forecast.samples=8", "forecast.evaluate=true"]
     overrides = [a for s in SMALL_SCENE + fast_tskm for a in ("--set", s)]
     done = _submit("jobs/pipeline.py", "--config", str(PROJECT / "conf" / "local.yaml"), "--lake", str(lake),
                    "--dataset", "jobdemo", *overrides, cwd=tmp_path)
@@ -60,11 +61,15 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
         "h = spark.sql(\"SELECT count(*) AS n, count(DISTINCT pixel_id) AS d FROM insar.hotspot_pixels "
         "WHERE dataset = 'jobdemo'\").first()\n"
         "s = spark.sql(\"SELECT count(DISTINCT method) AS n FROM insar.hotspot_scores WHERE dataset = 'jobdemo'\").first().n\n"
-        "print(n, q, t, r, c, k, h.n, h.d, s)\n")
+        "f = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.forecasts WHERE dataset = 'jobdemo'\").first().n\n"
+        "m = spark.sql(\"SELECT count(*) AS n FROM insar.forecast_metrics WHERE dataset = 'jobdemo'\").first().n\n"
+        "print(n, q, t, r, c, k, h.n, h.d, s, f, m)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     out = subprocess.run([sys.executable, "-c", query], cwd=tmp_path, env=env, text=True,
                          capture_output=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    n, q, t, status, c, k, h_rows, h_pixels, methods = out.stdout.split()
+    n, q, t, status, c, k, h_rows, h_pixels, methods, f, m = out.stdout.split()
     assert int(n) + int(q) == int(t) == 5000 and status == "succeeded" and int(c) == int(k) == int(n)
     assert int(h_rows) == int(h_pixels) <= int(n) and int(methods) == 3
+    assert int(f) == int(n) and int(m) == 4           # dapf + the three classical baselines
+    assert "forecast metrics" in done.stdout and "persistence" in done.stdout

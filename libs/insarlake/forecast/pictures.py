@@ -19,6 +19,15 @@ from insarlake.forecast.windows import window_batch  # noqa: E402
 log = logging.getLogger(__name__)
 
 
+def _save(fig, path: Path, what: str) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    log.info("%s: %s", what, path)
+    return path
+
+
 def _first_part(prepared):
     """(node, coords, series, local edges) of the largest subgraph."""
     p = int(np.bincount(prepared.parts).argmax())
@@ -46,12 +55,7 @@ def plot_embeddings(prepared, model, path: Path) -> Path:
     axes[2].set_title("pixels (same colours as the left panel)")
     axes[2].set_xlabel("east")
     axes[2].set_ylabel("north")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    log.info("forecast embeddings: %s", path)
-    return path
+    return _save(fig, path, "forecast embeddings")
 
 
 def plot_forecasts(prepared, model, cfg, path: Path) -> Path:
@@ -81,9 +85,4 @@ def plot_forecasts(prepared, model, cfg, path: Path) -> Path:
         ax.set_ylabel("LOS mm")
     axes[0, 0].legend(fontsize=7, ncol=5)
     axes[-1, 0].set_xlabel("years since the first epoch")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    log.info("forecast plots: %s", path)
-    return path
+    return _save(fig, path, "forecast plots")
