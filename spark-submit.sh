@@ -64,7 +64,7 @@ if [ ! -f "$zip" ] || [ -n "$(find "$HERE/libs" "$HERE/conf/default.yaml" -newer
   "$PY" - "$HERE/libs" "$zip" <<'PYEOF'
 import os, sys, zipfile
 src, dst = sys.argv[1], sys.argv[2]
-tmp = dst + ".tmp"
+tmp = f"{dst}.tmp.{os.getpid()}"  # concurrent submits each build their own
 with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
     for root, dirs, files in os.walk(os.path.join(src, "insarlake")):
         dirs[:] = [d for d in dirs if d != "__pycache__"]
