@@ -59,7 +59,8 @@ def plot_embeddings(prepared, model, path: Path) -> Path:
 
 
 def plot_forecasts(prepared, model, cfg, path: Path) -> Path:
-    """Forecast vs truth on the first test window for the cfg.plot_pixels fastest-moving pixels of
+    """Forecast vs truth on the first test window for the cfg.plot_pixels fastest-moving pixels (by
+    least-squares velocity) of
     the largest subgraph: the record, the mean forecast and its 90 % interval (mm)."""
     _, coords, series, edges = _first_part(prepared)
     split, t = prepared.split, prepared.t_years
@@ -69,8 +70,8 @@ def plot_forecasts(prepared, model, cfg, path: Path) -> Path:
         mean = model.network(batch).numpy()
         draw = model.network.sample(batch, cfg.samples, torch.Generator().manual_seed(cfg.seed)).numpy()
     lo, hi = np.quantile(draw, [0.05, 0.95], axis=0)
-    change = np.abs(series[:, -1] - series[:, 0])
-    picks = np.argsort(-change)[:cfg.plot_pixels]
+    velocity = np.polyfit(t, series.T, 1)[0]            # mm/yr, least squares over the record
+    picks = np.argsort(-np.abs(velocity))[:cfg.plot_pixels]
     L, H, scale = split.input_len, split.horizon, prepared.norm.scale_mm
     fig, axes = plt.subplots(len(picks), 1, figsize=(9, 2.6 * len(picks)), squeeze=False)
     for ax, i in zip(axes[:, 0], picks):
