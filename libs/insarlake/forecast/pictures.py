@@ -60,8 +60,8 @@ def plot_embeddings(prepared, model, path: Path) -> Path:
 
 def plot_forecasts(prepared, model, cfg, path: Path) -> Path:
     """Forecast vs truth on the first test window for the cfg.plot_pixels fastest-moving pixels (by
-    least-squares velocity) of
-    the largest subgraph: the record, the mean forecast and its 90 % interval (mm)."""
+    least-squares velocity) of the largest subgraph: the record, the mean forecast and its 90 %
+    interval (mm)."""
     _, coords, series, edges = _first_part(prepared)
     split, t = prepared.split, prepared.t_years
     start = int(split.starts("test")[0])
