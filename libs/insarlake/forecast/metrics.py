@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["rmse", "mae", "acc", "evs", "r2", "interval_coverage", "all_metrics", "sufficient_sums",
-           "metrics_from_sums"]
+           "metrics_from_sums", "SUM_KEYS"]
 
 
 def _check(name: str, values, shape: tuple | None = None) -> np.ndarray:
@@ -45,6 +45,10 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def _scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return metrics_from_sums(**sufficient_sums(truth, pred))
+
+
+# the keys of sufficient_sums, in the order metrics_from_sums takes them
+SUM_KEYS = ("n", "sum_e", "sum_e2", "sum_abs_e", "sum_y", "sum_y2")
 
 
 def sufficient_sums(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:

@@ -13,7 +13,6 @@ Spark per subgraph plus its halo.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -24,13 +23,12 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from insarlake.config import Config, ForecastConfig
 from insarlake.errors import InputError
 from insarlake.forecast import CLASSICAL_MODELS
-from insarlake.forecast.graph import (k_hop_nodes, knn_edges, induced_subgraph, metis_partition, parts_for_size,
-                                      subgraph_batches, symmetrise)
+from insarlake.forecast.graph import (knn_edges, induced_subgraph, metis_partition, parts_for_size, subgraph_batches,
+                                      symmetrise)
 from insarlake.forecast.model import ForecastModel, latest_model, model_root
 from insarlake.forecast.windows import Normalisation, WindowSplit, change_moments, future_times, window_batch
 from insarlake.geo import EARTH_RADIUS_M
@@ -42,8 +40,6 @@ log = logging.getLogger(__name__)
 
 FORECASTS_SCHEMA = ("dataset string, run_id string, pixel_id string, date date, horizon int, "
                     "mean float, p05 float, p50 float, p95 float")
-METRICS_COLUMNS = ["dataset", "run_id", "model", "rmse", "mae", "acc", "evs", "r2", "coverage_90", "windows",
-                   "values", "train_seconds", "best_epoch"]
 _STATS_SCHEMA = ("model string, n double, sum_e double, sum_e2 double, sum_abs_e double, sum_y double, "
                  "sum_y2 double, covered double, with_interval boolean")
 # quantiles written to `forecasts`; the 90 % interval is p05..p95
@@ -217,15 +213,15 @@ def trained_model(prepared: Prepared, config: Config, name: str, run_id: str) ->
 def halo_membership(prepared: Prepared, hops: int) -> DataFrame:
     """pixel_id, node, part, coords, series, core: every subgraph's nodes plus its ``hops``-hop halo."""
     rows = []
-    for p, (nodes, is_core, _) in enumerate(subgraph_batches(prepared.edge_index, len(prepared.pixel_ids),
-                                                              prepared.parts, hops)):
+    for nodes, is_core, _ in subgraph_batches(prepared.edge_index, len(prepared.pixel_ids), prepared.parts, hops):
         rows.append(pd.DataFrame({"node": nodes, "group": int(prepared.parts[nodes[is_core][0]]), "core": is_core}))
     members = prepared.data.sparkSession.createDataFrame(pd.concat(rows, ignore_index=True))
     return prepared.data.drop("part").join(members, "node")
 
 
-def _subgraph(group: pd.DataFrame, edge_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(nodes, core mask, coords (n, 3), series (n, T)) of one subgraph group, cores first; and its local edges."""
+def _subgraph(group: pd.DataFrame, edge_index: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """(the group's rows sorted cores first, coords (n, 3), series (n, T), local edge_index (2, E)) of
+    one subgraph group of ``halo_membership``."""
     group = group.sort_values(["core", "node"], ascending=[False, True])
     nodes = group["node"].to_numpy(np.int64)
     coords = np.stack(group["coords"].to_numpy()).astype(np.float32)
@@ -233,12 +229,13 @@ def _subgraph(group: pd.DataFrame, edge_index: np.ndarray) -> tuple[np.ndarray, 
     return group, coords, series, induced_subgraph(edge_index, nodes)
 
 
-def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig) -> pd.DataFrame:
+def score_models(prepared: Prepared, members: DataFrame, models: dict, cfg: ForecastConfig) -> pd.DataFrame:
     """Test-window metrics of every model (neural ``models`` {name: ForecastModel} and the classical
-    baselines), from sufficient statistics summed over subgraphs in Spark; DAPF's 90 % interval
-    coverage from ``cfg.samples`` posterior samples."""
+    baselines) over ``members`` (``halo_membership``), from sufficient statistics summed over
+    subgraphs in Spark; the 90 % interval coverage of the models that sample, from ``cfg.samples``
+    draws."""
     from insarlake.forecast.baselines import classical_forecast
-    from insarlake.forecast.metrics import metrics_from_sums
+    from insarlake.forecast.metrics import SUM_KEYS, metrics_from_sums, sufficient_sums
 
     spark = prepared.data.sparkSession
     edges_b = spark.sparkContext.broadcast(prepared.edge_index)
@@ -254,13 +251,13 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig) -> pd.Da
         nets = {name: ForecastModel.from_payload(p).network for name, p in payload.items()}
         group, coords, series, local = _subgraph(group, edges_b.value)
         core = group["core"].to_numpy(bool)
-        acc = {}
+        acc, sampled = {}, set()
         for start in starts:
             batch, last = window_batch(series, coords, t_years, int(start), split, norm.scale_mm, local, mask=core)
             y = series[core, start + split.input_len:start + split.input_len + split.horizon]
             preds = {name: classical_forecast(name, batch.history.numpy(), batch.t_in.numpy(), batch.t_out.numpy())
                      for name in CLASSICAL_MODELS}
-            bounds = {}
+            covered = {}
             with torch.no_grad():
                 for name, net in nets.items():
                     preds[name] = net(batch).numpy()
@@ -268,36 +265,36 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig) -> pd.Da
                         gen = torch.Generator().manual_seed(seed + int(start))
                         draw = net.sample(batch, samples, gen).numpy()
                         lo, hi = np.quantile(draw, [QUANTILES[0], QUANTILES[2]], axis=0)
-                        bounds[name] = (last[core, None] + lo[core] * norm.scale_mm, last[core, None] + hi[core] * norm.scale_mm)
+                        lo, hi = last[core, None] + lo[core] * norm.scale_mm, last[core, None] + hi[core] * norm.scale_mm
+                        covered[name] = float(((lo <= y) & (y <= hi)).sum())
+                        sampled.add(name)
             for name, pred in preds.items():
-                e = last[core, None] + np.asarray(pred)[core] * norm.scale_mm - y
-                s = acc.setdefault(name, np.zeros(7))
-                s += [e.size, e.sum(), np.square(e).sum(), np.abs(e).sum(), y.sum(), np.square(y).sum(), 0.0]
-                if name in bounds:
-                    s[6] += float(((bounds[name][0] <= y) & (y <= bounds[name][1])).sum())
-        return pd.DataFrame([{"model": name, "n": s[0], "sum_e": s[1], "sum_e2": s[2], "sum_abs_e": s[3], "sum_y": s[4],
-                              "sum_y2": s[5], "covered": s[6], "with_interval": name in bounds or False}
-                             for name, s in acc.items()]) if acc else pd.DataFrame(columns=_STATS_SCHEMA_COLUMNS)
+                sums = sufficient_sums(y, last[core, None] + np.asarray(pred)[core] * norm.scale_mm)
+                total = acc.setdefault(name, dict.fromkeys([*SUM_KEYS, "covered"], 0.0))
+                for key, value in [*sums.items(), ("covered", covered.get(name, 0.0))]:
+                    total[key] += value
+        return pd.DataFrame([{"model": name, **total, "with_interval": name in sampled} for name, total in acc.items()],
+                            columns=_STATS_SCHEMA_COLUMNS)
 
-    sums = (halo_membership(prepared, cfg.halo_hops).groupBy("group").applyInPandas(one, _STATS_SCHEMA)
-            .groupBy("model").agg(*[F.sum(c).alias(c) for c in ("n", "sum_e", "sum_e2", "sum_abs_e", "sum_y",
-                                                                "sum_y2", "covered")],
+    sums = (members.groupBy("group").applyInPandas(one, _STATS_SCHEMA)
+            .groupBy("model").agg(*[F.sum(c).alias(c) for c in (*SUM_KEYS, "covered")],
                                   F.max(F.col("with_interval").cast("int")).alias("with_interval")).toPandas())
     rows = []
-    for r in sums.itertuples():
-        m = metrics_from_sums(r.n, r.sum_e, r.sum_e2, r.sum_abs_e, r.sum_y, r.sum_y2)
-        rows.append({"model": r.model, **m, "coverage_90": r.covered / r.n if r.with_interval else None,
-                     "windows": len(starts), "values": int(r.n)})
+    for r in sums.to_dict("records"):
+        rows.append({"model": r["model"], **metrics_from_sums(**{k: r[k] for k in SUM_KEYS}),
+                     "coverage_90": r["covered"] / r["n"] if r["with_interval"] else None,
+                     "windows": len(starts), "values": int(r["n"])})
     return pd.DataFrame(rows)
 
 
 _STATS_SCHEMA_COLUMNS = [c.split()[0] for c in _STATS_SCHEMA.split(", ")]
 
 
-def forecast_future(prepared: Prepared, model: ForecastModel, cfg: ForecastConfig, dataset: str,
+def forecast_future(prepared: Prepared, members: DataFrame, model: ForecastModel, cfg: ForecastConfig, dataset: str,
                     run_id: str) -> DataFrame:
-    """`forecasts` rows: for every pixel, the horizon epochs after the record (dates at the record's
-    cadence): mean and p05/p50/p95 of ``cfg.samples`` posterior samples, in mm."""
+    """`forecasts` rows: for every pixel of ``members`` (``halo_membership``) that is a core, the
+    horizon epochs after the record (dates at the record's cadence): mean and p05/p50/p95 of
+    ``cfg.samples`` posterior samples, in mm."""
     spark = prepared.data.sparkSession
     edges_b = spark.sparkContext.broadcast(prepared.edge_index)
     split, norm, t_years = prepared.split, prepared.norm, prepared.t_years
@@ -315,8 +312,7 @@ def forecast_future(prepared: Prepared, model: ForecastModel, cfg: ForecastConfi
         group, coords, series, local = _subgraph(group, edges_b.value)
         core = group["core"].to_numpy(bool)
         batch, last = window_batch(series, coords, t_years, start, split, norm.scale_mm, local, mask=core,
-                                   with_target=False)
-        batch.t_out = torch.from_numpy((future - t_years[-1]).astype(np.float32))
+                                   with_target=False)          # t_out: the `future` times, after the record
         with torch.no_grad():
             mean = net(batch).numpy()[core]
             draw = net.sample(batch, samples, torch.Generator().manual_seed(seed)).numpy()[:, core]
@@ -331,7 +327,7 @@ def forecast_future(prepared: Prepared, model: ForecastModel, cfg: ForecastConfi
                              **{name: (base + q[i] * norm.scale_mm).ravel().astype(np.float32)
                                 for i, name in enumerate(("p05", "p50", "p95"))}})
 
-    return halo_membership(prepared, cfg.halo_hops).groupBy("group").applyInPandas(one, FORECASTS_SCHEMA)
+    return members.groupBy("group").applyInPandas(one, FORECASTS_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -361,8 +357,9 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
     for name in (cfg.models if evaluate else ["dapf"]):
         with run.stage(f"forecast.train.{name}"):
             models[name] = trained_model(prepared, config, name, run.run_id)
+    members = halo_membership(prepared, cfg.halo_hops)
     with run.stage("forecast.predict"):
-        rows = forecast_future(prepared, models["dapf"], cfg, dataset, run.run_id)
+        rows = forecast_future(prepared, members, models["dapf"], cfg, dataset, run.run_id)
         write_table(spark, rows, config, "forecasts", [dataset])
         n_rows = read_table(spark, config, "forecasts", [dataset]).where(F.col("run_id") == run.run_id).count()
         if n_rows != n_pixels * prepared.split.horizon:
@@ -372,7 +369,7 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
     table = None
     if evaluate:
         with run.stage("forecast.evaluate"):
-            table = score_models(prepared, models, cfg)
+            table = score_models(prepared, members, models, cfg)
             table["train_seconds"] = [models[m].training.get("seconds") if m in models else None for m in table.model]
             table["best_epoch"] = [models[m].training.get("best_epoch") if m in models else None for m in table.model]
 

@@ -62,8 +62,8 @@ def train_worker(args: dict) -> dict:
     import torch
     import torch.distributed as dist
 
-    from insarlake.forecast import baselines, dapf
     from insarlake.forecast.graph import induced_subgraph
+    from insarlake.forecast.model import build_network
     from insarlake.forecast.windows import WindowSplit, window_batch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -87,8 +87,7 @@ def train_worker(args: dict) -> dict:
     seed = int(args["seed"])
 
     torch.manual_seed(seed)
-    build = dapf.build if args["model"] == "dapf" else baselines.build
-    model = build(args["model"], split.input_len, split.horizon, **args.get("hyper", {}))
+    model = build_network(args["model"], split, args.get("hyper", {}))
     params = [q for q in model.parameters() if q.requires_grad]
     optimiser = torch.optim.Adam(params, lr=float(args["learning_rate"]))
     for q in params:   # every rank all-reduces a gradient for every parameter, used or not

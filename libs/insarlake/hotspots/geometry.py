@@ -108,7 +108,8 @@ def _centre(centre_lon_deg, centre_lat_deg, what: str) -> tuple[float, float]:
 # sphere kernels
 
 
-def _unit_vectors(lon_rad: np.ndarray, lat_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unit_vectors(lon_rad: np.ndarray, lat_rad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, z) of the points on the unit sphere: chord distance orders neighbours as great-circle distance does."""
     cos_lat = np.cos(lat_rad)
     return cos_lat * np.cos(lon_rad), cos_lat * np.sin(lon_rad), np.sin(lat_rad)
 
@@ -129,7 +130,7 @@ def _wrap_lon(lon_deg: np.ndarray) -> np.ndarray:
 
 def _to_local(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> tuple[np.ndarray, np.ndarray]:
     """Kernel of ``to_local_m`` (clean input)."""
-    qx, qy, qz = _unit_vectors(np.radians(lon), np.radians(lat))
+    qx, qy, qz = unit_vectors(np.radians(lon), np.radians(lat))
     p, e, u = _frame(math.radians(lon0), math.radians(lat0))
     qp = qx * p[0] + qy * p[1] + qz * p[2]
     qe = qx * e[0] + qy * e[1] + qz * e[2]
@@ -163,7 +164,7 @@ def _from_local(x: np.ndarray, y: np.ndarray, lon0: float, lat0: float) -> tuple
 
 def _mean_centre(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
     """Kernel of ``mean_centre`` (clean, non-empty input)."""
-    vx, vy, vz = _unit_vectors(np.radians(lon), np.radians(lat))
+    vx, vy, vz = unit_vectors(np.radians(lon), np.radians(lat))
     mx, my, mz = float(vx.mean()), float(vy.mean()), float(vz.mean())
     norm = math.sqrt(mx * mx + my * my + mz * mz)
     if norm < 1e-12:

@@ -15,6 +15,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from insarlake.geo import EARTH_RADIUS_M
+from insarlake.hotspots.geometry import unit_vectors
 from insarlake.spatial.kernel import local_dbscan
 
 # Levels stop rising here (noise sigmas): no real field needs more, and it bounds the recursion.
@@ -50,14 +51,9 @@ def split_candidate(lon_deg, lat_deg, excess_z, z_start: float, level_ratio: flo
         return np.zeros(n, np.int64)
     owner = np.concatenate([np.full(len(c), i, np.int64) for i, c in enumerate(cores)])
     points = np.concatenate(cores)
-    xyz = _unit_xyz(lat_rad, lon_rad)
+    xyz = np.column_stack(unit_vectors(lon_rad, lat_rad))
     _, nearest = cKDTree(xyz[points]).query(xyz)
     return owner[nearest]
-
-
-def _unit_xyz(lat_rad: np.ndarray, lon_rad: np.ndarray) -> np.ndarray:
-    """(n, 3) unit vectors: chord distance orders neighbours as great-circle distance does."""
-    return np.c_[np.cos(lat_rad) * np.cos(lon_rad), np.cos(lat_rad) * np.sin(lon_rad), np.sin(lat_rad)]
 
 
 def _cores(members: np.ndarray, z: float, lat: np.ndarray, lon: np.ndarray, excess_z: np.ndarray,
