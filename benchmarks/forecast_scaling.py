@@ -47,14 +47,16 @@ def main() -> int:
         prepared = prepare(spark, replace(config, forecast=cfg), args.dataset, Path(tempfile.mkdtemp(prefix="fscale-")))
         for n_proc in args.processes:
             result = train(prepared, replace(cfg, num_processes=n_proc), args.model)
-            rows.append({"nodes_per_subgraph": size, "subgraphs": int(prepared.parts.max()) + 1, "processes": n_proc,
+            rows.append({"nodes_per_subgraph": size, "subgraphs": prepared.subgraphs,
+                         "trained_on": len(prepared.train_parts), "processes": n_proc,
                          "seconds_per_epoch": result["seconds"] / len(result["history"]),
                          "val_mse_last": result["history"][-1]["val_mse"]})
             sys.stdout.write(f"{rows[-1]}\n")
             sys.stdout.flush()
+        prepared.members.unpersist()
     table = pd.DataFrame(rows)
     table["ratio_to_first"] = table.seconds_per_epoch / table.seconds_per_epoch.iloc[0]
-    sys.stdout.write(f"{args.model} on {args.dataset} ({len(prepared.pixel_ids)} pixels), {args.epochs} epochs each:\n")
+    sys.stdout.write(f"{args.model} on {args.dataset} ({prepared.pixels} pixels), {args.epochs} epochs each:\n")
     sys.stdout.write(table.to_string(index=False, float_format=lambda v: f"{v:.3f}") + "\n")
     spark.stop()
     return 0

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from insarlake.forecast.graph import (
-    induced_subgraph, k_hop_nodes, knn_edges, metis_partition, parts_for_size, subgraph_batches,
-    symmetrise,
+    cell_subgraphs, edges_from_neighbours, induced_subgraph, k_hop_nodes, knn_edges, metis_partition,
+    neighbour_lists, parts_for_size, subgraph_batches, symmetrise,
 )
 
 
@@ -185,3 +185,75 @@ def test_subgraph_batches_cores_partition_nodes_and_keep_core_edges(hops):
         if hops >= 1:  # every core node sees all its neighbours
             core_ids = set(np.flatnonzero(parts == p).tolist())
             assert {(a, b) for a, b in global_edges if b in core_ids} <= mapped
+
+
+def _cells_as_spark_builds_them(x, y, cell_m, margin_m):
+    """{cell: (indices of the cell's points, then of its neighbours' points within margin_m per axis)}:
+    what one Spark task of the forecast stage receives."""
+    cx, cy = np.floor(x / cell_m).astype(int), np.floor(y / cell_m).astype(int)
+    fx, fy = x - cx * cell_m, y - cy * cell_m
+    out = {}
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            near = np.ones(x.size, bool)
+            near &= {-1: fx <= margin_m, 0: True, 1: cell_m - fx <= margin_m}[dx]
+            near &= {-1: fy <= margin_m, 0: True, 1: cell_m - fy <= margin_m}[dy]
+            for i in np.flatnonzero(near):
+                out.setdefault((cx[i] + dx, cy[i] + dy), ([], []))[0 if dx == dy == 0 else 1].append(i)
+    return {c: np.array(own + margin, dtype=np.int64) for c, (own, margin) in out.items() if own}, \
+        {c: len(own) for c, (own, _) in out.items() if own}
+
+
+@pytest.mark.parametrize("hops", [0, 1, 2])
+def test_cell_subgraphs_equal_the_whole_scene_graph_cut_into_the_same_parts(hops):
+    """Per-cell construction (what the Spark stage runs, one cell per task) against brute force on
+    the whole scene: every point is core exactly once; each subgraph's halo is the hops-hop
+    neighbourhood of its core in the whole scene's symmetric kNN graph, and its local edges are
+    exactly the whole graph's edges among its nodes. Clustered points with gaps and dense spots."""
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(0, 6000, (12, 2))
+    pts = np.concatenate([c + rng.normal(0, 350, (150, 2)) for c in centres] + [rng.uniform(0, 6000, (400, 2))])
+    x, y = pts[:, 0], pts[:, 1]
+    n, k, max_d, cell_m = x.size, 6, 150.0, 1000.0
+    src, dst, _ = knn_edges(x, y, k, max_d)
+    whole, _ = symmetrise(src, dst, n)
+    whole_edges = set(zip(whole[0].tolist(), whole[1].tolist()))
+    groups, n_own = _cells_as_spark_builds_them(x, y, cell_m, (hops + 1) * max_d)
+    seen = np.zeros(n, int)
+    n_subgraphs = 0
+    for cell, members in groups.items():
+        own = np.zeros(members.size, bool)
+        own[:n_own[cell]] = True
+        batches = cell_subgraphs(x[members], y[members], own, k, max_d, 120, hops, seed=0)
+        assert len(batches) == parts_for_size(n_own[cell], 120)
+        for nodes, is_core, local in batches:
+            n_subgraphs += 1
+            g = members[nodes]                               # global ids
+            core = g[is_core]
+            seen[core] += 1
+            assert np.all(is_core[:is_core.sum()]) and not is_core[is_core.sum():].any()
+            want_nodes, _ = k_hop_nodes(whole, n, core, hops)
+            assert set(g.tolist()) == set(want_nodes.tolist())
+            got = set(zip(g[local[0]].tolist(), g[local[1]].tolist()))
+            node_set = set(g.tolist())
+            assert got == {(a, b) for a, b in whole_edges if a in node_set and b in node_set}
+            assert len(got) == local.shape[1]
+    assert (seen == 1).all()
+    assert n_subgraphs > len(groups)                        # dense cells were cut by METIS
+
+
+def test_cell_subgraphs_of_an_empty_cell_and_isolated_points():
+    assert cell_subgraphs(np.zeros(3), np.arange(3.0), np.zeros(3, bool), 4, 10.0, 100, 2) == []
+    (nodes, is_core, local), = cell_subgraphs(np.array([0.0, 1e4]), np.zeros(2), np.array([True, True]), 4, 10.0,
+                                              100, 2)
+    assert sorted(nodes.tolist()) == [0, 1] and is_core.all() and local.shape == (2, 0)
+
+
+def test_neighbour_lists_round_trip_and_drop_halo_slots():
+    ei = np.array([[0, 0, 2, 1, 2], [1, 2, 0, 0, 3]])
+    lists = neighbour_lists(ei, 4)
+    assert [a.tolist() for a in lists] == [[1, 2], [0], [0, 3], []]
+    back = edges_from_neighbours([len(a) for a in lists], np.concatenate(lists), 4)
+    assert sorted(zip(*back.tolist())) == sorted(zip(*ei.tolist()))
+    core_only = edges_from_neighbours([len(a) for a in lists], np.concatenate(lists), 3)   # node 3: a halo slot
+    assert (2, 3) not in set(zip(*core_only.tolist())) and core_only.shape[1] == 4

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from insarlake.errors import InputError
@@ -82,24 +83,71 @@ def test_classical_metrics_from_spark_equal_numpy_on_the_lake_series(spark, fore
     assert metrics.loc["dapf", "train_seconds"] > 0
 
 
-def test_graph_edges_equal_a_whole_scene_knn(spark, forecast_config, sim_scene, tmp_path):
+@pytest.fixture(scope="module")
+def prepared(spark, forecast_config, sim_scene, tmp_path_factory):
+    return prepare(spark, forecast_config, "sim", tmp_path_factory.mktemp("prep"))
+
+
+def test_subgraphs_cover_every_pixel_once_and_their_edges_equal_a_whole_scene_knn(spark, forecast_config, prepared):
     cfg = forecast_config.forecast
-    prepared = prepare(spark, forecast_config, "sim", tmp_path / "prep")
+    rows = prepared.members.select("subgraph", "pixel_id", "slot", "core", "nbr").toPandas()
+    core = rows[rows.core]
+    assert not core.pixel_id.duplicated().any() and len(core) == prepared.pixels
+    assert core.subgraph.nunique() == prepared.subgraphs > 1
+    ids = {(g, s): p for g, s, p in zip(rows.subgraph, rows.slot, rows.pixel_id)}
+    got = {(p, ids[(g, int(j))]) for g, p, nbr in zip(core.subgraph, core.pixel_id, core.nbr) for j in nbr}
+    assert len(got) == prepared.edges
     pixels = read_table(spark, forecast_config, "pixels", ["sim"]).select("pixel_id", "lon", "lat").toPandas()
-    pixels = pixels.set_index("pixel_id").loc[prepared.pixel_ids]
     x, y = to_local_m(pixels.lon.to_numpy(), pixels.lat.to_numpy(), pixels.lon.mean(), pixels.lat.mean())
     src, dst, _ = knn_edges(x, y, cfg.graph_k, cfg.graph_max_distance_m)
-    want = set(zip(src, dst)) | set(zip(dst, src))
-    got = set(zip(*prepared.edge_index))
+    pid = pixels.pixel_id.to_numpy()
+    want = {(pid[a], pid[b]) for a, b in zip(src, dst)} | {(pid[b], pid[a]) for a, b in zip(src, dst)}
     # per-cell local frames differ from one scene-wide frame by < 1e-6 relative: ties at the k-th
     # neighbour or at the distance limit may flip, nothing else
     assert len(got ^ want) <= 1e-3 * len(want)
-    assert np.bincount(prepared.parts).min() > 0 and len(prepared.parts) == len(prepared.pixel_ids)
+    for g, group in rows.groupby("subgraph"):             # slots 0..m-1, own pixels first
+        assert sorted(group.slot) == list(range(len(group)))
+        assert group.sort_values("slot").core.is_monotonic_decreasing
 
 
-def test_two_processes_train_as_one(spark, forecast_config, sim_scene, tmp_path):
+def test_training_sample_is_bounded_and_the_same_for_a_seed(spark, forecast_config, sim_scene, prepared, tmp_path):
+    cfg = replace(forecast_config, forecast=replace(forecast_config.forecast, train_subgraphs=3))
+    a = prepare(spark, cfg, "sim", tmp_path / "a")
+    b = prepare(spark, cfg, "sim", tmp_path / "b")
+    try:
+        assert len(a.train_ids) == 3 and a.train_ids == b.train_ids and a.train_parts == b.train_parts
+        assert set(a.train_ids) <= set(prepared.members.select("subgraph").distinct().toPandas().subgraph)
+        other = prepare(spark, replace(cfg, forecast=replace(cfg.forecast, seed=1)), "sim", tmp_path / "c")
+        assert other.train_ids != a.train_ids
+        from insarlake.forecast.train import read_parts
+        for part, n in a.train_parts.items():
+            coords, series, edges = read_parts(str(a.shards), [part])[part]
+            coords_b, series_b, edges_b = read_parts(str(b.shards), [part])[part]
+            assert coords.shape == (n, 3) and series.shape[0] == n
+            assert np.array_equal(series, series_b) and np.array_equal(edges, edges_b)
+            assert edges.size == 0 or edges.max() < n
+        assert len(prepared.train_ids) == prepared.subgraphs     # the default samples all of a small scene
+    finally:
+        for p in (a, b):
+            p.members.unpersist()
+
+
+def test_forecasts_are_the_same_for_one_or_three_partitions(spark, forecast_config, forecasted, prepared):
+    from insarlake.forecast.model import ForecastModel, latest_model
+    from insarlake.forecast.stage import forecast_future
+
+    model = ForecastModel.load(latest_model(forecast_config, "sim", "dapf"))
+    cfg = replace(forecast_config.forecast, predict_samples=2)
+    out = []
+    for n in (1, 3):
+        rows = forecast_future(replace(prepared, members=prepared.members.repartition(n)), model, cfg, "sim", "r")
+        out.append(rows.toPandas().sort_values(["pixel_id", "horizon"]).reset_index(drop=True))
+    assert len(out[0]) == prepared.pixels * cfg.horizon_epochs
+    pd.testing.assert_frame_equal(out[0], out[1])
+
+
+def test_two_processes_train_as_one(spark, forecast_config, prepared):
     cfg = replace(forecast_config.forecast, max_epochs=2, batch_parts=4)
-    prepared = prepare(spark, forecast_config, "sim", tmp_path / "prep")
     one = train(prepared, cfg, "gru")
     two = train(prepared, replace(cfg, num_processes=2), "gru")
     assert two["world_size"] == 2 and one["world_size"] == 1

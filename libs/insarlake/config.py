@@ -200,6 +200,7 @@ class ForecastConfig:
     graph_cell_km: float
     nodes_per_subgraph: int
     halo_hops: int
+    train_subgraphs: int
     batch_parts: int
     windows_per_part: int
     learning_rate: float
@@ -211,6 +212,7 @@ class ForecastConfig:
     use_gpu: bool
     threads_per_process: int
     samples: int
+    predict_samples: int
     hyper: dict
     retrain: bool
     plot_pixels: int
@@ -484,23 +486,27 @@ def _check_forecast(f: ForecastConfig) -> None:
     if "dapf" not in f.models or any(m not in NEURAL_MODELS for m in f.models) or len(set(f.models)) != len(f.models):
         raise ConfigError(f"config key 'forecast.models' must list distinct models of {', '.join(NEURAL_MODELS)}, "
                           f"dapf included; got {f.models!r}")
-    for key in ("input_epochs", "horizon_epochs", "graph_k", "nodes_per_subgraph", "batch_parts", "windows_per_part",
-                "max_epochs", "patience", "num_processes", "threads_per_process", "samples", "plot_pixels"):
+    for key in ("input_epochs", "horizon_epochs", "graph_k", "nodes_per_subgraph", "train_subgraphs", "batch_parts",
+                "windows_per_part", "max_epochs", "patience", "num_processes", "threads_per_process", "samples",
+                "plot_pixels"):
         if getattr(f, key) < 1:
             raise ConfigError(f"config key 'forecast.{key}' must be >= 1; got {getattr(f, key)}")
     if f.input_epochs < 2:
         raise ConfigError(f"config key 'forecast.input_epochs' must be >= 2; got {f.input_epochs}")
     if f.halo_hops < 0:
         raise ConfigError(f"config key 'forecast.halo_hops' must be >= 0; got {f.halo_hops}")
+    if f.predict_samples < 0:
+        raise ConfigError(f"config key 'forecast.predict_samples' must be >= 0; got {f.predict_samples}")
     if not (0 < f.train_share < 1 and 0 < f.validation_share < 1 and f.train_share + f.validation_share < 1):
         raise ConfigError("config keys 'forecast.train_share' and 'forecast.validation_share' must be in (0, 1) "
                           f"with a sum below 1 (the rest is the test part); got {f.train_share}, {f.validation_share}")
     for key in ("graph_max_distance_m", "learning_rate"):
         if not getattr(f, key) > 0:
             raise ConfigError(f"config key 'forecast.{key}' must be > 0; got {getattr(f, key)}")
-    if not f.graph_cell_km * 1000.0 >= f.graph_max_distance_m:
-        raise ConfigError(f"config key 'forecast.graph_cell_km' must be >= graph_max_distance_m / 1000 "
-                          f"(a cell's halo is its neighbouring cells); got {f.graph_cell_km}")
+    if not f.graph_cell_km * 1000.0 >= (f.halo_hops + 1) * f.graph_max_distance_m:
+        raise ConfigError(f"config key 'forecast.graph_cell_km' must be >= (halo_hops + 1) x graph_max_distance_m "
+                          f"/ 1000 = {(f.halo_hops + 1) * f.graph_max_distance_m / 1000:g} (a cell's subgraphs and "
+                          f"halos are built from its neighbouring cells); got {f.graph_cell_km}")
     for name, params in f.hyper.items():
         if name not in NEURAL_MODELS or not isinstance(params, Mapping):
             raise ConfigError(f"config key 'forecast.hyper.{name}' must be a mapping of hyperparameters of one of "

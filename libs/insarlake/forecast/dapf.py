@@ -533,6 +533,25 @@ class Dapf(nn.Module):
         mean, log_std = self._forecast(w, batch, enc["edge_weight"])
         return mean + log_std.exp() * _randn(mean.shape, mean, generator)
 
+    def predictive(self, batch: GraphBatch, w_samples: int = 0,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean (n, H), std (n, H)) of the predictive distribution in one pass: q(Y | W, S) at the
+        posterior mean of W (``w_samples`` 0), or the moments of its mixture over ``w_samples``
+        draws W ~ q(W) (mean of the means; mean variance plus the variance of the means)."""
+        self._check(batch)
+        if int(w_samples) != w_samples or w_samples < 0:
+            raise ValueError(f"w_samples must be a non-negative integer, got {w_samples!r}")
+        enc = self._encode(batch)
+        mu, logvar = enc["mu"], enc["logvar"]
+        if w_samples == 0:
+            mean, log_std = self._forecast(mu, batch, enc["edge_weight"])
+            return mean, log_std.exp()
+        w = mu + torch.exp(0.5 * logvar) * _randn((w_samples,) + tuple(mu.shape), mu, generator)
+        means, log_std = self._forecast(w, batch, enc["edge_weight"])
+        mean = means.mean(0)
+        variance = (torch.exp(2.0 * log_std) + means.square()).mean(0) - mean.square()
+        return mean, variance.clamp(min=0.0).sqrt()
+
 
 def build(name: str, input_len: int, horizon: int, **hyper) -> Dapf:
     """The model named ``name`` ("dapf" only) with hyperparameters ``hyper`` (Dapf's keywords)."""

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "knn_edges", "symmetrise", "metis_partition", "parts_for_size", "induced_subgraph",
-    "k_hop_nodes", "subgraph_batches",
+    "k_hop_nodes", "subgraph_batches", "cell_subgraphs",
 ]
 
 
@@ -350,3 +350,75 @@ def subgraph_batches(edge_index, n_nodes: int, parts,
         is_core[:core.size] = True
         batches.append((nodes, is_core, _induced(out_ptr, out_idx, nodes, lookup)))
     return batches
+
+
+def cell_subgraphs(x_m, y_m, core, k: int, max_distance_m: float, nodes_per_part: int, hops: int,
+                   seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The subgraphs of one spatial cell, from the cell's points and a margin of its neighbours'.
+
+    x_m, y_m: (n,) planar coordinates in metres of the cell's points (``core`` (n,) bool True) and of
+    every point of its neighbouring cells that lies within (hops + 1) * max_distance_m of it. The
+    graph is the symmetrised kNN graph of :func:`knn_edges` (k nearest within max_distance_m); the
+    cell's points are cut by METIS into :func:`parts_for_size` parts of about nodes_per_part; each
+    part is returned with its ``hops``-hop halo, as :func:`subgraph_batches` gives it on the whole
+    scene's graph: (nodes (m,) int64 indices into the inputs, part first then halo, each sorted;
+    is_core (m,) bool; local_edge_index (2, E') int64, both directions).
+
+    Exact (equal to the whole scene's graph cut into the same parts) when no point of the scene
+    within (hops + 1) * max_distance_m of a core point is missing from the inputs: a halo node lies
+    within hops * max_distance_m of the cell, and its k nearest within max_distance_m more.
+    """
+    x = np.asarray(x_m, dtype=np.float64)
+    y = np.asarray(y_m, dtype=np.float64)
+    is_cell = np.asarray(core, dtype=bool)
+    if is_cell.shape != x.shape:
+        raise ValueError(f"core must be (n={x.size},), got shape {is_cell.shape}")
+    hops = _as_int(hops, "hops", 0)
+    n_cell = int(is_cell.sum())
+    if n_cell == 0:
+        return []
+    # the nodes a halo can reach lie within hops * max_distance_m of a core point; their kNN is exact
+    reach = hops * float(max_distance_m)
+    if reach > 0 and n_cell < x.size:
+        near, _ = cKDTree(np.column_stack([x[is_cell], y[is_cell]])).query(
+            np.column_stack([x, y]), k=1, distance_upper_bound=reach * (1.0 + 1e-9))
+        query = is_cell | (near <= reach)
+    else:
+        query = is_cell
+    src, dst, _ = knn_edges(x, y, k, max_distance_m, query=query)
+    # only edges between two reachable nodes are known in both directions: keep those (a halo BFS
+    # never leaves them)
+    both = query[src] & query[dst]
+    edge_index, _ = symmetrise(src[both], dst[both], x.size)
+    cell_nodes = np.flatnonzero(is_cell)
+    local = np.full(x.size, -1, dtype=np.int64)
+    local[cell_nodes] = np.arange(n_cell)
+    inside = is_cell[edge_index[0]] & is_cell[edge_index[1]]
+    cell_parts = metis_partition(local[edge_index[:, inside]], n_cell, parts_for_size(n_cell, nodes_per_part),
+                                 seed=seed)
+    parts = np.full(x.size, int(cell_parts.max()) + 1, dtype=np.int64)   # the non-cell points: one extra part
+    parts[cell_nodes] = cell_parts
+    return [b for b in subgraph_batches(edge_index, x.size, parts, hops) if is_cell[b[0][0]]]
+
+
+def neighbour_lists(edge_index, n_nodes: int) -> list[np.ndarray]:
+    """Each node's out-neighbours (int32 arrays, in edge order) of a local (2, E) edge_index over
+    ``n_nodes`` nodes: the per-row form in which a subgraph's edges travel through Spark."""
+    n_nodes = _as_int(n_nodes, "n_nodes", 0)
+    ei = _as_edge_index(edge_index, n_nodes)
+    indptr, indices = _csr(ei[0], ei[1], n_nodes)
+    return np.split(indices.astype(np.int32), indptr[1:-1])
+
+
+def edges_from_neighbours(lengths, neighbours, n_nodes: int) -> np.ndarray:
+    """The inverse of :func:`neighbour_lists` in flat form: node i has out-neighbours
+    ``neighbours[offset_i:offset_i + lengths[i]]`` (lengths (n,), neighbours (sum lengths,)).
+    Neighbours outside [0, n_nodes) (halo nodes not in this subgraph) are dropped.
+    Returns edge_index (2, E) int64."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    nbr = np.asarray(neighbours, dtype=np.int64)
+    if lengths.ndim != 1 or lengths.sum() != nbr.size:
+        raise ValueError(f"lengths must be 1-D and sum to the {nbr.size} neighbours")
+    src = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+    keep = (nbr >= 0) & (nbr < n_nodes)
+    return np.stack([src[keep], nbr[keep]])

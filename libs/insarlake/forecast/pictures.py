@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from insarlake.forecast.graph import induced_subgraph  # noqa: E402
+from insarlake.forecast.model import forecast_distribution  # noqa: E402
 from insarlake.forecast.train import read_parts  # noqa: E402
 from insarlake.forecast.windows import window_batch  # noqa: E402
 
@@ -29,16 +29,15 @@ def _save(fig, path: Path, what: str) -> Path:
 
 
 def _first_part(prepared):
-    """(node, coords, series, local edges) of the largest subgraph."""
-    p = int(np.bincount(prepared.parts).argmax())
-    node, coords, series = read_parts(str(prepared.folder / "parts"), [p])[p]
-    return node, coords, series, induced_subgraph(prepared.edge_index, node)
+    """(coords, series, local edges) of the largest subgraph of the training sample."""
+    p = max(prepared.train_parts, key=lambda q: (prepared.train_parts[q], -q))
+    return read_parts(str(prepared.shards), [p])[p]
 
 
 def plot_embeddings(prepared, model, path: Path) -> Path:
     """The flow embeddings u of the last input epoch of the latest window (first two latent
     dimensions) of the largest subgraph, coloured by the pixels' east and north coordinates."""
-    _, coords, series, edges = _first_part(prepared)
+    coords, series, edges = _first_part(prepared)
     start = len(prepared.t_years) - prepared.split.input_len
     batch, _ = window_batch(series, coords, prepared.t_years, start, prepared.split, prepared.norm.scale_mm, edges,
                             with_target=False)
@@ -62,14 +61,12 @@ def plot_forecasts(prepared, model, cfg, path: Path) -> Path:
     """Forecast vs truth on the first test window for the cfg.plot_pixels fastest-moving pixels (by
     least-squares velocity) of the largest subgraph: the record, the mean forecast and its 90 %
     interval (mm)."""
-    _, coords, series, edges = _first_part(prepared)
+    coords, series, edges = _first_part(prepared)
     split, t = prepared.split, prepared.t_years
     start = int(split.starts("test")[0])
     batch, last = window_batch(series, coords, t, start, split, prepared.norm.scale_mm, edges)
-    with torch.no_grad():
-        mean = model.network(batch).numpy()
-        draw = model.network.sample(batch, cfg.samples, torch.Generator().manual_seed(cfg.seed)).numpy()
-    lo, hi = np.quantile(draw, [0.05, 0.95], axis=0)
+    mean, (lo, hi) = forecast_distribution(model.network, batch, (0.05, 0.95), cfg.predict_samples, cfg.samples,
+                                           torch.Generator().manual_seed(cfg.seed))
     velocity = np.polyfit(t, series.T, 1)[0]            # mm/yr, least squares over the record
     picks = np.argsort(-np.abs(velocity))[:cfg.plot_pixels]
     L, H, scale = split.input_len, split.horizon, prepared.norm.scale_mm

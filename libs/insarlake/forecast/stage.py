@@ -1,35 +1,39 @@
-"""The forecast stage (Spark side): pixels -> spatial graph -> METIS subgraphs -> trained
-forecasters -> `forecasts` (DAPF: mean and quantiles of the epochs after the record) and
-`forecast_metrics` (every model on the test windows). Numerical work is in the pure modules:
-``graph`` (kNN, METIS, halos), ``windows`` (split, normalisation, batches), ``dapf`` and
-``baselines`` (the models), ``metrics``, ``train`` (distributed training).
+"""The forecast stage (Spark side): pixels -> spatial graph and subgraphs -> trained forecasters ->
+`forecasts` (DAPF: mean and quantiles of the epochs after the record) and `forecast_metrics` (every
+model on the test windows). Numerical work is in the pure modules: ``graph`` (kNN, METIS, halos),
+``windows`` (split, normalisation, batches), ``dapf`` and ``baselines`` (the models), ``metrics``,
+``train`` (distributed training).
 
-Scale: the graph is built per square cell with its 8 neighbouring cells as halo (exact kNN within
-graph_max_distance_m), then made symmetric in Spark. The edge list (2 x 8 x N integers) and the
-node order come to the driver for METIS (pymetis is single-machine; ~10^7 nodes fit a driver), the
-displacement series never do: Spark writes them per subgraph for training, and forecasting runs in
-Spark per subgraph plus its halo.
+Scale: nothing per pixel reaches the driver and nothing that grows with the scene is broadcast.
+The pixels are binned into square cells of ``graph_cell_km``; one task per cell gets the cell's
+pixels plus its neighbours' within (halo_hops + 1) x graph_max_distance_m, builds the exact kNN
+graph there, cuts the cell's pixels into METIS subgraphs of ~``nodes_per_subgraph`` and adds each
+one's ``halo_hops``-hop halo. Every subgraph row carries its neighbours (``nbr``: slots within the
+subgraph), so a subgraph's edges and halo travel with it. Training reads a bounded, seeded sample of
+``train_subgraphs`` subgraphs (Parquet shards written by Spark); forecasting and evaluation run per
+subgraph in Spark.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from insarlake.config import Config, ForecastConfig
 from insarlake.errors import InputError
 from insarlake.forecast import CLASSICAL_MODELS
-from insarlake.forecast.graph import (knn_edges, induced_subgraph, metis_partition, parts_for_size, subgraph_batches,
-                                      symmetrise)
-from insarlake.forecast.model import ForecastModel, latest_model, model_root
+from insarlake.forecast.graph import cell_subgraphs, edges_from_neighbours, neighbour_lists
+from insarlake.forecast.model import ForecastModel, forecast_distribution, latest_model, model_root
 from insarlake.forecast.windows import Normalisation, WindowSplit, change_moments, future_times, window_batch
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import to_local_m
@@ -42,6 +46,7 @@ FORECASTS_SCHEMA = ("dataset string, run_id string, pixel_id string, date date, 
                     "mean float, p05 float, p50 float, p95 float")
 _STATS_SCHEMA = ("model string, n double, sum_e double, sum_e2 double, sum_abs_e double, sum_y double, "
                  "sum_y2 double, covered double, with_interval boolean")
+_MEMBERS_SCHEMA = "subgraph string, pixel_id string, slot int, core boolean, nbr array<int>"
 # quantiles written to `forecasts`; the 90 % interval is p05..p95
 QUANTILES = (0.05, 0.5, 0.95)
 
@@ -50,15 +55,17 @@ QUANTILES = (0.05, 0.5, 0.95)
 class Prepared:
     """Everything the models need, shared by training, evaluation and forecasting."""
     dataset: str
-    pixel_ids: np.ndarray          # (n,) node order
-    edge_index: np.ndarray         # (2, E) over nodes
-    parts: np.ndarray              # (n,) METIS subgraph of each node
     split: WindowSplit
     norm: Normalisation
     dates: list                    # (T,) dt.date
     t_years: np.ndarray            # (T,) years since the first epoch
-    data: DataFrame                # pixel_id, node, part, coords (normalised), series (gap-free mm)
-    folder: Path                   # work folder: parts/ (Parquet by part), graph.npz
+    members: DataFrame             # subgraph, pixel_id, slot, core, nbr, coords (normalised), series (gap-free mm)
+    shards: Path                   # the training sample: Parquet by part (its core nodes)
+    train_parts: dict              # {part: nodes} of the training sample
+    train_ids: tuple               # (P,) subgraph id of each part of the training sample
+    pixels: int
+    edges: int                     # directed edges of the symmetric graph (each undirected edge twice)
+    subgraphs: int
 
 
 def gap_free(pixels: DataFrame, centre: tuple[float, float]) -> DataFrame:
@@ -84,38 +91,78 @@ def gap_free(pixels: DataFrame, centre: tuple[float, float]) -> DataFrame:
     return pixels.select("pixel_id", "lon", "lat", "height", "disp").mapInPandas(fill, schema)
 
 
-def graph_edges(points: DataFrame, cfg: ForecastConfig) -> DataFrame:
-    """Directed kNN edges (src, dst pixel_id, distance_m): each pixel's graph_k nearest within
-    graph_max_distance_m, computed per cell of graph_cell_km with the 8 neighbouring cells as halo."""
+def subgraph_members(points: DataFrame, cfg: ForecastConfig) -> DataFrame:
+    """From ``points`` (pixel_id, lon, lat): subgraph (id "<cell x>_<cell y>_<part>"), pixel_id,
+    slot (position in the subgraph: its own pixels first, then its halo), core (its own pixel; every
+    pixel is core in exactly one subgraph), nbr (slots of the pixel's graph neighbours within the
+    subgraph).
+
+    One task per square cell of graph_cell_km (cells are at least that wide at the scene's highest
+    latitude) gets the cell's pixels and every pixel of the 8 neighbouring cells within
+    (halo_hops + 1) x graph_max_distance_m of it (per axis, a superset), which makes the kNN graph,
+    its METIS parts and their halos exact (``graph.cell_subgraphs``)."""
     abs_lat = points.agg(F.max(F.abs("lat"))).first()[0]
+    cos_lat = max(math.cos(math.radians(abs_lat)), 1e-6)
     cell_lat = math.degrees(cfg.graph_cell_km * 1000.0 / EARTH_RADIUS_M)
-    cell_lon = cell_lat / max(math.cos(math.radians(abs_lat)), 1e-6)
-    k, max_m = cfg.graph_k, cfg.graph_max_distance_m
+    cell_lon = cell_lat / cos_lat
+    margin_m = (cfg.halo_hops + 1) * cfg.graph_max_distance_m
+    margin_lat = math.degrees(margin_m / EARTH_RADIUS_M)
+    margin_lon = margin_lat / cos_lat
     cells = points.select("pixel_id", "lon", "lat", F.floor(F.col("lon") / cell_lon).alias("cx"),
                           F.floor(F.col("lat") / cell_lat).alias("cy"))
-    shifts = F.array(*[F.struct(F.lit(dx).alias("dx"), F.lit(dy).alias("dy")) for dx in (-1, 0, 1) for dy in (-1, 0, 1)])
-    copies = (cells.select("*", F.explode(shifts).alias("s"))
-              .select("pixel_id", "lon", "lat", (F.col("cx") + F.col("s.dx")).alias("cell_x"),
-                      (F.col("cy") + F.col("s.dy")).alias("cell_y"),
-                      ((F.col("s.dx") == 0) & (F.col("s.dy") == 0)).alias("core")))
 
-    def one(group: pd.DataFrame) -> pd.DataFrame:
-        core = group["core"].to_numpy(bool)
-        if not core.any():
-            return pd.DataFrame({"src": pd.Series([], dtype=object), "dst": pd.Series([], dtype=object),
-                                 "distance_m": pd.Series([], dtype=np.float64)})
+    def near(value: str, cell: str, step: float, margin: float, shift: int):
+        """Whether a pixel is within ``margin`` (degrees) of the cell ``shift`` away along an axis."""
+        if shift == 0:
+            return F.lit(True)
+        if shift > 0:
+            return (F.col(cell) + 1) * step - F.col(value) <= margin
+        return F.col(value) - F.col(cell) * step <= margin
+
+    copies = None
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            part = (cells.where(near("lon", "cx", cell_lon, margin_lon, dx) & near("lat", "cy", cell_lat, margin_lat, dy))
+                    .select("pixel_id", "lon", "lat", (F.col("cx") + dx).alias("cell_x"),
+                            (F.col("cy") + dy).alias("cell_y"), F.lit(dx == 0 and dy == 0).alias("own")))
+            copies = part if copies is None else copies.unionByName(part)
+    k, max_m, size, hops, seed = (cfg.graph_k, cfg.graph_max_distance_m, cfg.nodes_per_subgraph, cfg.halo_hops,
+                                  cfg.seed)
+
+    def one(key, group: pd.DataFrame) -> pd.DataFrame:
+        own = group["own"].to_numpy(bool)
+        if not own.any():   # a cell with only its neighbours' margin
+            return pd.DataFrame({"subgraph": pd.Series([], dtype=object), "pixel_id": pd.Series([], dtype=object),
+                                 "slot": pd.Series([], dtype=np.int32), "core": pd.Series([], dtype=bool),
+                                 "nbr": pd.Series([], dtype=object)})
+        group = group.sort_values("pixel_id", kind="stable")   # the same input order on every attempt
+        own = group["own"].to_numpy(bool)
         lon, lat = group["lon"].to_numpy(), group["lat"].to_numpy()
-        x, y = to_local_m(lon, lat, float(lon[core].mean()), float(lat[core].mean()))
-        src, dst, d = knn_edges(x, y, k, max_m, query=core)
+        x, y = to_local_m(lon, lat, float(lon[own].mean()), float(lat[own].mean()))
         ids = group["pixel_id"].to_numpy()
-        return pd.DataFrame({"src": ids[src], "dst": ids[dst], "distance_m": d})
+        frames = []
+        for p, (nodes, is_core, local) in enumerate(cell_subgraphs(x, y, own, k, max_m, size, hops, seed)):
+            frames.append(pd.DataFrame({"subgraph": f"{int(key[0])}_{int(key[1])}_{p}", "pixel_id": ids[nodes],
+                                        "slot": np.arange(nodes.size, dtype=np.int32), "core": is_core,
+                                        "nbr": neighbour_lists(local, nodes.size)}))
+        return pd.concat(frames, ignore_index=True)
 
-    return copies.groupBy("cell_x", "cell_y").applyInPandas(one, "src string, dst string, distance_m double")
+    return copies.groupBy("cell_x", "cell_y").applyInPandas(one, _MEMBERS_SCHEMA)
+
+
+def subgraph_arrays(group: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows by slot, coords (n, 3) float32, series (n, T) float64 mm, local edge_index (2, E), core
+    (n,) bool) of one subgraph's ``Prepared.members`` rows."""
+    group = group.sort_values("slot")
+    nbr = group["nbr"].to_numpy()
+    edges = edges_from_neighbours([len(a) for a in nbr], np.concatenate(nbr) if len(nbr) else [], len(group))
+    return (group, np.stack(group["coords"].to_numpy()).astype(np.float32),
+            np.stack(group["series"].to_numpy()).astype(np.float64), edges, group["core"].to_numpy(bool))
 
 
 def prepare(spark: SparkSession, config: Config, dataset: str, folder: Path) -> Prepared:
-    """Gap-free series, graph, METIS parts, split and normalisation; writes the per-part Parquet and
-    graph.npz into ``folder`` for the training processes."""
+    """Gap-free series, graph and subgraphs, split and normalisation; writes the training sample
+    (``forecast.train_subgraphs`` subgraphs chosen by a seeded hash) as Parquet into ``folder``."""
     cfg = config.forecast
     pixels = read_table(spark, config, "pixels", [dataset])
     dates = [r.date for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
@@ -126,56 +173,74 @@ def prepare(spark: SparkSession, config: Config, dataset: str, folder: Path) -> 
     except ValueError as exc:
         raise InputError(f"dataset {dataset}: forecast.input_epochs / horizon_epochs: {exc}") from None
     t_years = np.array([(d - dates[0]).days / 365.25 for d in dates])
+    n_pixels = pixels.count()
+    if n_pixels < 2:
+        raise InputError(f"dataset {dataset}: {n_pixels} pixel(s); forecasting needs at least 2")
     centre = pixels.agg(F.avg("lon"), F.avg("lat")).first()
-    points = gap_free(pixels, (float(centre[0]), float(centre[1]))).localCheckpoint(eager=True)
-
-    node_ids = np.array(sorted(r.pixel_id for r in points.select("pixel_id").collect()), dtype=object)
-    n = len(node_ids)
-    if n < 2:
-        raise InputError(f"dataset {dataset}: {n} pixel(s); forecasting needs at least 2")
-    edges = graph_edges(points, cfg).toPandas()
-    index = pd.Index(node_ids)
-    edge_index, _ = symmetrise(index.get_indexer(edges["src"]), index.get_indexer(edges["dst"]), n)
-    parts = metis_partition(edge_index, n, parts_for_size(n, cfg.nodes_per_subgraph), seed=cfg.seed)
-    log.info("forecast graph: %d pixels, %d edges (k %d within %.0f m), %d subgraphs", n, edge_index.shape[1],
-             cfg.graph_k, cfg.graph_max_distance_m, int(parts.max()) + 1)
-
-    stats = points.agg(*[f(c) for c in ("x_km", "y_km", "height") for f in (F.avg, F.stddev_pop)]).first()
-    mean = tuple(float(stats[i] or 0.0) for i in (0, 2, 4))
-    std = tuple(float(stats[i]) if stats[i] and stats[i] > 0 else 1.0 for i in (1, 3, 5))
+    points = gap_free(pixels, (float(centre[0]), float(centre[1])))
     H, t1 = split.horizon, split.t1
+    coord_cols = ("x_km", "y_km", "height")
 
-    def moments(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        """Per batch: count, sum and sum of squares of each coordinate (missing heights left out)
+        and the parts of scale_mm; one pass over the series."""
         for b in batches:
-            if not b.empty:
-                count, sumsq = change_moments(np.stack(b["series"].to_numpy()), H, t1)
-                yield pd.DataFrame({"count": [count], "sumsq": [sumsq]})
+            if b.empty:
+                continue
+            row = {}
+            for c in coord_cols:
+                v = b[c].to_numpy(np.float64)
+                v = v[np.isfinite(v)]
+                row.update({f"{c}_n": float(v.size), f"{c}_s": float(v.sum()), f"{c}_s2": float(np.square(v).sum())})
+            row["count"], row["sumsq"] = change_moments(np.stack(b["series"].to_numpy()), H, t1)
+            yield pd.DataFrame([row])
 
-    m = points.select("series").mapInPandas(moments, "count long, sumsq double").agg(F.sum("count"), F.sum("sumsq")).first()
-    scale = math.sqrt(m[1] / m[0]) if m[0] else 0.0
+    schema = ", ".join([f"{c}_{k} double" for c in coord_cols for k in ("n", "s", "s2")] + ["count long", "sumsq double"])
+    total = points.mapInPandas(sums, schema).groupBy().sum().first().asDict()
+    total = {k[4:-1]: v for k, v in total.items()}       # "sum(x_km_n)" -> "x_km_n"
+    mean, std = [], []
+    for c in coord_cols:
+        n = total[f"{c}_n"] or 0.0
+        mu = total[f"{c}_s"] / n if n else 0.0
+        var = total[f"{c}_s2"] / n - mu * mu if n else 0.0
+        mean.append(mu)
+        std.append(math.sqrt(var) if var > 1e-12 * max(1.0, mu * mu) else 1.0)
+    mean, std = tuple(mean), tuple(std)
+    scale = math.sqrt(total["sumsq"] / total["count"]) if total["count"] else 0.0
     if not scale > 0:
         raise InputError(f"dataset {dataset}: the displacements do not change over the training epochs; nothing to forecast")
     norm = Normalisation(scale_mm=scale, coord_mean=mean, coord_std=std)
 
-    mapping = spark.createDataFrame(pd.DataFrame({"pixel_id": node_ids.astype(str), "node": np.arange(n),
-                                                  "part": parts.astype(np.int64)}))
     coords = F.array(*[((F.coalesce(F.col(c), F.lit(mu)) - mu) / sd).cast("float")
                        for c, mu, sd in zip(("x_km", "y_km", "height"), mean, std)])
-    data = (points.join(mapping, "pixel_id").select("pixel_id", "node", "part", coords.alias("coords"), "series")
-            .localCheckpoint(eager=True))
+    members = (subgraph_members(pixels.select("pixel_id", "lon", "lat"), cfg)
+               .join(points.select("pixel_id", coords.alias("coords"), "series"), "pixel_id")
+               .persist(StorageLevel.MEMORY_AND_DISK))
+    counts = members.where("core").agg(F.count("*"), F.sum(F.size("nbr")), F.countDistinct("subgraph")).first()
+    if counts[0] != n_pixels:
+        raise RuntimeError(f"forecast graph: {counts[0]} pixels in subgraphs for {n_pixels} pixels")
+    log.info("forecast graph: %d pixels, %d edges (k %d within %.0f m), %d subgraphs", n_pixels, counts[1],
+             cfg.graph_k, cfg.graph_max_distance_m, counts[2])
+
+    chosen = (members.where("core").groupBy("subgraph").count()
+              .orderBy(F.xxhash64(F.lit(cfg.seed), "subgraph"), "subgraph").limit(cfg.train_subgraphs).collect())
+    sample = spark.createDataFrame([(r[0], i) for i, r in enumerate(chosen)], "subgraph string, part int")
     folder.mkdir(parents=True, exist_ok=True)
-    data.select("node", "coords", "series", "part").write.mode("overwrite").partitionBy("part").parquet(str(folder / "parts"))
-    np.savez(folder / "graph.npz", edge_index=edge_index)
-    return Prepared(dataset, node_ids, edge_index, parts, split, norm, dates, t_years, data, folder)
+    (members.where("core").join(F.broadcast(sample), "subgraph").select("part", "slot", "coords", "series", "nbr")
+     .write.mode("overwrite").partitionBy("part").parquet(str(folder / "parts")))
+    log.info("forecast training sample: %d of %d subgraphs, %d pixels", len(chosen), counts[2],
+             sum(r[1] for r in chosen))
+    return Prepared(dataset, split, norm, dates, t_years, members, folder / "parts",
+                    {i: int(r[1]) for i, r in enumerate(chosen)}, tuple(r[0] for r in chosen), int(counts[0]),
+                    int(counts[1] or 0), int(counts[2]))
 
 
 def train(prepared: Prepared, cfg: ForecastConfig, name: str) -> dict:
-    """Run ``train_worker`` for model ``name``: TorchDistributor for several processes, else directly."""
+    """Run ``train_worker`` for model ``name`` on the training sample: TorchDistributor for several
+    processes, else directly."""
     from insarlake.forecast.train import train_worker
 
-    sizes = np.bincount(prepared.parts)
-    args = {"data_dir": str(prepared.folder / "parts"), "graph_file": str(prepared.folder / "graph.npz"),
-            "parts": {int(p): int(c) for p, c in enumerate(sizes) if c > 0}, "model": name,
+    args = {"data_dir": str(prepared.shards), "parts": dict(prepared.train_parts), "model": name,
             "hyper": dict(cfg.hyper.get(name, {})), "split": prepared.split.as_dict(),
             "scale_mm": prepared.norm.scale_mm, "t_years": prepared.t_years.tolist(), "batch_parts": cfg.batch_parts,
             "windows_per_part": cfg.windows_per_part, "learning_rate": cfg.learning_rate,
@@ -210,73 +275,48 @@ def trained_model(prepared: Prepared, config: Config, name: str, run_id: str) ->
     return model
 
 
-def halo_membership(prepared: Prepared, hops: int) -> DataFrame:
-    """pixel_id, node, part, coords, series, core: every subgraph's nodes plus its ``hops``-hop halo."""
-    rows = []
-    for nodes, is_core, _ in subgraph_batches(prepared.edge_index, len(prepared.pixel_ids), prepared.parts, hops):
-        rows.append(pd.DataFrame({"node": nodes, "group": int(prepared.parts[nodes[is_core][0]]), "core": is_core}))
-    members = prepared.data.sparkSession.createDataFrame(pd.concat(rows, ignore_index=True))
-    return prepared.data.drop("part").join(members, "node")
-
-
-def _subgraph(group: pd.DataFrame, edge_index: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
-    """(the group's rows sorted cores first, coords (n, 3), series (n, T), local edge_index (2, E)) of
-    one subgraph group of ``halo_membership``."""
-    group = group.sort_values(["core", "node"], ascending=[False, True])
-    nodes = group["node"].to_numpy(np.int64)
-    coords = np.stack(group["coords"].to_numpy()).astype(np.float32)
-    series = np.stack(group["series"].to_numpy()).astype(np.float64)
-    return group, coords, series, induced_subgraph(edge_index, nodes)
-
-
-def score_models(prepared: Prepared, members: DataFrame, models: dict, cfg: ForecastConfig) -> pd.DataFrame:
+def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig) -> pd.DataFrame:
     """Test-window metrics of every model (neural ``models`` {name: ForecastModel} and the classical
-    baselines) over ``members`` (``halo_membership``), from sufficient statistics summed over
-    subgraphs in Spark; the 90 % interval coverage of the models that sample, from ``cfg.samples``
-    draws."""
+    baselines) over every subgraph, from sufficient statistics summed in Spark; the 90 % interval
+    coverage of the models with a forecast distribution (``model.forecast_distribution``)."""
     from insarlake.forecast.baselines import classical_forecast
     from insarlake.forecast.metrics import SUM_KEYS, metrics_from_sums, sufficient_sums
 
-    spark = prepared.data.sparkSession
-    edges_b = spark.sparkContext.broadcast(prepared.edge_index)
     split, norm, t_years = prepared.split, prepared.norm, prepared.t_years
     starts = split.starts("test")
     payload = {name: m.to_payload() for name, m in models.items()}
-    samples, seed = cfg.samples, cfg.seed
+    w_samples, samples, seed = cfg.predict_samples, cfg.samples, cfg.seed
+    bounds = (QUANTILES[0], QUANTILES[2])
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
         import torch
 
         torch.set_num_threads(1)
         nets = {name: ForecastModel.from_payload(p).network for name, p in payload.items()}
-        group, coords, series, local = _subgraph(group, edges_b.value)
-        core = group["core"].to_numpy(bool)
-        acc, sampled = {}, set()
+        group, coords, series, local, core = subgraph_arrays(group)
+        acc, with_interval = {}, set()
         for start in starts:
             batch, last = window_batch(series, coords, t_years, int(start), split, norm.scale_mm, local, mask=core)
             y = series[core, start + split.input_len:start + split.input_len + split.horizon]
             preds = {name: classical_forecast(name, batch.history.numpy(), batch.t_in.numpy(), batch.t_out.numpy())
                      for name in CLASSICAL_MODELS}
             covered = {}
-            with torch.no_grad():
-                for name, net in nets.items():
-                    preds[name] = net(batch).numpy()
-                    if hasattr(net, "sample"):
-                        gen = torch.Generator().manual_seed(seed + int(start))
-                        draw = net.sample(batch, samples, gen).numpy()
-                        lo, hi = np.quantile(draw, [QUANTILES[0], QUANTILES[2]], axis=0)
-                        lo, hi = last[core, None] + lo[core] * norm.scale_mm, last[core, None] + hi[core] * norm.scale_mm
-                        covered[name] = float(((lo <= y) & (y <= hi)).sum())
-                        sampled.add(name)
+            for name, net in nets.items():
+                preds[name], q = forecast_distribution(net, batch, bounds, w_samples, samples,
+                                                       torch.Generator().manual_seed(seed + int(start)))
+                if q is not None:
+                    lo, hi = (last[core, None] + q[i][core] * norm.scale_mm for i in (0, 1))
+                    covered[name] = float(((lo <= y) & (y <= hi)).sum())
+                    with_interval.add(name)
             for name, pred in preds.items():
                 sums = sufficient_sums(y, last[core, None] + np.asarray(pred)[core] * norm.scale_mm)
                 total = acc.setdefault(name, dict.fromkeys([*SUM_KEYS, "covered"], 0.0))
                 for key, value in [*sums.items(), ("covered", covered.get(name, 0.0))]:
                     total[key] += value
-        return pd.DataFrame([{"model": name, **total, "with_interval": name in sampled} for name, total in acc.items()],
-                            columns=_STATS_SCHEMA_COLUMNS)
+        return pd.DataFrame([{"model": name, **total, "with_interval": name in with_interval}
+                             for name, total in acc.items()], columns=_STATS_SCHEMA_COLUMNS)
 
-    sums = (members.groupBy("group").applyInPandas(one, _STATS_SCHEMA)
+    sums = (prepared.members.groupBy("subgraph").applyInPandas(one, _STATS_SCHEMA)
             .groupBy("model").agg(*[F.sum(c).alias(c) for c in (*SUM_KEYS, "covered")],
                                   F.max(F.col("with_interval").cast("int")).alias("with_interval")).toPandas())
     rows = []
@@ -290,33 +330,32 @@ def score_models(prepared: Prepared, members: DataFrame, models: dict, cfg: Fore
 _STATS_SCHEMA_COLUMNS = [c.split()[0] for c in _STATS_SCHEMA.split(", ")]
 
 
-def forecast_future(prepared: Prepared, members: DataFrame, model: ForecastModel, cfg: ForecastConfig, dataset: str,
+def forecast_future(prepared: Prepared, model: ForecastModel, cfg: ForecastConfig, dataset: str,
                     run_id: str) -> DataFrame:
-    """`forecasts` rows: for every pixel of ``members`` (``halo_membership``) that is a core, the
-    horizon epochs after the record (dates at the record's cadence): mean and p05/p50/p95 of
-    ``cfg.samples`` posterior samples, in mm."""
-    spark = prepared.data.sparkSession
-    edges_b = spark.sparkContext.broadcast(prepared.edge_index)
+    """`forecasts` rows: for every pixel (the core pixels of each subgraph, forecast with its halo),
+    the horizon epochs after the record (dates at the record's cadence): mean and p05/p50/p95 of the
+    model's predictive distribution (``cfg.predict_samples`` draws of W per subgraph; 0: one pass),
+    in mm. The same rows for any partitioning: each subgraph is computed alone, with its own seed."""
     split, norm, t_years = prepared.split, prepared.norm, prepared.t_years
     start = len(t_years) - split.input_len
     future = future_times(t_years, len(t_years), split.horizon)
     first = prepared.dates[0]
     future_dates = [first + dt.timedelta(days=int(round(t * 365.25))) for t in future]
-    payload, samples, seed = model.to_payload(), cfg.samples, cfg.seed
+    payload, w_samples, samples, seed = model.to_payload(), cfg.predict_samples, cfg.samples, cfg.seed
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
+        import zlib
+
         import torch
 
         torch.set_num_threads(1)
         net = ForecastModel.from_payload(payload).network
-        group, coords, series, local = _subgraph(group, edges_b.value)
-        core = group["core"].to_numpy(bool)
+        group, coords, series, local, core = subgraph_arrays(group)
         batch, last = window_batch(series, coords, t_years, start, split, norm.scale_mm, local, mask=core,
                                    with_target=False)          # t_out: the `future` times, after the record
-        with torch.no_grad():
-            mean = net(batch).numpy()[core]
-            draw = net.sample(batch, samples, torch.Generator().manual_seed(seed)).numpy()[:, core]
-        q = np.quantile(draw, QUANTILES, axis=0)
+        gen = torch.Generator().manual_seed(seed + zlib.crc32(str(group["subgraph"].iloc[0]).encode()))
+        mean, q = forecast_distribution(net, batch, QUANTILES, w_samples, samples, gen)
+        mean, q = mean[core], q[:, core]
         base = last[core, None]
         n, H = mean.shape
         return pd.DataFrame({"dataset": dataset, "run_id": run_id,
@@ -327,7 +366,7 @@ def forecast_future(prepared: Prepared, members: DataFrame, model: ForecastModel
                              **{name: (base + q[i] * norm.scale_mm).ravel().astype(np.float32)
                                 for i, name in enumerate(("p05", "p50", "p95"))}})
 
-    return members.groupBy("group").applyInPandas(one, FORECASTS_SCHEMA)
+    return prepared.members.groupBy("subgraph").applyInPandas(one, FORECASTS_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -342,24 +381,36 @@ class ForecastResult:
 def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, evaluate: bool = False) -> ForecastResult:
     """Train (or reuse) DAPF and write `forecasts` for every pixel; with ``evaluate``, also train
     (or reuse) the neural baselines and write `forecast_metrics` for every model on the test
-    windows. Replaces the dataset's rows in both tables; pictures in the run's output folder."""
+    windows. Replaces the dataset's rows in both tables; pictures in the run's output folder. The
+    training sample's work folder is removed at the end, also on failure."""
+    outputs = files_dir(config, "outputs", dataset, run.run_id)
+    work = files_dir(config, "work", "forecast", dataset, run.run_id)
+    prepared = None
+    try:
+        with run.stage("forecast.prepare"):
+            prepared = prepare(spark, config, dataset, work)
+            run.count("forecast_pixels", prepared.pixels)
+            run.count("forecast_edges", prepared.edges)
+            run.count("forecast_subgraphs", prepared.subgraphs)
+            run.count("forecast_train_subgraphs", len(prepared.train_parts))
+        return _train_predict_evaluate(spark, config, prepared, run, evaluate, outputs)
+    finally:
+        if prepared is not None:
+            prepared.members.unpersist()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _train_predict_evaluate(spark: SparkSession, config: Config, prepared: Prepared, run: Run, evaluate: bool,
+                            outputs: Path) -> ForecastResult:
     from insarlake.forecast.pictures import plot_embeddings, plot_forecasts
 
-    cfg = config.forecast
-    outputs = files_dir(config, "outputs", dataset, run.run_id)
-    with run.stage("forecast.prepare"):
-        prepared = prepare(spark, config, dataset, files_dir(config, "work", "forecast", dataset, run.run_id))
-        n_pixels = len(prepared.pixel_ids)
-        run.count("forecast_pixels", n_pixels)
-        run.count("forecast_edges", int(prepared.edge_index.shape[1]))
-        run.count("forecast_subgraphs", int(prepared.parts.max()) + 1)
+    cfg, dataset, n_pixels = config.forecast, prepared.dataset, prepared.pixels
     models = {}
     for name in (cfg.models if evaluate else ["dapf"]):
         with run.stage(f"forecast.train.{name}"):
             models[name] = trained_model(prepared, config, name, run.run_id)
-    members = halo_membership(prepared, cfg.halo_hops)
     with run.stage("forecast.predict"):
-        rows = forecast_future(prepared, members, models["dapf"], cfg, dataset, run.run_id)
+        rows = forecast_future(prepared, models["dapf"], cfg, dataset, run.run_id)
         write_table(spark, rows, config, "forecasts", [dataset])
         n_rows = read_table(spark, config, "forecasts", [dataset]).where(F.col("run_id") == run.run_id).count()
         if n_rows != n_pixels * prepared.split.horizon:
@@ -369,7 +420,7 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
     table = None
     if evaluate:
         with run.stage("forecast.evaluate"):
-            table = score_models(prepared, members, models, cfg)
+            table = score_models(prepared, models, cfg)
             table["train_seconds"] = [models[m].training.get("seconds") if m in models else None for m in table.model]
             table["best_epoch"] = [models[m].training.get("best_epoch") if m in models else None for m in table.model]
 

@@ -1,11 +1,12 @@
-"""Training of one neural forecaster over METIS subgraphs (Cluster-GCN style mini-batches): one
-function that is plain torch.distributed data parallelism, run by ``TorchDistributor`` with N
-processes or called directly for one. No Spark here.
+"""Training of one neural forecaster over subgraphs (Cluster-GCN style mini-batches): one function
+that is plain torch.distributed data parallelism, run by ``TorchDistributor`` with N processes or
+called directly for one. No Spark here.
 
-Data: Spark writes the pixels as Parquet partitioned by ``part`` (the METIS subgraph), columns
-node (int, global node index), coords (array<float>, normalised x, y, height), series (array<float>,
-gap-free mm); ``graph.npz`` holds edge_index (2, E) over global node indices. Rank r of W reads only
-the parts p with p % W == r.
+Data: the training sample, written by Spark as Parquet partitioned by ``part`` (0 .. P-1, a
+bounded, seeded sample of the scene's subgraphs), holding each sampled subgraph's own pixels:
+slot (int, 0 .. n-1), coords (array<float>, normalised x, y, height), series (array<double>,
+gap-free mm), nbr (array<int>, the slots of the pixel's graph neighbours; slots >= n are halo
+pixels, not used in training). Rank r of W reads only the parts p with p % W == r.
 
 Same global batch for any W: each epoch draws a seeded permutation of all parts; step s takes the
 next ``batch_parts`` parts, and for each part ``windows_per_part`` training windows (seeded by
@@ -33,18 +34,28 @@ _CLIP_NORM = 1.0
 
 
 def read_parts(folder: str, parts: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """{part: (node (n,) int64, coords (n, 3) float32, series (n, T) float64 mm)}, rows by node."""
+    """{part: (coords (n, 3) float32, series (n, T) float64 mm, local edge_index (2, E) among the
+    part's pixels)}, rows by slot."""
+    import pyarrow.compute as pc
     import pyarrow.dataset as ds
+
+    from insarlake.arrow import column_to_numpy, list_column_to_numpy
+    from insarlake.forecast.graph import edges_from_neighbours
 
     out = {}
     dataset = ds.dataset(folder, format="parquet", partitioning="hive")
     for p in parts:
-        table = dataset.to_table(filter=ds.field("part") == p, columns=["node", "coords", "series"])
-        node = np.asarray(table.column("node").to_pylist(), np.int64)
-        order = np.argsort(node)
-        coords = np.asarray(table.column("coords").to_pylist(), np.float32).reshape(len(node), 3)
-        series = np.asarray(table.column("series").to_pylist(), np.float64).reshape(len(node), -1)
-        out[p] = (node[order], coords[order], series[order])
+        table = dataset.to_table(filter=ds.field("part") == p, columns=["slot", "coords", "series", "nbr"])
+        table = table.take(pc.sort_indices(table, sort_keys=[("slot", "ascending")]))
+        n = table.num_rows
+        where = f"training part {p} in {folder}"
+        if not np.array_equal(column_to_numpy(table.column("slot"), np.int64), np.arange(n)):
+            raise ValueError(f"{where}: slots are not 0..{n - 1}")
+        nbr = table.column("nbr").combine_chunks()
+        edges = edges_from_neighbours(pc.list_value_length(nbr).to_numpy(zero_copy_only=False),
+                                      pc.list_flatten(nbr).to_numpy(zero_copy_only=False), n)
+        out[p] = (list_column_to_numpy(table.column("coords"), np.float32, 3, f"{where} coords"),
+                  list_column_to_numpy(table.column("series"), np.float64, None, f"{where} series"), edges)
     return out
 
 
@@ -54,7 +65,7 @@ def _seed(*keys: int) -> int:
 
 
 def train_worker(args: dict) -> dict:
-    """Train one model. ``args``: data_dir, graph_file, parts ({part: n_nodes}), model, hyper (dict),
+    """Train one model. ``args``: data_dir, parts ({part: n_nodes}), model, hyper (dict),
     split (WindowSplit fields), scale_mm, t_years (T floats), batch_parts, windows_per_part,
     learning_rate, max_epochs, patience, seed, threads, backend (gloo|nccl).
     Returns {"state_dict", "history": [{epoch, train_loss, val_mse}], "best_epoch", "seconds",
@@ -62,7 +73,6 @@ def train_worker(args: dict) -> dict:
     import torch
     import torch.distributed as dist
 
-    from insarlake.forecast.graph import induced_subgraph
     from insarlake.forecast.model import build_network
     from insarlake.forecast.windows import WindowSplit, window_batch
 
@@ -78,10 +88,7 @@ def train_worker(args: dict) -> dict:
     sizes = {int(p): int(n) for p, n in args["parts"].items()}
     all_parts = sorted(sizes)
     mine = [p for p in all_parts if p % world == rank]
-    edge_index = np.load(args["graph_file"])["edge_index"]
-    data = {}
-    for p, (node, coords, series) in read_parts(args["data_dir"], mine).items():
-        data[p] = (coords, series, induced_subgraph(edge_index, node))
+    data = read_parts(args["data_dir"], mine)
     t_years = np.asarray(args["t_years"], np.float64)
     scale = float(args["scale_mm"])
     seed = int(args["seed"])

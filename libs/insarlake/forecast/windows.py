@@ -60,6 +60,13 @@ class Normalisation:
     coord_mean: tuple[float, float, float]
     coord_std: tuple[float, float, float]
 
+    def close_to(self, other: "Normalisation", rel: float = 1e-9) -> bool:
+        """Equal up to a relative ``rel`` in every value (sums over Spark partitions differ in their
+        last bits from one run to the next)."""
+        mine = np.array([self.scale_mm, *self.coord_mean, *self.coord_std], np.float64)
+        theirs = np.array([other.scale_mm, *other.coord_mean, *other.coord_std], np.float64)
+        return bool(np.allclose(mine, theirs, rtol=rel, atol=0.0))
+
     def coords(self, xyz: np.ndarray) -> np.ndarray:
         return ((xyz - np.asarray(self.coord_mean)) / np.asarray(self.coord_std)).astype(np.float32)
 
