@@ -1,5 +1,6 @@
-"""Benchmark: the classify stage's Spark inference (``insarlake.classify.stage.predict``, mapInPandas
-over Arrow batches, the model loaded once per Python worker) against plain torch on the same model,
+"""Benchmark: the classify stage's Spark inference (``insarlake.classify.stage.predict``, mapInArrow
+over Arrow batches converted straight to numpy, the model loaded once per Python worker) against
+plain torch on the same model,
 the same pixels, the same batch size and the same cores, in one run.
 
 * plain torch: ``ClassifierModel.predict`` over numpy arrays already in memory, in batches of

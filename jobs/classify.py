@@ -1,9 +1,9 @@
-"""Cluster classifiers: train LSTM / LSTM+Perceptron on the dataset's DBSCAN clusters (or reuse the
-saved models), label every pixel into `classes`, evaluate on the held-out split into
-`classifier_metrics`, and draw the confusion matrices.
+"""Cluster classifiers: train LSTM / LSTM+Perceptron on the dataset's TSKM labels or DBSCAN clusters
+(classify.target) on bounded samples (or reuse the saved models), label every pixel into `classes`,
+evaluate on the whole held-out split into `classifier_metrics`, and draw the confusion matrices.
 
 Training runs on TorchDistributor when classify.num_processes > 1 (gloo on CPU, nccl with
-classify.use_gpu); a saved model is reused while the clusters, epochs and architecture match.
+classify.use_gpu); a saved model is reused while the target, its classes, the epochs and the architecture match.
 
     ./spark-submit.sh jobs/classify.py --dataset demo
     ./spark-submit.sh jobs/classify.py --dataset demo --retrain --set classify.num_processes=2
@@ -28,8 +28,9 @@ def main(argv=None) -> int:
     for dataset in datasets_or_all(spark, config, args.dataset):
         with recorded_run(spark, config, "classify", [dataset]) as run:
             result = run_classify(spark, config, dataset, run)
-        log.info("dataset %s: %d pixels labelled by %s; held-out accuracy %s; pictures in %s", dataset, result.pixels,
-                 result.chosen, ", ".join(f"{k} {v:.3f}" for k, v in result.accuracy.items()), result.outputs)
+        log.info("dataset %s: %d pixels labelled (target %s) by %s; held-out accuracy %s; pictures in %s", dataset,
+                 result.pixels, result.target, result.chosen,
+                 ", ".join(f"{k} {v:.3f}" for k, v in result.accuracy.items()), result.outputs)
     return 0
 
 

@@ -1,14 +1,18 @@
 """Classifier networks and model files (pure torch): shapes, normalisation, label mapping,
-round trip, refusal of corrupted files."""
+round trip, refusal of corrupted files; Arrow list columns to numpy equal to the Python-list path."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from insarlake.arrow import list_column_to_numpy
 from insarlake.classify.model import Architecture, ClassifierModel, Normalisation, build
+from insarlake.classify.train import read_shards
 from insarlake.errors import InputError
 
 
@@ -104,3 +108,49 @@ def test_model_file_round_trip_and_refusals(tmp_path):
         ClassifierModel.load(folder)
     with pytest.raises(InputError, match="not found"):
         ClassifierModel.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("value_type", [pa.float32(), pa.float64()])
+def test_arrow_lists_to_numpy_equal_the_python_list_path(value_type):
+    rng = np.random.default_rng(4)
+    rows = rng.normal(0, 5, (23, 7)).astype(np.float32).astype(np.float64).tolist()
+    rows[4][2] = None                                   # a null inside a list: NaN, as the list path gives
+    chunks = pa.chunked_array([pa.array(rows[:10], pa.list_(value_type)), pa.array(rows[10:], pa.list_(value_type))])
+    reference = np.asarray([[np.nan if v is None else v for v in r] for r in chunks.to_pylist()], np.float64)
+    got = list_column_to_numpy(chunks, np.float64)
+    assert got.shape == (23, 7) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, reference)
+    sliced = pa.array(rows, pa.list_(value_type)).slice(5, 9)       # an offset into the values buffer
+    np.testing.assert_array_equal(list_column_to_numpy(sliced, np.float64, 7), reference[5:14])
+    fixed = pa.array([r for r in rows if None not in r], pa.list_(value_type, 7))
+    np.testing.assert_array_equal(list_column_to_numpy(fixed), np.asarray(fixed.to_pylist(), np.float64))
+    assert list_column_to_numpy(pa.array([], pa.list_(value_type)), np.float64, 7).shape == (0, 7)
+
+
+def test_arrow_lists_of_the_wrong_length_or_null_rows_are_refused():
+    with pytest.raises(ValueError, match="series: rows of 2..3 values, expected 3"):
+        list_column_to_numpy(pa.array([[1.0, 2.0, 3.0], [1.0, 2.0]]), width=3, name="series")
+    with pytest.raises(ValueError, match="statics: rows of 4..4 values, expected 5"):
+        list_column_to_numpy(pa.array([[1.0] * 4]), width=5, name="statics")
+    with pytest.raises(ValueError, match="1 null row"):
+        list_column_to_numpy(pa.array([[1.0], None]))
+
+
+def test_read_shards_equals_the_python_list_path(tmp_path):
+    rng = np.random.default_rng(5)
+    series, statics = rng.normal(0, 5, (30, 11)), rng.normal(0, 1, (30, 4))
+    series[3, 4] = np.nan
+    table = pa.table({"series": pa.array(series.astype(np.float32).tolist(), pa.list_(pa.float32())),
+                      "statics": pa.array(statics.tolist(), pa.list_(pa.float64())),
+                      "target": pa.array(rng.integers(0, 3, 30), pa.int32()),
+                      "shard": pa.array(np.arange(30) % 3, pa.int32())})
+    pq.write_to_dataset(table, tmp_path, partition_cols=["shard"])
+    got = read_shards(str(tmp_path), [0, 2, 5])
+    assert len(got[5][0]) == len(got[5][2]) == 0                     # a shard with no row
+    for s in (0, 2):
+        part = pq.read_table(tmp_path / f"shard={s}")
+        x, st, y = got[s]
+        np.testing.assert_array_equal(x, np.asarray(part.column("series").to_pylist(), np.float64))
+        np.testing.assert_array_equal(st, np.asarray(part.column("statics").to_pylist(), np.float64))
+        np.testing.assert_array_equal(y, np.asarray(part.column("target").to_pylist(), np.int64))
+        assert x.dtype == st.dtype == np.float64 and y.dtype == np.int64 and len(x) == 10

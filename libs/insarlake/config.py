@@ -142,11 +142,14 @@ class SpatialConfig:
 class ClassifyConfig:
     models: list
     predict_with: str
+    target: str
     noise_as_class: bool
     train_share: float
     split_seed: int
     class_weight_power: float
-    max_train_pixels_per_cluster: Optional[int]
+    max_train_pixels_per_class: Optional[int]
+    max_train_pixels: Optional[int]
+    max_validation_pixels: Optional[int]
     lstm_units: list
     perceptron_units: list
     dense_units: list
@@ -251,6 +254,7 @@ _CHOICES = {
     "ingest.displacement_unit": tuple(UNIT_TO_MM),
     "temporal.metric": ("softdtw", "dtw", "euclidean"),
     "temporal.preprocessing": ("none", "demean", "znorm"),
+    "classify.target": ("cluster", "tskm"),
 }
 _KNOWN_SOURCE_KINDS = ("subsidence", "uplift", "landslide", "tunnel", "postseismic")
 
@@ -538,9 +542,9 @@ def _check_classify(c: ClassifyConfig) -> None:
                 "inference_batch_size"):
         if getattr(c, key) < 1:
             raise ConfigError(f"config key 'classify.{key}' must be >= 1")
-    if c.max_train_pixels_per_cluster is not None and c.max_train_pixels_per_cluster < 1:
-        raise ConfigError(f"config key 'classify.max_train_pixels_per_cluster' must be >= 1 or null; "
-                          f"got {c.max_train_pixels_per_cluster}")
+    for key in ("max_train_pixels_per_class", "max_train_pixels", "max_validation_pixels"):
+        if getattr(c, key) is not None and getattr(c, key) < 1:
+            raise ConfigError(f"config key 'classify.{key}' must be >= 1 or null; got {getattr(c, key)}")
     if c.batch_size % c.shards:
         raise ConfigError(f"config key 'classify.batch_size' ({c.batch_size}) must be a multiple of "
                           f"'classify.shards' ({c.shards})")

@@ -1,7 +1,8 @@
 """The seed paper's cluster classifiers (section 3.2, Table 1) in torch, their input normalisation
 and their model files. Pure torch/numpy: no Spark here.
 
-* ``lstm``: LSTM(h1) + dropout, LSTM(h2) + dropout, dense softmax over the clusters.
+* ``lstm``: LSTM(h1) + dropout, LSTM(h2) + dropout, dense softmax over the classes (the DBSCAN
+  clusters or the TSKM labels: ``target``).
 * ``lstm_perceptron``: two bidirectional LSTM layers with dropout on the series; a perceptron on the
   static features (velocity mm/yr, velocity std mm/yr, coherence, incidence angle deg);
   concatenated, fully connected layers, softmax.
@@ -10,8 +11,9 @@ Inputs: series (n, T) LOS displacement in mm (NaN filled as in TSKM), statics (n
 normalised with statistics of the training split, saved with the model. Outputs: logits (n, k).
 
 A model file is a folder: ``weights.pt`` (a state dict, loaded with ``weights_only=True``) and
-``model.json`` (architecture, normalisation, label mapping class index -> cluster_id, metrics,
-training settings, and the SHA-256 of the weights, checked on load).
+``model.json`` (architecture, target, normalisation, label mapping class index -> class id of the
+target, metrics, training settings, and the SHA-256 of the weights, checked on load; a file without
+``target`` was trained on DBSCAN clusters).
 """
 from __future__ import annotations
 
@@ -182,7 +184,8 @@ class Normalisation:
 
 @dataclass
 class ClassifierModel:
-    """A trained classifier: network, normalisation, labels (class index -> cluster_id)."""
+    """A trained classifier: network, normalisation, labels (class index -> class id of ``target``:
+    clusters.cluster_id for "cluster", clusters.tskm_label for "tskm")."""
     arch: Architecture
     norm: Normalisation
     labels: tuple[int, ...]
@@ -190,6 +193,7 @@ class ClassifierModel:
     network: nn.Module
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    target: str = "cluster"
 
     def predict_proba(self, series: np.ndarray, statics: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities (n, k) for series (n, T) mm and statics (n, 4)."""
@@ -204,7 +208,7 @@ class ClassifierModel:
 
     def predict(self, series: np.ndarray, statics: np.ndarray, threshold: float,
                 batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-        """(cluster_id (n,) int64, probability (n,) float32): the most probable cluster, -1 where
+        """(class id (n,) int64, probability (n,) float32): the most probable class, -1 where
         its probability is below ``threshold``; the network runs on ``batch_size`` rows at a time."""
         proba = self.predict_proba(series, statics, batch_size)
         best = proba.argmax(axis=1)
@@ -215,7 +219,8 @@ class ClassifierModel:
         folder.mkdir(parents=True, exist_ok=True)
         weights = folder / "weights.pt"
         torch.save(self.network.state_dict(), weights)
-        meta = {"format_version": FORMAT_VERSION, "architecture": asdict(self.arch), "normalisation": asdict(self.norm),
+        meta = {"format_version": FORMAT_VERSION, "architecture": asdict(self.arch), "target": self.target,
+                "normalisation": asdict(self.norm),
                 "labels": list(self.labels), "epoch_dates": list(self.epoch_dates), "metrics": self.metrics,
                 "training": self.training, "weights_sha256": _sha256(weights)}
         (folder / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
@@ -247,7 +252,7 @@ class ClassifierModel:
             raise InputError(f"model file {weights}: cannot be loaded ({str(exc).splitlines()[0]})") from None
         network.eval()
         return cls(arch, norm, tuple(int(v) for v in meta["labels"]), tuple(meta["epoch_dates"]), network,
-                   meta.get("metrics", {}), meta.get("training", {}))
+                   meta.get("metrics", {}), meta.get("training", {}), str(meta.get("target", "cluster")))
 
 
 def _sha256(path: Path) -> str:

@@ -1,12 +1,16 @@
-"""The classify stage on Spark: train the cluster classifiers on `clusters.cluster_id` (or reuse
-saved ones), label every pixel, evaluate on the held-out split.
+"""The classify stage on Spark: train the classifiers on the configured target of `clusters`
+(``classify.target``: the TSKM label or the DBSCAN cluster id), or reuse saved ones, label every
+pixel, evaluate on the held-out split.
 
-Steps: split the labelled pixels at random per pixel (seeded hash); normalisation statistics and
-class weights from the training split (Spark aggregates); both splits written as Parquet shards
-under <lake>/work/classify/<dataset>/<run_id>/; training with TorchDistributor (or in the driver
-for one process); inference in ``mapInPandas`` with the model loaded once per Python worker;
-`classes` from the chosen model, `classifier_metrics` (accuracy, per-class precision/recall/F1,
-row-normalised confusion matrix on the held-out split) for every model, a confusion-matrix PNG.
+Steps: split the labelled pixels at random per pixel (seeded hash); bounded stratified samples of
+both splits (at most so many pixels per class: the smallest seeded hashes of each class); the
+normalisation statistics and class weights from the training sample (Spark aggregates); the
+samples written as Parquet shards under <lake>/work/classify/<dataset>/<run_id>/; training with
+TorchDistributor (or in the driver for one process); inference in ``mapInArrow`` (Arrow batches
+straight to numpy) with the model loaded once per Python worker; `classes` from the chosen model,
+`classifier_metrics` (accuracy, per-class precision/recall/F1, row-normalised confusion as a sparse
+map) over the whole held-out split for every model, from a sparse (true, predicted) count aggregate
+in Spark; a confusion-matrix PNG when there are few classes.
 Models: <lake>/models/classifier/<dataset>/<model>/<run_id>/ with latest.json naming the newest.
 """
 from __future__ import annotations
@@ -18,11 +22,11 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -37,22 +41,31 @@ CLASSES_SCHEMA = T.StructType([
     T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
     T.StructField("pixel_id", T.StringType()), T.StructField("predicted_cluster", T.LongType()),
     T.StructField("probability", T.FloatType()), T.StructField("model", T.StringType()),
+    T.StructField("target", T.StringType()),
 ])
 METRICS_SCHEMA = T.StructType([
     T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
     T.StructField("model", T.StringType()), T.StructField("model_version", T.StringType()),
+    T.StructField("target", T.StringType()),
     T.StructField("split", T.StringType()), T.StructField("accuracy", T.DoubleType()),
     T.StructField("true_cluster", T.LongType()), T.StructField("support", T.LongType()),
     T.StructField("precision", T.DoubleType()), T.StructField("recall", T.DoubleType()),
     T.StructField("f1", T.DoubleType()),
     T.StructField("confusion", T.MapType(T.LongType(), T.DoubleType())),
 ])
+# classify.target -> the column of `clusters` that holds the class of a pixel
+TARGET_COLUMNS = {"cluster": "cluster_id", "tskm": "tskm_label"}
 _SPLIT_BUCKETS = 1_000_000
+# sample draws compare a seeded xxhash64 of pixel_id taken modulo this (uniform on [0, 2^62))
+_HASH_RANGE = 1 << 62
+# the confusion-matrix picture is drawn for at most this many classes (it is k x k)
+_PLOT_MAX_CLASSES = 60
 
 
 @dataclass(frozen=True)
 class ClassifyResult:
     dataset: str
+    target: str
     chosen: str
     accuracy: dict          # model -> held-out accuracy
     trained: dict           # model -> True (trained this run) / False (reused)
@@ -81,36 +94,92 @@ def with_features(pixels: DataFrame) -> DataFrame:
                                                        for c in STATIC_FEATURES]).alias("statics"))
 
 
+def labelled(clusters: DataFrame, cfg: ClassifyConfig) -> DataFrame:
+    """pixel_id, class_id: the class of every pixel that has one under ``cfg.target`` (the TSKM
+    label; or the DBSCAN cluster id, noise left out unless noise_as_class)."""
+    out = clusters.select("pixel_id", F.col(TARGET_COLUMNS[cfg.target]).cast("long").alias("class_id"))
+    out = out.where(F.col("class_id").isNotNull())
+    if cfg.target == "cluster" and not cfg.noise_as_class:
+        out = out.where(F.col("class_id") >= 0)
+    return out
+
+
+def target_labels(clusters: DataFrame, cfg: ClassifyConfig) -> list[int]:
+    """The classes to learn: the sorted class ids of ``cfg.target`` in `clusters` (a distinct in Spark)."""
+    return sorted(int(r[0]) for r in labelled(clusters, cfg).select("class_id").distinct().collect())
+
+
 def split_labelled(clusters: DataFrame, pixels: DataFrame, cfg: ClassifyConfig) -> DataFrame:
-    """Labelled pixels (noise dropped unless noise_as_class) with ``split``: train / validation at
-    random per pixel (a seeded hash), and training pixels over max_train_pixels_per_cluster (a
-    seeded random subset per cluster, so about that many remain) moved to 'unused'."""
-    labelled = clusters.select("pixel_id", "cluster_id")
-    if not cfg.noise_as_class:
-        labelled = labelled.where(F.col("cluster_id") >= 0)
+    """Labelled pixels (pixel_id, disp, statics, class_id) with ``split``: train / validation at
+    random per pixel (a seeded hash of pixel_id, train_share of them in train)."""
+    draw = F.pmod(F.xxhash64(F.lit(cfg.split_seed), "pixel_id"), F.lit(_SPLIT_BUCKETS))
+    return (with_features(pixels).join(labelled(clusters, cfg), "pixel_id")
+            .withColumn("split", F.when(draw < int(cfg.train_share * _SPLIT_BUCKETS), "train").otherwise("validation")))
 
-    def draw(seed: int):
-        return F.pmod(F.xxhash64(F.lit(seed), "pixel_id"), F.lit(_SPLIT_BUCKETS))
 
-    split = (with_features(pixels).join(labelled, "pixel_id")
-             .withColumn("split", F.when(draw(cfg.split_seed) < int(cfg.train_share * _SPLIT_BUCKETS), "train")
-                         .otherwise("validation")))
-    cap = cfg.max_train_pixels_per_cluster
+def counts_by_split(frame: DataFrame) -> dict[str, dict[int, int]]:
+    """{split: {class_id: pixels}} of a frame with split and class_id (one groupBy; O(classes) rows
+    come to the driver)."""
+    out: dict[str, dict[int, int]] = {"train": {}, "validation": {}}
+    for split, class_id, n in frame.groupBy("split", "class_id").count().collect():
+        out.setdefault(split, {})[int(class_id)] = int(n)
+    return out
+
+
+def per_class_cap(n_classes: int, per_class: int | None, total: int | None) -> int | None:
+    """Pixels per class of a bounded sample: min(per_class, total // n_classes) (at least 1), or
+    None (no bound) when both are None."""
+    caps = [c for c in (per_class, None if total is None else max(1, total // max(n_classes, 1))) if c is not None]
+    return min(caps) if caps else None
+
+
+def bounded_sample(frame: DataFrame, counts: dict[int, int], cap: int | None, seed: int,
+                   class_col: str = "class_id") -> DataFrame:
+    """The rows of ``frame`` (counts: rows per class of ``class_col``) with at most ``cap`` rows of
+    each class: those with the smallest xxhash64(seed, pixel_id) (ties by pixel_id), so exactly
+    min(n, cap) rows per class, deterministic for a seed. A class over the cap is first thinned by a
+    hash threshold keeping cap + 6 sqrt(cap) + 10 rows on average (fewer than cap with probability
+    < 1e-9: then all of them are kept), so the window that ranks rows runs over these candidates
+    only, never over every row. cap None: ``frame`` itself."""
     if cap is None:
-        return split
-    counts = split.where(F.col("split") == "train").groupBy("cluster_id").count().collect()
-    keep = [(int(c), int(cap / n * _SPLIT_BUCKETS)) for c, n in counts if n > cap]
-    if not keep:
-        return split
-    limits = split.sparkSession.createDataFrame(keep, "cluster_id long, keep_below long")
-    unused = (F.col("split") == "train") & F.col("keep_below").isNotNull() & (draw(cfg.split_seed + 1) >= F.col("keep_below"))
-    return (split.join(F.broadcast(limits), "cluster_id", "left")
-            .withColumn("split", F.when(unused, "unused").otherwise(F.col("split"))).drop("keep_below"))
+        return frame
+    over = {c: n for c, n in counts.items() if n > cap}
+    if not over:
+        return frame
+    limits = frame.sparkSession.createDataFrame(
+        [(int(c), int(min(1.0, (cap + 6 * math.sqrt(cap) + 10) / n) * (_HASH_RANGE - 1))) for c, n in over.items()],
+        T.StructType([T.StructField(class_col, T.LongType()), T.StructField("_keep_below", T.LongType())]))
+    hashed = (frame.withColumn("_hash", F.pmod(F.xxhash64(F.lit(seed), "pixel_id"), F.lit(_HASH_RANGE)))
+              .join(F.broadcast(limits), class_col, "left"))
+    uncapped = F.col("_keep_below").isNull()
+    candidates = hashed.where(uncapped | (F.col("_hash") < F.col("_keep_below")))
+    rank = F.row_number().over(Window.partitionBy(class_col).orderBy("_hash", "pixel_id"))
+    # a class under the cap has at most cap rows: all ranks <= cap
+    return candidates.withColumn("_rank", rank).where(F.col("_rank") <= cap).drop("_hash", "_keep_below", "_rank")
+
+
+def training_sample(split: DataFrame, cfg: ClassifyConfig, counts: dict[str, dict[int, int]]) -> DataFrame:
+    """The rows the network sees: a bounded sample of each split of ``split`` (counts from
+    counts_by_split): training pixels capped per class by max_train_pixels_per_class and
+    max_train_pixels, per-epoch validation pixels by max_validation_pixels (seeds split_seed + 1, + 2)."""
+    train_cap = per_class_cap(len(counts["train"]), cfg.max_train_pixels_per_class, cfg.max_train_pixels)
+    val_cap = per_class_cap(len(counts["validation"]), None, cfg.max_validation_pixels)
+    train = bounded_sample(split.where(F.col("split") == "train"), counts["train"], train_cap, cfg.split_seed + 1)
+    val = bounded_sample(split.where(F.col("split") == "validation"), counts["validation"], val_cap,
+                         cfg.split_seed + 2)
+    return train.unionByName(val)
+
+
+def validation_weights(held_out: dict[int, int], sampled: dict[int, int], labels: list[int]) -> list[float]:
+    """Per class index: held-out pixels / sampled validation pixels of the class (1 when none is
+    sampled), so the weighted per-epoch loss estimates the whole held-out split's."""
+    return [held_out.get(c, 0) / sampled[c] if sampled.get(c) else 1.0 for c in labels]
 
 
 def training_inputs(split: DataFrame, cfg: ClassifyConfig, labels: list[int]) -> tuple[Normalisation, list[float]]:
     """Normalisation statistics and class weights ((n / (k n_class)) ** class_weight_power; 0 for a
-    class absent from the training split) from the training split."""
+    class absent from the training split) from the rows of ``split`` (pixel_id, disp, statics,
+    class_id, split) whose split is train: the training sample."""
     train = split.where(F.col("split") == "train")
     finite = "filter(disp, x -> NOT isnan(x))"
     k = len(STATIC_FEATURES)
@@ -126,10 +195,10 @@ def training_inputs(split: DataFrame, cfg: ClassifyConfig, labels: list[int]) ->
                                       [int(moments[f"c{i}"]) for i in range(k)],
                                       [float(moments[f"m{i}"] or 0) for i in range(k)],
                                       [float(moments[f"q{i}"] or 0) for i in range(k)])
-    counts = dict(train.groupBy("cluster_id").count().collect())
+    counts = dict(train.groupBy("class_id").count().collect())
     missing = [c for c in labels if c not in counts]
     if missing:
-        log.warning("clusters %s have no pixel in the training split", missing[:10])
+        log.warning("classes %s have no pixel in the training split", missing[:10])
     total = sum(counts.values())
     weights = [(total / (len(labels) * counts[c])) ** cfg.class_weight_power if counts.get(c) else 0.0
                for c in labels]
@@ -137,10 +206,11 @@ def training_inputs(split: DataFrame, cfg: ClassifyConfig, labels: list[int]) ->
 
 
 def write_shards(split: DataFrame, labels: list[int], cfg: ClassifyConfig, folder: Path) -> dict[str, int]:
-    """train/ and validation/ Parquet folders partitioned by shard; rows per split."""
+    """train/ and validation/ Parquet folders partitioned by shard from the rows of ``split`` (the
+    training sample: pixel_id, disp, statics, class_id, split); rows per split."""
     spark = split.sparkSession
-    mapping = spark.createDataFrame([(int(c), i) for i, c in enumerate(labels)], "cluster_id long, target int")
-    rows = (split.join(F.broadcast(mapping), "cluster_id")
+    mapping = spark.createDataFrame([(int(c), i) for i, c in enumerate(labels)], "class_id long, target int")
+    rows = (split.join(F.broadcast(mapping), "class_id")
             .withColumn("shard", F.pmod(F.xxhash64(F.lit(cfg.seed), "pixel_id"), F.lit(cfg.shards)).cast("int"))
             .select("split", "shard", F.col("disp").alias("series"), "statics", "target"))
     if folder.exists():
@@ -154,12 +224,14 @@ def write_shards(split: DataFrame, labels: list[int], cfg: ClassifyConfig, folde
 
 
 def train(spark: SparkSession, cfg: ClassifyConfig, arch: Architecture, norm: Normalisation, weights: list[float],
-          folder: Path) -> dict:
-    """Run ``train_worker`` on the shards: TorchDistributor for several processes, directly for one."""
+          folder: Path, val_weights: list[float] | None = None) -> dict:
+    """Run ``train_worker`` on the shards: TorchDistributor for several processes, directly for one.
+    val_weights: per class index, the weight of a validation row (validation_weights; None: 1)."""
     from insarlake.classify.train import train_worker
 
     args = {"train_dir": str(folder / "train"), "val_dir": str(folder / "validation"), "shards": cfg.shards,
             "architecture": asdict(arch), "normalisation": asdict(norm), "class_weights": weights,
+            "validation_weights": val_weights,
             "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "max_epochs": cfg.max_epochs,
             "patience": cfg.patience, "seed": cfg.seed, "threads": cfg.threads_per_process,
             "backend": "nccl" if cfg.use_gpu else "gloo"}
@@ -187,12 +259,10 @@ def _load_cached(folder: str, sha: str, threads: int) -> ClassifierModel:
 
 
 @contextmanager
-def arrow_batch_rows(spark: SparkSession, rows: int):
-    """Within the block, Spark's Arrow batches to mapInPandas hold at most ``rows`` rows (the
-    inference batch); the session's setting is restored after."""
-    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+def session_conf(spark: SparkSession, key: str, value: str):
+    """Within the block the session's ``key`` is ``value``; its setting is restored after."""
     before = spark.conf.get(key, None)
-    spark.conf.set(key, str(int(rows)))
+    spark.conf.set(key, value)
     try:
         yield
     finally:
@@ -202,53 +272,97 @@ def arrow_batch_rows(spark: SparkSession, rows: int):
             spark.conf.set(key, before)
 
 
+def arrow_batch_rows(spark: SparkSession, rows: int):
+    """A context in which Spark's Arrow batches to mapInArrow hold at most ``rows`` rows (the
+    inference batch)."""
+    return session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(int(rows)))
+
+
+def delta_schema_merge(spark: SparkSession):
+    """A context in which Delta writes add new columns to an existing table (`classes` and
+    `classifier_metrics` gained ``target``; lakes written before keep working)."""
+    return session_conf(spark, "spark.databricks.delta.schema.autoMerge.enabled", "true")
+
+
 def predict(pixels: DataFrame, folder: Path, model_name: str, threshold: float, dataset: str, run_id: str,
             threads: int = 1, batch_rows: int = 4096) -> DataFrame:
     """`classes` rows for ``pixels`` (pixel_id, disp, statics) from the model in ``folder``, the
     network run on at most ``batch_rows`` rows at a time; run its actions inside
-    ``arrow_batch_rows(spark, batch_rows)`` so that Spark's Arrow batches have that size too."""
-    sha = json.loads((folder / "model.json").read_text())["weights_sha256"]
+    ``arrow_batch_rows(spark, batch_rows)`` so that Spark's Arrow batches have that size too.
+    Arrow batches go straight to numpy (list_column_to_numpy), never through Python lists."""
+    meta = json.loads((folder / "model.json").read_text())
+    sha, target = meta["weights_sha256"], str(meta.get("target", "cluster"))
     folder_s = str(folder)
 
-    def classify(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def classify(batches):
+        import pyarrow as pa
+
+        from insarlake.arrow import list_column_to_numpy
+
         model = _load_cached(folder_s, sha, threads)
         for batch in batches:
-            if batch.empty:
+            n = batch.num_rows
+            if n == 0:
                 continue
-            series = np.stack(batch["disp"].to_numpy()).astype(np.float64)
-            statics = np.stack(batch["statics"].to_numpy()).astype(np.float64)
+            series = list_column_to_numpy(batch.column("disp"), np.float64, model.arch.n_epochs, "disp")
+            statics = list_column_to_numpy(batch.column("statics"), np.float64, len(STATIC_FEATURES), "statics")
             cluster, probability = model.predict(series, statics, threshold, batch_rows)
-            yield pd.DataFrame({"dataset": dataset, "run_id": run_id, "pixel_id": batch["pixel_id"].to_numpy(),
-                                "predicted_cluster": cluster, "probability": probability.astype(np.float32),
-                                "model": model_name})
+            yield pa.RecordBatch.from_arrays(
+                [pa.repeat(dataset, n), pa.repeat(run_id, n), batch.column("pixel_id").cast(pa.string()),
+                 pa.array(cluster, pa.int64()), pa.array(probability.astype(np.float32), pa.float32()),
+                 pa.repeat(model_name, n), pa.repeat(target, n)],
+                names=CLASSES_SCHEMA.fieldNames())
 
-    return pixels.select("pixel_id", "disp", "statics").mapInPandas(classify, CLASSES_SCHEMA)
+    return pixels.select("pixel_id", "disp", "statics").mapInArrow(classify, CLASSES_SCHEMA)
 
 
-def evaluation(truth_pred: pd.DataFrame, labels: list[int]) -> tuple[float, pd.DataFrame]:
-    """Accuracy and per-class rows (true_cluster, support, precision, recall, f1, confusion) from
-    counts: truth_pred columns cluster_id, predicted_cluster, count. A prediction of -1 (below the
-    threshold) counts as wrong; the confusion row of a class is normalised to sum 1."""
-    matrix = truth_pred.pivot_table(index="cluster_id", columns="predicted_cluster", values="count",
-                                    aggfunc="sum", fill_value=0)
-    total = int(truth_pred["count"].sum())
-    right = int(truth_pred.loc[truth_pred.cluster_id == truth_pred.predicted_cluster, "count"].sum())
-    rows = []
-    for c in labels:
-        support = int(matrix.loc[c].sum()) if c in matrix.index else 0
-        tp = int(matrix.loc[c, c]) if c in matrix.index and c in matrix.columns else 0
-        predicted = int(matrix[c].sum()) if c in matrix.columns else 0
-        precision = tp / predicted if predicted else math.nan
-        recall = tp / support if support else math.nan
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else math.nan
-        confusion = ({int(k): float(v) / support for k, v in matrix.loc[c].items() if v} if support else {})
-        rows.append({"true_cluster": int(c), "support": support, "precision": precision, "recall": recall,
-                     "f1": f1, "confusion": confusion})
-    return (right / total if total else math.nan), pd.DataFrame(rows)
+def confusion_counts(truth_pred: DataFrame, true_col: str = "class_id",
+                     predicted_col: str = "predicted_cluster") -> DataFrame:
+    """The sparse confusion matrix: one row per (true_cluster, predicted_cluster) pair that occurs,
+    with ``pixels`` (its count); a groupBy in Spark, nothing on the driver."""
+    return (truth_pred.groupBy(F.col(true_col).cast("long").alias("true_cluster"),
+                               F.col(predicted_col).cast("long").alias("predicted_cluster"))
+            .agg(F.count(F.lit(1)).alias("pixels")))
+
+
+def class_metrics(counts: DataFrame, labels: list[int]) -> DataFrame:
+    """Per class of ``labels``: true_cluster, support, precision, recall, f1 and confusion (map
+    predicted class -> share of the class's pixels, non-zero entries only), from sparse counts
+    (confusion_counts), all in Spark. A prediction of -1 (below the threshold) counts as wrong;
+    f1 = 2 tp / (support + predicted); a ratio with a zero denominator is NaN (scikit-learn's
+    precision_recall_fscore_support with zero_division=nan)."""
+    spark = counts.sparkSession
+    by_true = counts.groupBy("true_cluster").agg(
+        F.sum("pixels").alias("support"),
+        F.sum(F.when(F.col("predicted_cluster") == F.col("true_cluster"), F.col("pixels")).otherwise(0)).alias("tp"),
+        F.collect_list(F.struct("predicted_cluster", "pixels")).alias("_row"))
+    by_predicted = (counts.groupBy(F.col("predicted_cluster").alias("true_cluster"))
+                    .agg(F.sum("pixels").alias("predicted")))
+    names = spark.createDataFrame([(int(c),) for c in labels], "true_cluster long")
+    nan = F.lit(float("nan"))
+    support, tp = F.coalesce("support", F.lit(0)), F.coalesce("tp", F.lit(0))
+    predicted = F.coalesce("predicted", F.lit(0))
+    share = F.transform("_row", lambda e: F.struct(e["predicted_cluster"], e["pixels"] / F.col("support")))
+    empty = F.create_map().cast(T.MapType(T.LongType(), T.DoubleType()))
+    return (names.join(by_true, "true_cluster", "left").join(by_predicted, "true_cluster", "left")
+            .select("true_cluster", support.cast("long").alias("support"),
+                    F.when(predicted > 0, tp / predicted).otherwise(nan).alias("precision"),
+                    F.when(support > 0, tp / support).otherwise(nan).alias("recall"),
+                    F.when(support + predicted > 0, 2 * tp / (support + predicted)).otherwise(nan).alias("f1"),
+                    F.coalesce(F.map_from_entries(share), empty).alias("confusion")))
+
+
+def accuracy_of(counts: DataFrame) -> tuple[float, int]:
+    """(share of pixels whose predicted class is the true one, pixels) from sparse counts; NaN of 0."""
+    row = counts.agg(F.sum(F.when(F.col("predicted_cluster") == F.col("true_cluster"), F.col("pixels"))
+                           .otherwise(0)).alias("right"), F.sum("pixels").alias("total")).first()
+    total = int(row["total"] or 0)
+    return (int(row["right"] or 0) / total if total else math.nan), total
 
 
 def plot_confusion(per_class: pd.DataFrame, labels: list[int], path: Path, title: str) -> Path:
-    """PNG of the row-normalised confusion matrix (seed Fig. 9), labels (and -1) on both axes."""
+    """PNG of the row-normalised confusion matrix (seed Fig. 9), labels (and -1) on both axes;
+    per_class: class_metrics rows (k of them; the picture is k x k, drawn for few classes only)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -259,7 +373,7 @@ def plot_confusion(per_class: pd.DataFrame, labels: list[int], path: Path, title
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true cluster")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
     ticks = [str(c) for c in columns]
     ax.set_xticks(range(len(columns)), ticks, rotation=90, fontsize=7)
     ax.set_yticks(range(len(labels)), [str(c) for c in labels], fontsize=7)
@@ -269,18 +383,20 @@ def plot_confusion(per_class: pd.DataFrame, labels: list[int], path: Path, title
                 if grid[i, j] >= 0.005:
                     ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6,
                             color="white" if grid[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted cluster", ylabel="true cluster (DBSCAN)", title=title)
+    ax.set(xlabel="predicted class", ylabel="true class", title=title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 
-def _reusable(folder: Path | None, arch: Architecture, labels: list[int], dates: list[str]) -> ClassifierModel | None:
+def _reusable(folder: Path | None, arch: Architecture, target: str, labels: list[int],
+              dates: list[str]) -> ClassifierModel | None:
     if folder is None:
         return None
     model = ClassifierModel.load(folder)
-    if model.arch != arch or list(model.labels) != labels or list(model.epoch_dates) != dates:
-        log.info("saved model %s does not match the clusters, epochs or architecture: retraining", folder)
+    if (model.arch != arch or model.target != target or list(model.labels) != labels
+            or list(model.epoch_dates) != dates):
+        log.info("saved model %s does not match the target, classes, epochs or architecture: retraining", folder)
         return None
     return model
 
@@ -289,84 +405,111 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
     """Train (or reuse) every configured model, write `classes` from the chosen one and
     `classifier_metrics` for all; replaces the dataset's rows in both tables."""
     cfg = config.classify
-    pixels = with_features(read_table(spark, config, "pixels", [dataset]))
+    raw_pixels = read_table(spark, config, "pixels", [dataset])
+    pixels = with_features(raw_pixels)
     clusters = read_table(spark, config, "clusters", [dataset])
     dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
-    labels = cluster_labels(clusters, cfg)
+    labels = target_labels(clusters, cfg)
     if len(labels) < 2:
-        raise InputError(f"dataset {dataset}: clusters has {len(labels)} class(es) to learn; the classifier needs "
-                         f"at least 2 (run the cluster stage, or lower spatial.min_samples)")
+        raise InputError(f"dataset {dataset}: clusters has {len(labels)} class(es) of classify.target "
+                         f"{cfg.target!r} to learn; the classifier needs at least 2 (run the cluster stage, or "
+                         f"lower spatial.min_samples)")
     outputs = files_dir(config, "outputs", dataset, run.run_id)
-    split = split_labelled(clusters, read_table(spark, config, "pixels", [dataset]), cfg).localCheckpoint(eager=True)
     folder = files_dir(config, "work", "classify", dataset, run.run_id)
-    accuracy, trained, versions, metric_rows = {}, {}, {}, []
-    prepared = None
-    for name in cfg.models:
-        arch = architecture(cfg, name, len(dates), len(labels))
-        version_dir = None if cfg.retrain else latest_model(config, dataset, name)
-        model = _reusable(version_dir, arch, labels, dates)
-        if model is None:
-            with run.stage(f"classify.train_{name}"):
-                if prepared is None:
-                    norm, weights = training_inputs(split, cfg, labels)
-                    rows = write_shards(split, labels, cfg, folder)
-                    run.count("classify_train", rows["train"])
-                    run.count("classify_validation", rows["validation"])
-                    run.count("classify_unused", split.where(F.col("split") == "unused").count())
-                    prepared = (norm, weights)
-                norm, weights = prepared
-                result = train(spark, cfg, arch, norm, weights, folder)
-                network = build(arch)
-                network.load_state_dict(result["state_dict"])
-                model = ClassifierModel(arch, norm, tuple(labels), tuple(dates), network,
-                                        training={"history": result["history"], "best_epoch": result["best_epoch"],
-                                                  "seconds": result["seconds"], "world_size": result["world_size"],
-                                                  "config": asdict(cfg)})
-                version_dir = model.save(model_root(config, dataset, name) / run.run_id)
-                run.metrics[f"classify_{name}_train_seconds"] = float(result["seconds"])
-                run.metrics[f"classify_{name}_epochs"] = float(len(result["history"]))
-        versions[name], trained[name] = version_dir, version_dir.name == run.run_id
-        with run.stage(f"classify.evaluate_{name}"):
-            held_out = split.where(F.col("split") == "validation")
-            predicted = predict(held_out, version_dir, name, cfg.threshold, dataset, run.run_id,
-                                batch_rows=cfg.inference_batch_size)
-            with arrow_batch_rows(spark, cfg.inference_batch_size):
-                counts = (predicted.join(held_out.select("pixel_id", "cluster_id"), "pixel_id")
-                          .groupBy("cluster_id", "predicted_cluster").count().toPandas())
-            acc, per_class = evaluation(counts, labels)
-            accuracy[name] = acc
-            run.metrics[f"classify_{name}_accuracy"] = acc
-            log.info("%s: held-out accuracy %.4f on %d pixels", name, acc, int(counts["count"].sum()))
-            model.metrics = {"accuracy": acc, "held_out_pixels": int(counts["count"].sum())}
-            if trained[name]:
-                model.save(version_dir)
-                mark_latest(model_root(config, dataset, name), run.run_id)
-            rows = per_class.assign(dataset=dataset, run_id=run.run_id, model=name, model_version=version_dir.name,
-                                    split="validation", accuracy=acc)
-            metric_rows.append(rows[METRICS_SCHEMA.fieldNames()])
-            plot_confusion(per_class, labels, outputs / f"confusion_{name}.png",
-                           f"{dataset}: {name}, held-out accuracy {acc:.3f}")
-    write_table(spark, spark.createDataFrame(pd.concat(metric_rows, ignore_index=True), METRICS_SCHEMA), config,
-                "classifier_metrics", datasets=[dataset])
-    chosen = max(accuracy, key=lambda k: accuracy[k]) if cfg.predict_with == "best" else cfg.predict_with
-    with run.stage("classify.predict"):
-        classes = predict(pixels, versions[chosen], chosen, cfg.threshold, dataset, run.run_id,
-                          batch_rows=cfg.inference_batch_size)
-        with arrow_batch_rows(spark, cfg.inference_batch_size):
-            write_table(spark, classes, config, "classes", datasets=[dataset])
-        n = read_table(spark, config, "classes", [dataset]).count()
-        expected = pixels.count()
-        if n != expected:
-            raise RuntimeError(f"dataset {dataset}: classes has {n} rows for {expected} pixels")
-        run.count("classes", n)
+    # deterministic (seeded hashes), so a lost block is recomputed to the same rows
+    split = split_labelled(clusters, raw_pixels, cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    persisted = [split]
+    try:
+        counts = counts_by_split(split)            # the action that fills the cache
+        held_out_pixels = sum(counts["validation"].values())
+        run.count("classify_held_out", held_out_pixels)
+        accuracy, trained, versions, metric_frames = {}, {}, {}, []
+        prepared = None
+        for name in cfg.models:
+            arch = architecture(cfg, name, len(dates), len(labels))
+            version_dir = None if cfg.retrain else latest_model(config, dataset, name)
+            model = _reusable(version_dir, arch, cfg.target, labels, dates)
+            if model is None:
+                with run.stage(f"classify.train_{name}"):
+                    if prepared is None:
+                        prepared = _prepare_training(split, counts, labels, cfg, folder, run)
+                        persisted.append(prepared[-1])
+                    norm, weights, val_weights, _ = prepared
+                    result = train(spark, cfg, arch, norm, weights, folder, val_weights)
+                    network = build(arch)
+                    network.load_state_dict(result["state_dict"])
+                    model = ClassifierModel(arch, norm, tuple(labels), tuple(dates), network,
+                                            training={"history": result["history"], "best_epoch": result["best_epoch"],
+                                                      "seconds": result["seconds"], "world_size": result["world_size"],
+                                                      "config": asdict(cfg)}, target=cfg.target)
+                    version_dir = model.save(model_root(config, dataset, name) / run.run_id)
+                    run.metrics[f"classify_{name}_train_seconds"] = float(result["seconds"])
+                    run.metrics[f"classify_{name}_epochs"] = float(len(result["history"]))
+            versions[name], trained[name] = version_dir, version_dir.name == run.run_id
+            with run.stage(f"classify.evaluate_{name}"):
+                held_out = split.where(F.col("split") == "validation")
+                predicted = predict(held_out, version_dir, name, cfg.threshold, dataset, run.run_id,
+                                    batch_rows=cfg.inference_batch_size)
+                with arrow_batch_rows(spark, cfg.inference_batch_size):
+                    pairs = confusion_counts(predicted.join(held_out.select("pixel_id", "class_id"), "pixel_id"))
+                    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
+                    persisted.append(pairs)
+                    acc, total = accuracy_of(pairs)
+                accuracy[name] = acc
+                run.metrics[f"classify_{name}_accuracy"] = acc
+                log.info("%s (target %s): held-out accuracy %.4f on %d pixels", name, cfg.target, acc, total)
+                model.metrics = {"accuracy": acc, "held_out_pixels": total}
+                if trained[name]:
+                    model.save(version_dir)
+                    mark_latest(model_root(config, dataset, name), run.run_id)
+                per_class = class_metrics(pairs, labels)
+                metric_frames.append(per_class.select(
+                    F.lit(dataset).alias("dataset"), F.lit(run.run_id).alias("run_id"), F.lit(name).alias("model"),
+                    F.lit(version_dir.name).alias("model_version"), F.lit(model.target).alias("target"),
+                    F.lit("validation").alias("split"), F.lit(acc).cast("double").alias("accuracy"), "*"))
+                if len(labels) <= _PLOT_MAX_CLASSES:
+                    plot_confusion(per_class.toPandas(), labels, outputs / f"confusion_{name}.png",
+                                   f"{dataset}: {name} ({cfg.target}), held-out accuracy {acc:.3f}")
+                else:
+                    log.info("%d classes: no confusion picture (classifier_metrics has the sparse matrix)", len(labels))
+        metrics = metric_frames[0]
+        for frame in metric_frames[1:]:
+            metrics = metrics.unionByName(frame)
+        with delta_schema_merge(spark):
+            write_table(spark, metrics.select(*METRICS_SCHEMA.fieldNames()), config, "classifier_metrics",
+                        datasets=[dataset])
+        chosen = max(accuracy, key=lambda k: accuracy[k]) if cfg.predict_with == "best" else cfg.predict_with
+        with run.stage("classify.predict"):
+            classes = predict(pixels, versions[chosen], chosen, cfg.threshold, dataset, run.run_id,
+                              batch_rows=cfg.inference_batch_size)
+            with arrow_batch_rows(spark, cfg.inference_batch_size), delta_schema_merge(spark):
+                write_table(spark, classes, config, "classes", datasets=[dataset])
+            n = read_table(spark, config, "classes", [dataset]).count()
+            expected = pixels.count()
+            if n != expected:
+                raise RuntimeError(f"dataset {dataset}: classes has {n} rows for {expected} pixels")
+            run.count("classes", n)
+    finally:
+        for frame in persisted:
+            frame.unpersist()
     if folder.exists():
         shutil.rmtree(folder)
-    return ClassifyResult(dataset, chosen, accuracy, trained, n, str(outputs))
+    return ClassifyResult(dataset, cfg.target, chosen, accuracy, trained, n, str(outputs))
 
 
-def cluster_labels(clusters: DataFrame, cfg: ClassifyConfig) -> list[int]:
-    """The classes to learn: the sorted cluster ids of `clusters` (without noise unless noise_as_class)."""
-    ids = clusters.select("cluster_id").distinct()
-    if not cfg.noise_as_class:
-        ids = ids.where(F.col("cluster_id") >= 0)
-    return sorted(int(r[0]) for r in ids.collect() if r[0] is not None)
+def _prepare_training(split: DataFrame, counts: dict[str, dict[int, int]], labels: list[int], cfg: ClassifyConfig,
+                      folder: Path, run: Run) -> tuple[Normalisation, list[float], list[float], DataFrame]:
+    """The bounded training sample (persisted), its normalisation, class and validation weights,
+    and its shards written under ``folder``; its sizes recorded in the run's counts."""
+    sample = training_sample(split, cfg, counts).persist(StorageLevel.MEMORY_AND_DISK)
+    sampled = counts_by_split(sample)
+    norm, weights = training_inputs(sample, cfg, labels)
+    val_weights = validation_weights(counts["validation"], sampled["validation"], labels)
+    rows = write_shards(sample, labels, cfg, folder)
+    run.count("classify_train", rows["train"])
+    run.count("classify_validation", rows["validation"])
+    run.count("classify_unused", sum(counts["train"].values()) - rows["train"])
+    log.info("training sample: %d of %d training pixels, %d of %d held-out pixels for early stopping, %d classes",
+             rows["train"], sum(counts["train"].values()), rows["validation"], sum(counts["validation"].values()),
+             len(labels))
+    return norm, weights, val_weights, sample

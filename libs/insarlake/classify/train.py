@@ -10,9 +10,13 @@ permutation per shard and epoch), so the global batch is the same rows whatever 
 processes; dropout masks are seeded per (epoch, step, shard). A rank sums the class-weighted
 cross-entropy of its shards' rows over the global batch size; DDP averages gradients over ranks, so
 the loss is scaled by W, and the update is the one a single process computes over all shards (up to
-the order of floating-point sums). Validation loss (unweighted mean cross-entropy) and accuracy are
-summed over ranks each epoch; gradients are clipped to norm 1; training stops after ``patience``
+the order of floating-point sums). Validation loss (mean cross-entropy, without the class weights)
+and accuracy are summed over ranks each epoch; gradients are clipped to norm 1; training stops after ``patience``
 epochs without a lower validation loss, and every rank returns the best weights.
+
+The validation shards hold a bounded stratified sample of the held-out split; each row counts with
+its class's ``validation_weights`` entry (held-out pixels of the class / sampled ones), so the
+per-epoch loss and accuracy estimate those of the whole held-out split.
 """
 from __future__ import annotations
 
@@ -35,21 +39,24 @@ def read_shards(folder: str, shards: list[int]) -> dict[int, tuple[np.ndarray, n
     shards of a Parquet folder partitioned by shard (missing shards give empty arrays)."""
     import pyarrow.dataset as ds
 
+    from insarlake.arrow import column_to_numpy, list_column_to_numpy
+    from insarlake.classify.model import STATIC_FEATURES
+
     out = {}
     dataset = ds.dataset(folder, format="parquet", partitioning="hive")
     for s in shards:
         table = dataset.to_table(filter=ds.field("shard") == s, columns=["series", "statics", "target"])
-        series = table.column("series").to_pylist()
-        statics = table.column("statics").to_pylist()
-        out[s] = (np.asarray(series, np.float64).reshape(len(series), -1),
-                  np.asarray(statics, np.float64).reshape(len(statics), -1),
-                  np.asarray(table.column("target").to_pylist(), np.int64))
+        out[s] = (list_column_to_numpy(table.column("series"), np.float64, name=f"{folder} shard {s} series"),
+                  list_column_to_numpy(table.column("statics"), np.float64, len(STATIC_FEATURES),
+                                       name=f"{folder} shard {s} statics"),
+                  column_to_numpy(table.column("target"), np.int64))
     return out
 
 
 def train_worker(args: dict) -> dict | None:
     """Train one classifier. ``args``: train_dir, val_dir, shards (S), architecture (dict),
-    normalisation (dict), class_weights (k floats), batch_size, learning_rate, max_epochs,
+    normalisation (dict), class_weights (k floats), validation_weights (k floats, optional: the
+    weight of a validation row of each class; default 1), batch_size, learning_rate, max_epochs,
     patience, seed, threads (torch threads per process), backend (gloo|nccl).
     Returns {"state_dict", "history": [{epoch, train_loss, val_loss, val_accuracy}], "best_epoch",
     "seconds", "world_size"}, the same on every rank (weights are identical under DDP, losses and
@@ -110,6 +117,8 @@ def train_worker(args: dict) -> dict | None:
     if steps < 1:
         raise ValueError(f"a training shard has fewer than batch_size / shards = {micro} rows")
     weights = torch.tensor(args["class_weights"], dtype=torch.float32, device=device)
+    val_weights = torch.tensor(args.get("validation_weights") or [1.0] * arch.n_classes, dtype=torch.float64,
+                               device=device)
     seed = int(args["seed"])
 
     torch.manual_seed(seed)
@@ -142,10 +151,11 @@ def train_worker(args: dict) -> dict | None:
             for s in mine:
                 x, st, y = val[s]
                 for j in range(0, len(y), 4096):
-                    logits = network(x[j:j + 4096], st[j:j + 4096])
-                    v_loss += float(F.cross_entropy(logits, y[j:j + 4096], reduction="sum"))
-                    v_right += float((logits.argmax(1) == y[j:j + 4096]).sum())
-                    v_n += len(y[j:j + 4096])
+                    logits, yj = network(x[j:j + 4096], st[j:j + 4096]), y[j:j + 4096]
+                    w = val_weights[yj]
+                    v_loss += float((F.cross_entropy(logits, yj, reduction="none").double() * w).sum())
+                    v_right += float(((logits.argmax(1) == yj).double() * w).sum())
+                    v_n += float(w.sum())
         train_loss, v_loss, v_right, v_n = all_sum([loss_sum, v_loss, v_right, v_n])
         record = {"epoch": epoch, "train_loss": train_loss / steps, "val_loss": v_loss / max(v_n, 1),
                   "val_accuracy": v_right / max(v_n, 1)}
