@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from insarlake.lake import Run, read_table
@@ -91,3 +92,45 @@ def test_saved_model_is_reused_and_refitted_when_settings_change(spark, cluster_
     changed = replace(cluster_config, temporal=replace(cluster_config.temporal, k=2, k_min=2, k_max=2))
     refit = run_cluster(spark, changed, "sim", Run("cluster", changed))
     assert not refit.reused_model and refit.model.k == 2
+
+
+def _reference_sample(frame: pd.DataFrame, size: int) -> list[str]:
+    """The stratified sample by its definition, over every row in pandas: rank by (hash, pixel_id)
+    within each tile, keep ranks <= ceil(n_tile * size / total), every tile's first, then the rest
+    by hash, ``size`` in all."""
+    quota = np.ceil(frame.groupby("tile_id")["pixel_id"].transform("size") * size / len(frame))
+    ranked = frame.sort_values(["h", "pixel_id"]).assign(
+        rank=lambda f: f.groupby("tile_id").cumcount() + 1)
+    kept = ranked[ranked["rank"] <= quota.loc[ranked.index]].assign(extra=lambda f: f["rank"] > 1)
+    return kept.sort_values(["extra", "h", "pixel_id"]).head(size)["pixel_id"].tolist()
+
+
+@pytest.mark.parametrize("size", [40, 300])
+@pytest.mark.parametrize("starve", [False, True])
+def test_stratified_sample_equals_the_full_ranking(spark, monkeypatch, size, starve):
+    """Tiles of 1..90 pixels (40 tiles, 1,820 pixels): the hash pre-filter gives exactly the sample
+    that ranking every row gives (the hashes come from Spark over all rows, the ranking from
+    pandas). ``starve`` makes the filter keep about half of each quota, so every tile goes
+    through the second pass that takes a short tile whole."""
+    from pyspark.sql import functions as F
+
+    from insarlake.temporal import stage
+
+    if starve:
+        monkeypatch.setattr(stage, "_keep_share", lambda quota, n: quota / n * 0.5)
+    rows = [(f"t{t:02d}", f"p{t:02d}_{i:03d}", [float(t), float(i)]) for t in range(40) for i in range(1 + t * 2 + t % 3)]
+    pixels = spark.createDataFrame(rows, "tile_id string, pixel_id string, disp array<float>")
+    frame = pixels.select("tile_id", "pixel_id", F.xxhash64(F.lit(7), "pixel_id").alias("h")).toPandas()
+    sample = stage.stratified_sample(pixels, size, seed=7)
+    expected = _reference_sample(frame, size)
+    assert len(sample) == size == len(expected)
+    assert sorted(sample["pixel_id"]) == sorted(expected)
+    # in hash order, each series with its pixel
+    by_id = frame.set_index("pixel_id")
+    assert by_id.loc[sample["pixel_id"], "h"].is_monotonic_increasing
+    assert all(list(d) == [float(p[1:3]), float(p[4:])] for p, d in zip(sample["pixel_id"], sample["disp"]))
+    per_tile = by_id.loc[sample["pixel_id"], "tile_id"].value_counts()
+    n_tile = frame["tile_id"].value_counts()
+    assert len(per_tile) == 40                     # every tile contributes (40 tiles <= size)
+    assert (per_tile <= np.ceil(n_tile[per_tile.index] * size / len(frame))).all()
+    assert stage.stratified_sample(pixels, size, seed=8)["pixel_id"].tolist() != sample["pixel_id"].tolist()

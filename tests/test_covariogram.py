@@ -13,7 +13,8 @@ import pytest
 from insarlake.errors import ConfigError, InputError
 from insarlake.geo import haversine_m
 from insarlake.temporal.covariogram import (
-    bin_covariance, correlation_length_km, covariogram, pair_covariance, plot_covariogram)
+    _participants, _plan_draws, bin_covariance, correlation_length_km, covariogram, pair_covariance,
+    plot_covariogram)
 
 # The simulated field: C(h) = SIGMA**2 * exp(-h / L_KM) at N_POINTS random points in a SIDE_KM square.
 N_POINTS, N_EPOCHS, SIDE_KM, L_KM, SIGMA = 2500, 40, 15.0, 2.0, 3.0
@@ -104,8 +105,11 @@ def field_result(spark, field, cov_cfg):
 
 
 def test_recovers_the_correlation_length_of_a_simulated_field(field, field_result, cov_cfg):
+    _check_recovery(field, field_result, cov_cfg)
+
+
+def _check_recovery(field, res, cov_cfg):
     lon, lat, disp, h_km = field
-    res = field_result
     length = res.correlation_length_km
     assert abs(length - TRUE_LENGTH_KM) / TRUE_LENGTH_KM < 0.2, (length, TRUE_LENGTH_KM)
     bins = res.bins
@@ -129,14 +133,73 @@ def test_recovers_the_correlation_length_of_a_simulated_field(field, field_resul
 
 def test_bins_agree_with_all_pairs_computed_in_numpy(field, field_result):
     """The sampled estimate against the exact one over all N(N-1)/2 pairs (same kernels)."""
+    _check_against_all_pairs(field, field_result)
+
+
+def _check_against_all_pairs(field, result):
     lon, lat, disp, h_km = field
-    anomalies = disp.astype(np.float32).astype(np.float64) - field_result.epoch_mean_mm
+    anomalies = disp.astype(np.float32).astype(np.float64) - result.epoch_mean_mm
     i, j = np.triu_indices(N_POINTS, 1)
     near = h_km[i, j] < 3.0
     i, j = i[near], j[near]
     exact = bin_covariance(h_km[i, j], pair_covariance(anomalies[i], anomalies[j]), 0.25, 3.0)
-    got = field_result.bins.set_index("distance_km").loc[exact["distance_km"]]
+    got = result.bins.set_index("distance_km").loc[exact["distance_km"]]
     np.testing.assert_allclose(got["covariance"], exact["covariance"].to_numpy(), atol=0.05 * SIGMA ** 2)
+
+
+def _cells(spark, df, cfg):
+    """The covariogram's view of a frame: pixel_id, lon, lat, cell, disp."""
+    return df.selectExpr("pixel_id", "lon", "lat", f"substring(tile_id, 1, {cfg.local_precision}) AS cell", "disp")
+
+
+def test_default_share_keeps_every_pixel_of_a_small_scene(spark, field, cov_cfg):
+    """At 4 pixels per pair a 2,500-pixel scene with a 200,000-pair target has every pixel in both
+    draws: the estimate above is the unsampled one (2 x 2,500 rows in the pairing)."""
+    lon, lat, disp, _ = field
+    n, draws = _plan_draws(_cells(spark, _frame(spark, lon, lat, disp), cov_cfg), cov_cfg)
+    assert n == N_POINTS and [d.share for d in draws] == [1.0, 1.0]
+    assert [d.population for d in draws] == [N_POINTS, N_POINTS]
+
+
+def test_only_a_hash_sample_of_pixels_takes_part(spark, field, cov_cfg):
+    """With a target of 500 pairs only ~4 x 500 rows enter the pairing instead of 2 x 2,500:
+    each draw's participants are a Binomial(population, share) count (checked within 5 standard
+    deviations), the same set for the same seed, and the pairs drawn still meet the target."""
+    lon, lat, disp, _ = field
+    cfg = dataclasses.replace(cov_cfg, pairs=500)
+    df = _frame(spark, lon, lat, disp)
+    pixels = _cells(spark, df, cfg)
+    n, draws = _plan_draws(pixels, cfg)
+    local, glob = draws
+    # global: 150 pairs among 2,500 pixels -> 4 x 150 / 2,500; local: 350 pairs -> 4 x 350 / 2,500
+    # unless the cells' pairs need more (square-root floor)
+    assert glob.share == pytest.approx(4 * 150 / N_POINTS)
+    assert local.share == pytest.approx(max(4 * 350 / N_POINTS, math.sqrt(350 / local.candidates)))
+    assert local.share < 1
+    rows = _participants(pixels, draws, cfg.seed).groupBy("kind").count().toPandas().set_index("kind")["count"]
+    for kind_id, d in enumerate(draws):
+        sd = math.sqrt(d.population * d.share * (1 - d.share))
+        assert abs(rows[kind_id] - d.participants) < 5 * sd, (d.kind, rows[kind_id], d.participants)
+    assert rows.sum() < 0.7 * 2 * N_POINTS
+    ids = sorted(r.pixel_id for r in _participants(pixels, draws, cfg.seed).collect())
+    assert ids == sorted(r.pixel_id for r in _participants(pixels, draws, cfg.seed).collect())
+    assert ids != sorted(r.pixel_id for r in _participants(pixels, draws, cfg.seed + 1).collect())
+    res = covariogram(spark, df, cfg)
+    assert abs(res.pairs - cfg.pairs) / cfg.pairs < 0.3
+
+
+def test_sampled_pixels_still_recover_the_field(spark, field, cov_cfg):
+    """Far fewer pixels per pair than the default (0.01), so both draws sample the pixels (the
+    shares come from the square-root floor: the participants' pairs just hold the target): the
+    same checks as the unsampled estimate, with the same tolerances."""
+    lon, lat, disp, _ = field
+    cfg = dataclasses.replace(cov_cfg, pixels_per_pair=0.01)
+    df = _frame(spark, lon, lat, disp)
+    _, draws = _plan_draws(_cells(spark, df, cfg), cfg)
+    assert all(d.share < 1 for d in draws)
+    res = covariogram(spark, df, cfg)
+    _check_recovery(field, res, cfg)
+    _check_against_all_pairs(field, res)
 
 
 def test_pure_noise_has_no_correlation_length(spark, field, cov_cfg):

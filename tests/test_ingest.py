@@ -166,3 +166,70 @@ def test_failed_run_is_recorded_with_its_error(spark, config, tmp_path):
             run_ingest(spark, config, str(tmp_path / "x.csv"), "failing", run)
     row = spark.sql(f"SELECT status, error FROM insar.runs WHERE run_id = '{run.run_id}'").first()
     assert row.status == "failed" and "InputError" in row.error and "epoch columns" in row.error
+
+
+def _task_payload(df) -> tuple[int, int]:
+    """(bytes of the pickled Python function, number of broadcast variables) that Spark ships to
+    every task of the mapInPandas at the top of ``df``'s logical plan."""
+    function = df._jdf.queryExecution().logical().functionExpr().func()
+    return function.command().length(), function.broadcastVars().size()
+
+
+def test_many_small_files_tasks_get_no_per_file_data(spark, config, egms_frame, tmp_path, monkeypatch):
+    """200 tiny EGMS files ingest with reconciled counts, and what a parsing task is sent does
+    not grow with the number of files.
+
+    Measured on the real plan: the pickled function (closure included) that pyspark stores in the
+    MapInPandas node of the parse step, and its broadcast variables (pyspark moves a command over
+    1 MB into a broadcast, so both are checked). Both runs have the same epoch dates and dataset
+    names of one length, so a closure without per-file data pickles to exactly the same number of
+    bytes for 10 and for 200 files; the former design (every file's header in the closure) grew
+    by every file's 210 epoch names and dates (~5.4 KB per file here: over pyspark's 1 MB
+    threshold at 200 files, so the command became a broadcast)."""
+    from insarlake.ingest import stage
+
+    payloads = []
+    original = stage._parse_files
+
+    def recording(*args, **kwargs):
+        df = original(*args, **kwargs)
+        payloads.append(_task_payload(df))
+        return df
+
+    monkeypatch.setattr(stage, "_parse_files", recording)
+    rows_per_file = 3
+    for n_files, dataset in [(10, "many010"), (200, "many200")]:
+        folder = tmp_path / dataset
+        folder.mkdir()
+        part = egms_frame.head(n_files * rows_per_file).copy()
+        bad = 0
+        for i in range(n_files):
+            chunk = part.iloc[i * rows_per_file:(i + 1) * rows_per_file].copy()
+            if i % 10 == 0:  # one row out of range in every 10th file
+                chunk.iloc[1, chunk.columns.get_loc("latitude")] = 123.5
+                bad += 1
+            if i == n_files - 1:  # the last file repeats the first file's first pixel id
+                chunk.iloc[2, chunk.columns.get_loc("pid")] = part.pid.iloc[0]
+                bad += 1
+            chunk.to_csv(folder / f"EGMS_burst_{i:04d}.csv", index=False)
+        result = run_ingest(spark, config, str(folder), dataset, Run("ingest", config))
+        assert result.files == n_files and result.epochs == 210
+        assert result.input_rows == n_files * rows_per_file
+        assert (result.pixels, result.quarantined) == (n_files * rows_per_file - bad, bad)
+        assert read_table(spark, config, "pixels", [dataset]).count() == result.pixels
+        assert read_table(spark, config, "quarantine", [dataset]).count() == bad
+    (small, small_broadcasts), (large, large_broadcasts) = payloads
+    assert small_broadcasts == large_broadcasts == 0
+    assert large == small, (small, large)
+
+
+def test_file_error_among_many_files_names_the_file(spark, config, egms_frame, tmp_path):
+    """A bad header in one of many files stops the job with the line naming that file."""
+    for i in range(12):
+        frame = egms_frame.iloc[i * 2:(i + 1) * 2]
+        if i == 7:
+            frame = frame.drop(columns=["latitude"])
+        frame.to_csv(tmp_path / f"f{i:02d}.csv", index=False)
+    with pytest.raises(InputError) as err:
+        run_ingest(spark, config, str(tmp_path), "badmany", Run("ingest", config))
+    assert str(err.value) == f"file {tmp_path / 'f07.csv'}: missing column 'latitude' (lat)"

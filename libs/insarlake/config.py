@@ -124,6 +124,7 @@ class CovariogramConfig:
     max_distance_km: float
     fraction: float
     seed: int
+    pixels_per_pair: float
 
 
 @dataclass(frozen=True)
@@ -416,6 +417,8 @@ def _check(obj, prefix: str) -> None:
             raise ConfigError("config keys 'covariogram.local_share' in [0, 1] and 'covariogram.fraction' in (0, 1) are required")
         if not 1 <= obj.local_precision <= 12:
             raise ConfigError("config key 'covariogram.local_precision' must lie in 1..12")
+        if not obj.pixels_per_pair > 0:
+            raise ConfigError(f"config key 'covariogram.pixels_per_pair' must be > 0; got {obj.pixels_per_pair}")
     if isinstance(obj, SpatialConfig):
         _check_spatial(obj)
     if isinstance(obj, ClassifyConfig):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -242,7 +243,8 @@ def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[flo
            correlation_length_km: float, dates: list) -> tuple[Detection, Reference]:
     """Candidates of ``method`` with their description and retention; ``noise`` from velocity_noise."""
     ref = reference(noise, cfg, correlation_length_km, method)
-    members = candidates(pixels, cfg, method, ref).localCheckpoint(eager=True)
+    members = candidates(pixels, cfg, method, ref).persist(StorageLevel.MEMORY_AND_DISK)  # deterministic
+    members.count()
     rows = retain(describe(pixels, members, cfg, ref, dates), cfg, method, ref)
     log.info("hotspots (%s): %d candidates, %d retained; v0 %.2f mm/yr, sigma %.2f mm/yr, S_d threshold %.2f km, "
              "eps %.0f m", method, len(rows), int(rows["retained"].sum()), ref.v0_mm_yr,
@@ -318,7 +320,7 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
     cfg = config.hotspots
     with run.stage("hotspots.detect"):
         pixels, source = labelled_pixels(spark, config, dataset)
-        pixels = pixels.localCheckpoint(eager=True)
+        pixels = pixels.persist(StorageLevel.MEMORY_AND_DISK)  # deterministic: a lost part is recomputed
         n_pixels = pixels.count()
         dates = [r.date for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
         corr_km = dataset_correlation_length(spark, config, dataset)

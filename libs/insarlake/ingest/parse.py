@@ -147,10 +147,11 @@ def read_header(source: str, columns: list[str], fmt: str) -> HeaderSpec:
 
 # ---------------------------------------------------------------- reading files
 
-def _zip_csv_members(source: str, data: bytes) -> tuple[zipfile.ZipFile, list[str]]:
-    """The archive and its .csv members (sorted); InputError if unreadable or holding none."""
+def _zip_csv_members(source: str, fh) -> tuple[zipfile.ZipFile, list[str]]:
+    """The archive (from a seekable binary file object) and its .csv members (sorted);
+    InputError if unreadable or holding none."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(fh)
     except zipfile.BadZipFile:
         raise InputError(f"file {source}: not a readable ZIP archive") from None
     members = sorted(m for m in archive.namelist() if m.lower().endswith(".csv"))
@@ -165,7 +166,7 @@ def iter_tables(source: str, data: bytes, fmt: str, chunk_rows: int = 50_000) ->
     holding text stays strings (see ``to_float``); Parquet keeps its types."""
     lower = source.lower()
     if lower.endswith(".zip"):
-        archive, members = _zip_csv_members(source, data)
+        archive, members = _zip_csv_members(source, io.BytesIO(data))
         for member in members:
             try:
                 content = archive.read(member)
@@ -224,29 +225,43 @@ def _iter_parquet(source: str, data: bytes):
         raise InputError(f"file {source}: not a readable Parquet file ({exc})") from None
 
 
-def header_columns(source: str, data: bytes, fmt: str) -> list[tuple[str, list[str]]]:
-    """(source, columns) of each table in the file, reading as little as possible."""
-    out = []
+def header_columns(source: str, data, fmt: str) -> list[tuple[str, list[str]]]:
+    """(source, columns) of each table in the file, reading as little as possible.
+
+    data: the file's bytes, or a seekable binary file object (then only the header is read: the
+    first line of a CSV, the footer of a Parquet file, the directory and first lines of a ZIP)."""
+    fh = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
     lower = source.lower()
     if lower.endswith(".parquet") or fmt == "parquet":
         import pyarrow.parquet as pq
         import pyarrow as pa
         try:
-            out.append((source, pq.ParquetFile(io.BytesIO(data)).schema_arrow.names))
+            return [(source, pq.ParquetFile(fh).schema_arrow.names)]
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"file {source}: not a readable Parquet file ({exc})") from None
-        return out
     if lower.endswith(".zip"):
-        return list(_zip_headers(source, data))
-    out.append((source, _csv_header(source, data)))
-    return out
+        return list(_zip_headers(source, fh))
+    return [(source, _csv_header(source, fh.readline()))]
 
 
-def _zip_headers(source: str, data: bytes):
-    archive, members = _zip_csv_members(source, data)
+def file_specs(source: str, data, fmt: str) -> dict[str, HeaderSpec]:
+    """The HeaderSpec of each table (source) of one file, ``fmt`` 'auto' detected per table;
+    raises InputError on a file-level problem. data: as for ``header_columns``."""
+    specs = {}
+    for table, columns in header_columns(source, data, fmt):
+        table_fmt = fmt if fmt != "auto" else detect_format(table, columns)
+        specs[table] = read_header(table, columns, table_fmt)
+    return specs
+
+
+def _zip_headers(source: str, fh):
+    archive, members = _zip_csv_members(source, fh)
     for member in members:
-        with archive.open(member) as fh:
-            first = fh.readline()
+        try:
+            with archive.open(member) as member_fh:
+                first = member_fh.readline()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"file {source}!{member}: unreadable ({exc})") from None
         yield f"{source}!{member}", _csv_header(f"{source}!{member}", first)
 
 

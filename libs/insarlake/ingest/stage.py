@@ -3,9 +3,11 @@ bad rows → `quarantine`. Input rows = pixels + quarantined, always (checked).
 
 Files are listed with Spark's binaryFile source (any Hadoop file system: local, s3a, abfss, dbfs)
 and read on executors one file per task by the pure parser in ``parse.py``. A first pass reads
-only headers: every file-level problem stops the job before anything is written, and the
-dataset's epochs are the union of all files' dates (an epoch a file lacks is NaN for its pixels).
-A single file must fit in an executor's memory (EGMS bursts are ~10 MB).
+only headers, on executors: every file-level problem stops the job before anything is written,
+and the dataset's epochs are the union of all files' dates (an epoch a file lacks is NaN for its
+pixels). The driver receives only that union and the first error; the parsing task of a file
+reads the file's header again itself, so what a task is sent does not grow with the number of
+files. A single file must fit in an executor's memory (EGMS bursts are ~10 MB).
 """
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from py4j.protocol import Py4JJavaError
 
-from insarlake.config import Config
+from insarlake.config import Config, IngestConfig
 from insarlake.errors import InputError
 from insarlake.ingest import parse
 from insarlake.lake import Run, local_path, write_table
@@ -32,9 +35,8 @@ log = logging.getLogger(__name__)
 DATA_SUFFIXES = (".csv", ".zip", ".parquet")
 
 HEADER_SCHEMA = T.StructType([
-    T.StructField("path", T.StringType()),
     T.StructField("source", T.StringType()),
-    T.StructField("columns", T.ArrayType(T.StringType())),
+    T.StructField("dates", T.ArrayType(T.DateType())),
     T.StructField("error", T.StringType()),
 ])
 
@@ -63,16 +65,20 @@ class IngestResult:
     files: int
 
 
-def read_bytes(uri: str) -> bytes:
+def open_input(uri: str):
+    """A seekable binary file object of ``uri`` (local path, file:, s3a:/s3n:/s3: via pyarrow)."""
     path = local_path(uri)
     if "://" not in path:
-        with open(path, "rb") as fh:
-            return fh.read()
+        return open(path, "rb")
     import pyarrow.fs as pafs
 
     uri = path.replace("s3a://", "s3://").replace("s3n://", "s3://")
     fs, inner = pafs.FileSystem.from_uri(uri)
-    with fs.open_input_stream(inner) as fh:
+    return fs.open_input_file(inner)
+
+
+def read_bytes(uri: str) -> bytes:
+    with open_input(uri) as fh:
         return fh.read()
 
 
@@ -119,21 +125,10 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
         max(1, min(len(files), spark.sparkContext.defaultParallelism * 4)))
 
     with run.stage("ingest.headers"):
-        specs = _read_headers(files_df, fmt)
-    dates = sorted({d for spec in specs.values() for d in spec.epoch_dates})
-    if len(set(len(s.epoch_dates) for s in specs.values())) > 1:
-        log.warning("files have different epoch sets; the dataset uses the union of %d dates", len(dates))
-
-    cfg = config.ingest
-
-    def parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for batch in batches:
-            for path in batch["path"]:
-                yield from _parse_file(path, specs, fmt, dates, dataset, cfg.displacement_unit,
-                                       cfg.max_missing_share)
+        dates = _epoch_dates(files_df, fmt)
 
     with run.stage("ingest.parse"):
-        parsed = files_df.mapInPandas(parse_files, PARSED_SCHEMA).persist()
+        parsed = _parse_files(files_df, fmt, dates, dataset, config.ingest).persist()
         errors = parsed.where(F.col("file_error").isNotNull()).select("file_error").limit(1).collect()
         if errors:
             parsed.unpersist()
@@ -181,35 +176,62 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
     return IngestResult(dataset, input_rows, n_pixels, n_quarantined, len(dates), len(files))
 
 
-def _read_headers(files_df: DataFrame, fmt: str) -> dict[str, parse.HeaderSpec]:
+def _epoch_dates(files_df: DataFrame, fmt: str) -> list[dt.date]:
+    """The sorted union of the epoch dates of every file in ``files_df`` (column path), read on
+    executors; the first file-level problem (by source) raises InputError. Only the union (and
+    the number of distinct epoch counts) reaches the driver."""
     def headers(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             rows = []
             for path in batch["path"]:
                 try:
-                    data = read_bytes(path)
-                    for source, columns in parse.header_columns(local_path(path), data, fmt):
-                        rows.append((path, source, columns, None))
-                except InputError as exc:
-                    rows.append((path, local_path(path), None, str(exc)))
-                except OSError as exc:
-                    rows.append((path, local_path(path), None, f"file {local_path(path)}: unreadable ({exc})"))
-            yield pd.DataFrame(rows, columns=["path", "source", "columns", "error"])
+                    with open_input(path) as fh:
+                        specs = parse.file_specs(local_path(path), fh, fmt)
+                    rows.extend((source, list(spec.epoch_dates), None) for source, spec in specs.items())
+                except (InputError, OSError) as exc:
+                    rows.append((local_path(path), None, _file_error(path, exc)))
+            yield pd.DataFrame(rows, columns=["source", "dates", "error"])
 
-    rows = files_df.mapInPandas(headers, HEADER_SCHEMA).collect()
-    specs = {}
-    for row in sorted(rows, key=lambda r: r.source):
-        if row.error:
-            raise InputError(row.error)
-        file_fmt = fmt if fmt != "auto" else parse.detect_format(row.source, list(row.columns))
-        specs[row.source] = parse.read_header(row.source, list(row.columns), file_fmt)
-    return specs
+    summary = files_df.mapInPandas(headers, HEADER_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        error = summary.where(F.col("error").isNotNull()).orderBy("source").select("error").first()
+        if error is not None:
+            raise InputError(error.error)
+        dates = sorted(r.date for r in summary.select(F.explode("dates").alias("date")).distinct().collect())
+        n_sets = summary.select(F.size("dates").alias("n")).distinct().count()
+    finally:
+        summary.unpersist()
+    if n_sets > 1:
+        log.warning("files have different epoch sets; the dataset uses the union of %d dates", len(dates))
+    return dates
 
 
-def _parse_file(path: str, specs: dict, fmt: str, dates: list[dt.date], dataset: str, unit: str,
+def _file_error(path: str, exc: Exception) -> str:
+    """The one line naming the file of a file-level problem (InputError or OSError)."""
+    return str(exc) if isinstance(exc, InputError) else f"file {local_path(path)}: unreadable ({exc})"
+
+
+def _parse_files(files_df: DataFrame, fmt: str, dates: list[dt.date], dataset: str,
+                 cfg: IngestConfig) -> DataFrame:
+    """Every row of every file in ``files_df`` (column path) in PARSED_SCHEMA, one mapInPandas
+    task per partition of files; each task reads its files' headers itself, so the function sent
+    to tasks holds only the dataset's epoch dates and a few settings (not per-file data)."""
+    unit, max_missing_share = cfg.displacement_unit, cfg.max_missing_share
+
+    def parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for path in batch["path"]:
+                yield from _parse_file(path, fmt, dates, dataset, unit, max_missing_share)
+
+    return files_df.mapInPandas(parse_files, PARSED_SCHEMA)
+
+
+def _parse_file(path: str, fmt: str, dates: list[dt.date], dataset: str, unit: str,
                 max_missing_share: float) -> Iterator[pd.DataFrame]:
+    """Rows of one file (PARSED_SCHEMA); a file-level problem gives one row with ``file_error``."""
     try:
         data = read_bytes(path)
+        specs = parse.file_specs(local_path(path), data, fmt)
         first_row = {}
         for source, chunk, _ in parse.iter_tables(local_path(path), data, fmt):
             start = first_row.get(source, 1)
@@ -219,7 +241,6 @@ def _parse_file(path: str, specs: dict, fmt: str, dates: list[dt.date], dataset:
             out["file_error"] = None
             yield out
     except (InputError, OSError) as exc:
-        message = str(exc) if isinstance(exc, InputError) else f"file {local_path(path)}: unreadable ({exc})"
         row = {f.name: None for f in PARSED_SCHEMA.fields}
-        row.update(dataset=dataset, source=local_path(path), row_number=0, file_error=message)
+        row.update(dataset=dataset, source=local_path(path), row_number=0, file_error=_file_error(path, exc))
         yield pd.DataFrame([row], columns=list(row)).astype({"row_number": "int64"})

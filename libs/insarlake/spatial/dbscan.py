@@ -33,6 +33,7 @@ from typing import Any, Iterator, Mapping, Union
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -122,20 +123,23 @@ def dbscan_with_stats(df: DataFrame, eps_m: Param, min_samples: Param, group_col
     clock.lap("validate")
     finest = _finest_precision(min(eps.values()), abs_lat_max, min_precision, max_precision)
     tiled = adaptive_geohash(pts, min_precision, finest, max_points_per_tile, lon_col="_lon", lat_col="_lat",
-                             tile_col="_tile", group_cols=["_grp"]).localCheckpoint(eager=True)
+                             tile_col="_tile", group_cols=["_grp"]).persist(StorageLevel.MEMORY_AND_DISK)
     plan = _tile_plan(tiled, eps)
     clock.lap("tile")
     log.info("dbscan: %d points, %d groups, %d tiles (geohash precision %d..%d)", n, len(groups), len(plan),
              min_precision, finest)
 
     halo = tiled.mapInPandas(_halo_assigner(plan), _halo_schema(id_type))
+    # Persisted, not checkpointed: a lost executor recomputes its part from the lineage, which is
+    # deterministic (tiles from counts, each tile's rows sorted by id before clustering).
     local = (halo.groupBy("_tile").applyInPandas(_tile_clusterer(plan, samples), _local_schema(id_type))
-             .localCheckpoint(eager=True))
+             .persist(StorageLevel.MEMORY_AND_DISK))
     stats = local.agg(
         F.sum((F.col("_kind") == 0).cast("long")).alias("owned"),
         F.sum(((F.col("_kind") == 0) & F.col("_core")).cast("long")).alias("cores"),
         F.sum(((F.col("_kind") == 0) & (F.col("_label") < 0)).cast("long")).alias("noise"),
         F.sum(F.when(F.col("_kind") == 3, F.col("_label"))).alias("local_rows")).first()
+    tiled.unpersist()
     if stats["owned"] != n:   # every point has exactly one owner tile
         raise RuntimeError(f"dbscan: {stats['owned']} points came out of the tiles, {n} went in")
     clock.lap("cluster")

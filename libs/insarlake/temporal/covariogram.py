@@ -17,7 +17,13 @@ Spark glue: ``covariogram`` draws about ``cfg.pairs`` random pixel pairs without
   characters of ``tile_id`` (candidates: sum over cells of n(n-1)/2; slot keys are per cell),
   which puts many pairs at short distances; the rest among all pixels (candidates n(n-1)/2).
   Both draws are uniform over their candidate pairs, so every bin's mean is an unbiased estimate
-  of the covariance at that distance; a pair drawn by both is counted twice (rare, harmless).
+  of the covariance at that distance; a pair drawn by both is counted twice (rare, harmless);
+* only a seeded hash sample of the pixels takes part in a draw (and in its shuffle): each pixel
+  with probability ``p = min(1, max(cfg.pixels_per_pair * target / pixels, sqrt(target /
+  candidates)))``, so about ``pixels_per_pair * target`` rows (more only where cells are so small
+  that fewer would not hold the target's pairs), whatever the number of pixels. A pair takes part
+  with probability ``p**2``, the same for every pair, so the draw stays uniform; the slots and the
+  thinning are computed on the ``p**2 * candidates`` expected pairs among participants.
 
 The per-epoch mean is an exact aggregate over every pixel's ``disp`` (per-partition sums and counts
 of the valid values in ``mapInPandas``, added on the driver: one (T,) array per partition). The pair
@@ -202,20 +208,9 @@ def covariogram(spark: SparkSession, pixels_df: DataFrame, cfg: CovariogramConfi
 
     epoch_mean = epoch_mean_mm(pixels)
 
-    counts = (pixels.groupBy("cell").agg(F.count(F.lit(1)).alias("n"))
-              .agg(F.sum("n").alias("n"),
-                   F.sum(F.when(F.col("cell").isNotNull(), F.expr("n * (n - 1) DIV 2"))).alias("local"))
-              .first())
-    n_pixels, local_candidates = int(counts["n"] or 0), int(counts["local"] or 0)
-    global_candidates = n_pixels * (n_pixels - 1) // 2
+    n_pixels, draws = _plan_draws(pixels, cfg)
     target_local = int(round(cfg.pairs * cfg.local_share))
     target_global = cfg.pairs - target_local
-    draws = [d for d in (_Draw("local", local_candidates, target_local),
-                         _Draw("global", global_candidates, target_global)) if d.active]
-    for d in draws:
-        if d.candidates < d.target:
-            log.warning("covariogram: only %d %s candidate pairs for a target of %d; all are used",
-                        d.candidates, d.kind, d.target)
 
     if draws:
         bins_rows = _pair_bins(spark, pixels, draws, epoch_mean, cfg).collect()
@@ -226,10 +221,12 @@ def covariogram(spark: SparkSession, pixels_df: DataFrame, cfg: CovariogramConfi
     bins = _bins_frame([r["bin"] for r in in_range], [r["pairs"] for r in in_range],
                        [r["cov_sum"] for r in in_range], cfg.bin_km)
     length = correlation_length_km(bins["distance_km"].to_numpy(), bins["covariance"].to_numpy(), cfg.fraction)
-    log.info("covariogram: %d pixels, %d epochs; %d pairs drawn (target %d: %d within %d-character "
-             "geohash cells, %d anywhere); %d bins of %.3g km below %.3g km holding %d pairs; "
-             "correlation length (%.2f of the first bin) %.3f km",
-             n_pixels, len(epoch_mean), drawn, cfg.pairs, target_local, cfg.local_precision, target_global,
+    log.info("covariogram: %d pixels, %d epochs; ~%.0f rows take part in the pairing (%s); %d pairs drawn "
+             "(target %d: %d within %d-character geohash cells, %d anywhere); %d bins of %.3g km below %.3g km "
+             "holding %d pairs; correlation length (%.2f of the first bin) %.3f km",
+             n_pixels, len(epoch_mean), sum(d.participants for d in draws),
+             ", ".join(f"{d.kind} {d.share:.3g} of {d.population}" for d in draws), drawn,
+             cfg.pairs, target_local, cfg.local_precision, target_global,
              len(bins), cfg.bin_km, cfg.max_distance_km, int(bins["pairs"].sum()), cfg.fraction, length)
     return CovariogramResult(bins=bins, correlation_length_km=length, pairs=drawn, epoch_mean_mm=epoch_mean)
 
@@ -237,29 +234,89 @@ def covariogram(spark: SparkSession, pixels_df: DataFrame, cfg: CovariogramConfi
 def _check_config(cfg: CovariogramConfig) -> None:
     # The config loader checks these too; a dataclasses.replace'd config bypasses it.
     if cfg.pairs < 1 or not 0 <= cfg.local_share <= 1 or not 0 < cfg.fraction < 1 \
-            or not 1 <= cfg.local_precision <= 12 or not 0 < cfg.bin_km < cfg.max_distance_km:
+            or not 1 <= cfg.local_precision <= 12 or not 0 < cfg.bin_km < cfg.max_distance_km \
+            or not cfg.pixels_per_pair > 0:
         raise ConfigError(f"config section 'covariogram' is invalid: {cfg} (see conf/default.yaml)")
 
 
 @dataclass(frozen=True)
 class _Draw:
-    """One uniform draw of ``target`` pairs among ``candidates``: slots and thinning."""
+    """One uniform draw of ``target`` pairs among ``candidates`` pairs of ``population`` pixels:
+    the share of pixels taking part, slots and thinning."""
     kind: str            # "local" (within a cell) or "global"
     candidates: int
     target: int
+    population: int      # pixels that can take part (with a cell, for "local")
+    pixels_per_pair: float
 
     @property
     def active(self) -> bool:
         return self.target > 0 and self.candidates > 0
 
     @property
+    def share(self) -> float:
+        """Probability that a pixel takes part: ~pixels_per_pair rows per target pair, and at
+        least enough that the participants' pairs (share**2 * candidates) hold the target."""
+        need = max(self.pixels_per_pair * self.target / self.population, math.sqrt(self.target / self.candidates))
+        return min(1.0, need)
+
+    @property
+    def participants(self) -> float:
+        """Expected number of pixels taking part."""
+        return self.share * self.population
+
+    @property
+    def pair_candidates(self) -> float:
+        """Expected candidate pairs among the participants (exact when every pixel takes part)."""
+        return float(self.candidates) if self.share >= 1.0 else self.share ** 2 * self.candidates
+
+    @property
     def n_slots(self) -> int:
-        return max(1, self.candidates // self.target)
+        return max(1, int(self.pair_candidates // self.target))
 
     @property
     def keep(self) -> float:
-        """Share of the slot-join pairs kept: expected pairs = candidates / n_slots * keep = target."""
-        return min(1.0, self.target * self.n_slots / self.candidates)
+        """Share of the slot-join pairs kept: expected pairs = pair_candidates / n_slots * keep = target."""
+        return min(1.0, self.target * self.n_slots / self.pair_candidates)
+
+
+def _plan_draws(pixels: DataFrame, cfg: CovariogramConfig) -> tuple[int, list[_Draw]]:
+    """(number of pixels, the active draws) from the pixel count per cell (one Spark aggregate)."""
+    counts = (pixels.groupBy("cell").agg(F.count(F.lit(1)).alias("n"))
+              .agg(F.sum("n").alias("n"),
+                   F.sum(F.when(F.col("cell").isNotNull(), F.col("n"))).alias("n_cell"),
+                   F.sum(F.when(F.col("cell").isNotNull(), F.expr("n * (n - 1) DIV 2"))).alias("local"))
+              .first())
+    n_pixels, n_cell, local_candidates = (int(counts[k] or 0) for k in ("n", "n_cell", "local"))
+    target_local = int(round(cfg.pairs * cfg.local_share))
+    draws = [d for d in (_Draw("local", local_candidates, target_local, n_cell, cfg.pixels_per_pair),
+                         _Draw("global", n_pixels * (n_pixels - 1) // 2, cfg.pairs - target_local, n_pixels,
+                               cfg.pixels_per_pair)) if d.active]
+    for d in draws:
+        if d.candidates < d.target:
+            log.warning("covariogram: only %d %s candidate pairs for a target of %d; all are used",
+                        d.candidates, d.kind, d.target)
+    return n_pixels, draws
+
+
+def _participants(pixels: DataFrame, draws: list[_Draw], seed: int) -> DataFrame:
+    """One row per (draw, participating pixel): kind (index in ``draws``), cell ('' for the global
+    draw), slot, pixel_id, lon, lat, disp. A pixel takes part in a draw when a seeded hash of
+    (draw, pixel_id) falls below the draw's share."""
+    seed_col = F.lit(int(seed))
+    entries = None
+    for kind_id, draw in enumerate(draws):
+        part = pixels if draw.kind == "global" else pixels.where(F.col("cell").isNotNull())
+        if draw.share < 1.0:
+            u = F.pmod(F.xxhash64(seed_col, F.lit("take"), F.lit(draw.kind), F.col("pixel_id")),
+                       F.lit(_KEEP_RESOLUTION))
+            part = part.where(u < F.lit(int(draw.share * _KEEP_RESOLUTION)))
+        slot = F.pmod(F.xxhash64(seed_col, F.lit(draw.kind), F.col("pixel_id")), F.lit(draw.n_slots))
+        cell = F.col("cell") if draw.kind == "local" else F.lit("")
+        part = part.select(F.lit(kind_id).alias("kind"), cell.alias("cell"), slot.alias("slot"),
+                           "pixel_id", "lon", "lat", "disp")
+        entries = part if entries is None else entries.unionByName(part)
+    return entries
 
 
 def epoch_mean_mm(pixels: DataFrame, disp_col: str = "disp") -> np.ndarray:
@@ -307,13 +364,7 @@ def _pair_bins(spark: SparkSession, pixels: DataFrame, draws: list[_Draw], epoch
     """Per-bin (bin, pairs, cov_sum, drawn) of the drawn pairs, summed in Spark; the row with a null
     bin carries the number of pairs drawn."""
     seed = F.lit(int(cfg.seed))
-    entries = None
-    for kind_id, draw in enumerate(draws):
-        slot = F.pmod(F.xxhash64(seed, F.lit(draw.kind), F.col("pixel_id")), F.lit(draw.n_slots))
-        cell = F.col("cell") if draw.kind == "local" else F.lit("")
-        part = pixels.select(F.lit(kind_id).alias("kind"), cell.alias("cell"), slot.alias("slot"),
-                             "pixel_id", "lon", "lat", "disp")
-        entries = part if entries is None else entries.unionByName(part)
+    entries = _participants(pixels, draws, cfg.seed)
     a = entries.select(*[F.col(c).alias(f"a_{c}") for c in entries.columns])
     b = entries.select(*[F.col(c).alias(f"b_{c}") for c in entries.columns])
     pairs = a.join(b, (a.a_kind == b.b_kind) & (a.a_cell == b.b_cell) & (a.a_slot == b.b_slot)

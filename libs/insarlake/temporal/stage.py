@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -56,16 +57,53 @@ def model_dir(config: Config, dataset: str) -> Path:
 
 
 def stratified_sample(pixels: DataFrame, size: int, seed: int) -> pd.DataFrame:
-    """About ``size`` pixels (pixel_id, disp), each tile contributing in proportion to its pixel
-    count (at least one), drawn in Spark by a seeded hash; only the sample reaches the driver."""
-    total = pixels.count()
-    ranked = (pixels.withColumn("_h", F.xxhash64(F.lit(seed), "pixel_id"))
-              .withColumn("_n", F.count("*").over(Window.partitionBy("tile_id")))
-              .withColumn("_rank", F.row_number().over(Window.partitionBy("tile_id").orderBy("_h", "pixel_id"))))
-    quota = F.ceil(F.col("_n") * F.lit(size / max(total, 1)))
-    sample = (ranked.where(F.col("_rank") <= quota).select("pixel_id", "disp", "_h")
-              .toPandas().sort_values(["_h", "pixel_id"]))
-    return sample.head(size).drop(columns="_h").reset_index(drop=True)
+    """``size`` pixels (pixel_id, disp), or all when fewer, in the order of their seeded hash
+    ``xxhash64(seed, pixel_id)``. Each tile contributes in proportion to its pixel count: its
+    smallest hashes up to the quota ceil(n_tile * size / total); the quotas add up to at least
+    ``size``, and the sample is every tile's first pixel (so each tile has one when there are at
+    most ``size`` tiles), then the other quota pixels of smallest hash. Only the sample reaches
+    the driver.
+
+    No window over every row: per-tile counts (one row per tile) give each tile a hash threshold
+    that keeps its quota plus a binomial margin (``_keep_share``); since a tile's kept rows are
+    exactly its smallest hashes, ranking the small kept set gives the same sample as ranking all
+    rows. A tile that keeps fewer than its quota (rare) is taken whole in a second pass."""
+    tile = F.coalesce(F.col("tile_id").cast("string"), F.lit(""))
+    hashed = pixels.select(tile.alias("_tile"), "pixel_id", "disp",
+                           F.xxhash64(F.lit(seed), "pixel_id").alias("_h"))
+    counts = hashed.groupBy("_tile").agg(F.count(F.lit(1)).alias("_n")).persist(StorageLevel.MEMORY_AND_DISK)
+    total = counts.agg(F.sum("_n")).first()[0] or 0
+    quotas = counts.select("_tile", "_n", F.ceil(F.col("_n") * F.lit(size / max(total, 1))).alias("_quota"))
+    # The hash as a uniform share in [0, 1], monotone in _h (so "share < threshold" keeps a prefix).
+    share = (F.col("_h").cast("double") + F.lit(2.0 ** 63)) / F.lit(2.0 ** 64)
+    keep = _keep_share(F.col("_quota"), F.col("_n"))
+    kept = (hashed.join(F.broadcast(quotas), "_tile").where((keep >= 1.0) | (share < keep))
+            .persist(StorageLevel.MEMORY_AND_DISK))
+    kept_per_tile = kept.groupBy("_tile").agg(F.count(F.lit(1)).alias("_kept"))
+    short = [r._tile for r in quotas.join(kept_per_tile, "_tile", "left")
+             .where(F.coalesce("_kept", F.lit(0)) < F.col("_quota")).select("_tile").collect()]
+    candidates = kept
+    if short:
+        log.info("TSKM sample: %d tiles kept fewer than their quota after the hash filter; taking them whole",
+                 len(short))
+        candidates = (kept.where(~F.col("_tile").isin(short))
+                      .unionByName(hashed.where(F.col("_tile").isin(short)).join(F.broadcast(quotas), "_tile")))
+    rank = F.row_number().over(Window.partitionBy("_tile").orderBy("_h", "pixel_id"))
+    sample = (candidates.withColumn("_rank", rank).where(F.col("_rank") <= F.col("_quota"))
+              .orderBy(F.col("_rank") > 1, "_h", "pixel_id").limit(size)
+              .select("pixel_id", "disp", "_h").toPandas()
+              .sort_values(["_h", "pixel_id"], kind="stable").drop(columns="_h").reset_index(drop=True))
+    kept.unpersist()
+    counts.unpersist()
+    log.info("TSKM sample: %d of %d pixels", len(sample), total)
+    return sample
+
+
+def _keep_share(quota, n):
+    """Hash share kept in a tile of ``n`` pixels with a ``quota`` (Spark columns): the quota plus
+    3 binomial standard deviations and 3, so a tile keeps fewer than its quota with probability
+    below ~1e-3 (then it is taken whole)."""
+    return F.least(F.lit(1.0), (quota + F.lit(3.0) * F.sqrt(quota) + F.lit(3.0)) / n)
 
 
 def _reusable(model: TskmModel, config: Config, dates: list[str]) -> bool:
@@ -157,8 +195,11 @@ def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> 
         run.metrics["tskm_k"] = float(model.k)
         run.metrics["tskm_silhouette"] = float(model.silhouette_by_k.get(model.k, math.nan))
     with run.stage("cluster.tskm_assign"):
+        # persisted (not checkpointed): a lost executor recomputes its part; the assignment is
+        # deterministic (the model's exact kernel on each pixel's series).
         labelled = (assign_pixels(pixels, model, dataset, run.run_id, config.temporal.write_distance)
-                    .localCheckpoint(eager=True))
+                    .persist(StorageLevel.MEMORY_AND_DISK))
+        labelled.count()
     with run.stage("cluster.dbscan"):
         located = labelled.join(pixels.select("pixel_id", "lon", "lat"), "pixel_id")
         clustered = cluster_in_space(located, config.spatial, cov.correlation_length_km, run)
@@ -168,6 +209,7 @@ def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> 
         if n != expected:
             raise RuntimeError(f"dataset {dataset}: clusters has {n} rows for {expected} pixels")
         run.count("clusters", n)
+    labelled.unpersist()
     with run.stage("cluster.map"):
         written = read_table(spark, config, "clusters", [dataset]).join(pixels.select("pixel_id", "lon", "lat"),
                                                                         "pixel_id")
