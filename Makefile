@@ -37,6 +37,12 @@ bench: setup
 	$(PY) benchmarks/hotspot_scenes.py --set temporal.sample_size=60 --set temporal.silhouette_size=60
 	./spark-submit.sh jobs/forecast.py --config conf/local.yaml --dataset demo --evaluate
 	$(PY) benchmarks/forecast_scaling.py --lake lake --dataset demo --sizes 250 500 1000 2000
+	$(PY) benchmarks/tskm_fit.py
+
+# The whole pipeline at 100k, 300k and 1M pixels (first run and re-run), per-stage time and memory,
+# cost model, local[1] against local[2]; hours on 2 cores. Results in benchmarks/README.md.
+bench-scale: setup
+	$(PY) benchmarks/scale.py --sizes 100000 300000 1000000 --compare-cores 300000 --out benchmarks/out
 
 clean:
 	rm -rf lake dist .derby spark-warehouse

@@ -165,6 +165,7 @@ def test_labels_equal_tslearn_predict_random(gamma):
     _close(dist, ref[np.arange(len(X)), labels], gamma, 60)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gamma", [1.0, 10.0])
 def test_labels_equal_tslearn_predict_real_egms(egms_real, gamma):
     X, C = egms_real
@@ -323,3 +324,150 @@ def test_chunks_do_not_change_results(monkeypatch):
     labels7, dist7 = softdtw_assign(X, C, 1.0, return_distance=True)
     assert np.array_equal(labels7, labels) and np.array_equal(dist7, dist)
     assert np.array_equal(softdtw_distances(X, C, 1.0), full)
+
+
+# ------------------------------------------------------------------------------------------------
+# gradient, barycentre, pairwise matrix
+# ------------------------------------------------------------------------------------------------
+
+def _tslearn_value_grad(X, z, gamma):
+    """tslearn's soft-DTW value and gradient with respect to z, as its barycentre objective computes them."""
+    from tslearn.metrics import SoftDTW, SquaredEuclidean
+
+    values, grads = [], []
+    for x in X:
+        D = SquaredEuclidean(z[:, None], x[:, None])
+        sdtw = SoftDTW(D, gamma=gamma)
+        values.append(sdtw.compute())
+        grads.append(D.jacobian_product(sdtw.grad())[:, 0])
+    return np.array(values), np.array(grads)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("T", [1, 2, 33, 90])
+def test_value_and_gradient_equal_tslearn(gamma, T):
+    from tslearn.metrics import soft_dtw
+
+    rng = np.random.default_rng(T)
+    X = np.cumsum(rng.normal(0.0, 3.0, (35, T)), axis=1)           # 35: not a multiple of the block size
+    z = X.mean(axis=0)
+    values, grads = sd.softdtw_grad(X, z, gamma)
+    assert values.shape == (35,) and grads.shape == (35, T) and grads.dtype == np.float64
+    ref_values, ref_grads = _tslearn_value_grad(X, z, gamma)
+    _close(values, ref_values, gamma, T)
+    _close(values, np.array([soft_dtw(z, x, gamma=gamma) for x in X]), gamma, T)
+    assert np.array_equal(values, sd._soft_pairs(X, z[None], np.arange(35), np.zeros(35, np.int64), gamma))
+    # tslearn's E recursion subtracts nearly equal log-values (fastmath): compare on the gradient's own scale
+    assert np.allclose(grads, ref_grads, rtol=0, atol=1e-8 * (1 + np.abs(ref_grads).max() / gamma))
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_gradient_equals_finite_differences(gamma):
+    """Central differences with step h (mm): error <= truncation + rounding, both estimated.
+
+    Rounding: each value carries ~T * 4 ulp of (|f| + gamma log N_paths) (a few ulp per cell along the path),
+    divided by 2h. Truncation (h**2 f'''/6) is estimated from the same difference at 2h: D(2h) - D(h) = 3 * it.
+    """
+    rng = np.random.default_rng(11)
+    T, h = 30, 1e-4
+    X = np.cumsum(rng.normal(0.0, 3.0, (4, T)), axis=1)
+    z = X.mean(axis=0) + rng.normal(0.0, 1.0, T)
+    values, grads = sd.softdtw_grad(X, z, gamma)
+
+    def central(step):
+        out = np.empty((len(X), T))
+        for t in range(T):
+            e = np.zeros(T)
+            e[t] = step
+            out[:, t] = (sd.softdtw_grad(X, z + e, gamma)[0] - sd.softdtw_grad(X, z - e, gamma)[0]) / (2 * step)
+        return out
+
+    fd, fd2 = central(h), central(2 * h)
+    eps = np.finfo(np.float64).eps
+    rounding = 4 * T * eps * (np.abs(values) + gamma * sd._log_n_paths(T))[:, None] / h
+    truncation = np.abs(fd2 - fd) / 3
+    assert np.all(np.abs(fd - grads) <= 4 * (rounding + truncation) + 1e-12)
+    assert np.abs(grads).max() > 1e3 * (rounding.max() + truncation.max())     # the check is not vacuous
+
+
+@pytest.mark.slow
+def test_barycenter_equals_tslearn():
+    from tslearn.barycenters import softdtw_barycenter
+
+    X, _ = _realistic(25, 60, 1, 12)
+    init = X[0] + 1.0
+    for gamma in (0.1, 1.0):
+        ours = sd.softdtw_barycenter(X, gamma, init=init, max_iter=10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = softdtw_barycenter(X[:, :, None], gamma=gamma, init=init[:, None].copy(), max_iter=10)[:, 0]
+        obj = [sd.softdtw_grad(X, z, gamma)[0].sum() for z in (ours, ref, init)]
+        assert obj[0] < obj[2]                                        # it optimised
+        assert obj[0] <= obj[1] + 1e-9 * abs(obj[1])                  # the same iterates up to rounding
+        assert np.allclose(ours, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+    assert np.array_equal(sd.softdtw_barycenter(X, 1.0, max_iter=0), X.mean(axis=0))   # tslearn: the mean
+
+
+def test_barycenter_of_identical_series_is_that_series():
+    t = np.linspace(0.0, 3.0, 40)
+    for x in (-15.0 * t, 10.0 * np.sin(2 * np.pi * t / 3), -60.0 * (1.0 - np.exp(-t / 1.2))):
+        X = np.repeat(x[None, :], 5, axis=0)
+        z = sd.softdtw_barycenter(X, 0.01, max_iter=100)
+        assert np.allclose(z, x, rtol=0, atol=0.03 * np.abs(x).max())
+        assert sd.softdtw_grad(X, z, 0.01)[0].sum() <= sd.softdtw_grad(X, x, 0.01)[0].sum()
+
+
+@pytest.mark.slow
+def test_pairwise_equals_cdist_and_threads_change_nothing():
+    import numba
+
+    X, C = _realistic(35, 70, 4, 13)
+    for gamma in GAMMAS:
+        full = sd.softdtw_pairwise(X, gamma)
+        assert full.shape == (35, 35) and np.array_equal(full, full.T)
+        _close(full, softdtw_distances(X, X, gamma), gamma, 70)            # itself tested against tslearn
+    _close(sd.softdtw_pairwise(X[:20], 1.0), _cdist(X[:20], None, 1.0), 1.0, 70)
+    rows, cols = np.repeat(np.arange(35), 4), np.tile(np.arange(4), 35)
+    single = sd._soft_pairs(X, C, rows, cols, 1.0), sd._hard_pairs(X, C, rows, cols)
+    before = numba.get_num_threads()
+    try:
+        for threads in {1, before}:
+            numba.set_num_threads(threads)
+            assert np.array_equal(sd._soft_pairs_parallel(X, C, rows, cols, 1.0), single[0])
+            assert np.array_equal(sd._hard_pairs_parallel(X, C, rows, cols), single[1])
+            g = sd.softdtw_grad(X, C[0], 1.0)
+            if threads == 1:
+                g1 = g
+            assert np.array_equal(g[0], g1[0]) and np.array_equal(g[1], g1[1])
+    finally:
+        numba.set_num_threads(before)
+    labels = softdtw_assign(X, C, 1.0)
+    assert np.array_equal(sd._assign(X, C, 1.0, parallel=True)[0], labels)
+
+
+def test_gradient_barycenter_pairwise_bad_input():
+    X = np.cumsum(np.ones((4, 10)), axis=1)
+    gappy = X.copy()
+    gappy[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN-free"):
+        sd.softdtw_grad(gappy, X[0], 1.0)
+    with pytest.raises(ValueError, match="NaN-free"):
+        sd.softdtw_barycenter(gappy, 1.0)
+    with pytest.raises(ValueError, match="NaN-free"):
+        sd.softdtw_pairwise(gappy, 1.0)
+    with pytest.raises(ValueError, match="ragged"):
+        sd.softdtw_barycenter([[1.0, 2.0, 3.0], [1.0, 2.0]], 1.0)
+    with pytest.raises(ValueError, match="ragged"):
+        sd.softdtw_pairwise([np.zeros(5), np.zeros(6)], 1.0)
+    with pytest.raises(ValueError, match="T must be equal"):
+        sd.softdtw_grad(X, np.zeros(9), 1.0)
+    with pytest.raises(ValueError, match="1-D"):
+        sd.softdtw_grad(X, X[:2], 1.0)
+    with pytest.raises(ValueError, match="init must have shape"):
+        sd.softdtw_barycenter(X, 1.0, init=np.zeros(9))
+    with pytest.raises(ValueError, match="at least one series"):
+        sd.softdtw_barycenter(X[:0], 1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        sd.softdtw_barycenter(X, 1.0, max_iter=-1)
+    with pytest.raises(ValueError, match="gamma"):
+        sd.softdtw_barycenter(X, 0.0)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from insarlake.errors import InputError
-from insarlake.temporal.tskm import TskmModel, divergence_matrix, fit_tskm, preprocess, silhouette
+from insarlake.temporal.softdtw import softdtw_distances
+from insarlake.temporal.tskm import SoftDTWKMeans, TskmModel, divergence_matrix, fit_tskm, preprocess, silhouette
 
 
 def _behaviours(n_per: int, T: int = 60, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -41,6 +42,7 @@ def test_silhouette_equals_tslearn_softdtw():
     assert ours == pytest.approx(ref, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_silhouette_recovers_the_number_of_behaviours():
     x, truth = _behaviours(25, k=4)
     dates = [f"2020-01-{i % 28 + 1:02d}" for i in range(x.shape[1])]
@@ -77,3 +79,71 @@ def test_model_file_round_trip_and_corruption(tmp_path):
         TskmModel.load(path)
     with pytest.raises(InputError, match="not found"):
         TskmModel.load(tmp_path / "missing.json")
+
+
+def _objective(x, centroids, gamma):
+    """Sum over series of the soft-DTW value to the nearest centroid (mm²): the k-means objective."""
+    return float(softdtw_distances(x, centroids, gamma).min(axis=1).sum())
+
+
+@pytest.mark.slow
+def test_kmeans_plusplus_seeds_equal_tslearn():
+    from sklearn.utils import check_random_state
+    from tslearn.clustering.kmeans import _k_init_metric
+    from tslearn.metrics import cdist_soft_dtw
+
+    from insarlake.temporal.tskm import _kmeans_plusplus
+
+    x, _ = _behaviours(15, T=40, k=4, seed=3)
+    for seed, k in ((0, 3), (5, 4), (9, 6)):
+        ref = _k_init_metric(x[:, :, None], k, cdist_metric=lambda a, b: cdist_soft_dtw(a, b, gamma=1.0),
+                             random_state=check_random_state(seed))[:, :, 0]
+        assert np.array_equal(_kmeans_plusplus(x, k, 1.0, check_random_state(seed)), ref)
+
+
+@pytest.mark.slow
+def test_softdtw_kmeans_reaches_tslearns_objective():
+    """60 series x 50 epochs, k=3, from the same initial centroids (the seeds are tested above): our fit is
+    tslearn's algorithm, so its objective is within 1 % (in practice equal to ~1e-9)."""
+    import warnings
+
+    from tslearn.clustering import TimeSeriesKMeans
+
+    rng = np.random.default_rng(21)
+    x, _ = _behaviours(15, T=50, k=4, seed=21)
+    x = x + np.cumsum(rng.normal(0, 0.7, x.shape), axis=1)
+    gamma, params = 1.0, dict(max_iter=3, max_iter_barycenter=5)
+    init = x[[0, 20, 40]].copy()
+    ours = SoftDTWKMeans(3, gamma, init=init, **params).fit(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = TimeSeriesKMeans(3, metric="softdtw", metric_params={"gamma": gamma}, init=init[:, :, None], **params)
+        ref.fit(x[:, :, None])
+    ref_c = ref.cluster_centers_[:, :, 0]
+    assert _objective(x, ours.cluster_centers_, gamma) <= 1.01 * _objective(x, ref_c, gamma)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-6) and ours.n_iter_ == ref.n_iter_
+    assert np.array_equal(ours.labels_, ref.labels_)
+    assert ours.cluster_centers_.shape == (3, 50) and ours.labels_.dtype == np.int64
+    assert not np.allclose(ours.cluster_centers_, init)             # the barycentres moved
+
+
+def test_softdtw_kmeans_bad_input():
+    x, _ = _behaviours(3, T=20, k=2)
+    gappy = x.copy()
+    gappy[2, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN-free"):
+        SoftDTWKMeans(2).fit(gappy)
+    with pytest.raises(ValueError, match="ragged"):
+        SoftDTWKMeans(2).fit([list(x[0]), list(x[1][:-1]), list(x[2])])
+    with pytest.raises(ValueError, match="larger than the number of series"):
+        SoftDTWKMeans(7).fit(x)
+    with pytest.raises(ValueError, match="n_clusters"):
+        SoftDTWKMeans(0).fit(x)
+    with pytest.raises(ValueError, match="init must have shape"):
+        SoftDTWKMeans(2, init=x[:3]).fit(x)
+    with pytest.raises(ValueError, match="gamma"):
+        SoftDTWKMeans(2, gamma=-1.0).fit(x)
+    with pytest.raises(ValueError, match="max_iter"):
+        SoftDTWKMeans(2, max_iter=0).fit(x)
+    with pytest.raises(ValueError, match="empty"):               # identical series: k-means++ seeds them all
+        SoftDTWKMeans(2, init=np.stack([x[0], x[0]])).fit(np.repeat(x[:1], 4, axis=0))

@@ -21,6 +21,13 @@ How it is fast (all kernels single-threaded numba, vectorised across a block of 
 * Assignment is exact with pruning: hard DTW**2 (min-plus, cheap) bounds soft-DTW on both sides,
   ``DTW2 - gamma * log(N_paths) <= softDTW <= DTW2`` (see ``_assign_chunk``), so soft-DTW is computed only for
   the centroid with the smallest DTW**2 and for centroids whose lower bound does not exclude them.
+
+Fitting (``softdtw_grad``, ``softdtw_barycenter``, ``softdtw_pairwise``; used by ``tskm.SoftDTWKMeans`` on the
+driver, threaded with numba ``prange``): the gradient with respect to the centroid is tslearn's
+``jacobian_product(E)`` with E the cell marginals ``E[i, j] = P[i, j] * Q[i, j] / (w[i, j] * P[T, T])``, where
+P is the forward grid (kept whole), Q the same forward recursion run on the time-reversed pair (the sum over the
+paths from (i, j) to the end) and ``w = 2**(-D / (gamma ln 2))`` the cell's own factor: no exp/log per cell
+and no second recursion to maintain. The barycentre is tslearn's L-BFGS-B call (scipy) on that objective.
 """
 from __future__ import annotations
 
@@ -30,10 +37,12 @@ from functools import lru_cache
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import get_num_threads, njit, prange, types
 from numba.extending import intrinsic
+from scipy.optimize import minimize
 
-__all__ = ["softdtw_assign", "softdtw_distances", "fill_missing"]
+__all__ = ["softdtw_assign", "softdtw_distances", "softdtw_pairwise", "softdtw_grad", "softdtw_barycenter",
+           "fill_missing"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,8 @@ _MAX_LOG2P = 2.0 ** 50
 _PRUNE_RTOL = 1e-9
 # Series per call of the pair kernels: bounds the (chunk, k) work arrays.
 _CHUNK = 8192
+# Pairs per task of the threaded pair kernels (used by the fit on the driver, not on Spark executors).
+_PAR_PAIRS = 1024
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,6 +271,173 @@ def _hard_pairs(X, C, rows, cols):
     return res
 
 
+@njit(parallel=True, **_KW)
+def _soft_pairs_parallel(X, C, rows, cols, gamma):
+    """``_soft_pairs`` split over numba threads in chunks of _PAR_PAIRS pairs (same values, bit for bit)."""
+    P = rows.size
+    res = np.empty(P)
+    for c in prange((P + _PAR_PAIRS - 1) // _PAR_PAIRS):
+        lo = c * _PAR_PAIRS
+        hi = min(P, lo + _PAR_PAIRS)
+        res[lo:hi] = _soft_pairs(X, C, rows[lo:hi], cols[lo:hi], gamma)
+    return res
+
+
+@njit(parallel=True, **_KW)
+def _hard_pairs_parallel(X, C, rows, cols):
+    """``_hard_pairs`` split over numba threads in chunks of _PAR_PAIRS pairs."""
+    P = rows.size
+    res = np.empty(P)
+    for c in prange((P + _PAR_PAIRS - 1) // _PAR_PAIRS):
+        lo = c * _PAR_PAIRS
+        hi = min(P, lo + _PAR_PAIRS)
+        res[lo:hi] = _hard_pairs(X, C, rows[lo:hi], cols[lo:hi])
+    return res
+
+
+@njit(inline="always", **_KW)
+def _marginal_row_step(Xt, xo, Ct, co, scale, Mf, Ef, Mb, Eb, o, eZ, inv_mZ, tmp, G):
+    """Adds d(soft-DTW)/dC[j] of cell (i, j) to G[co:co + _W] for _W lanes.
+
+    The marginal (tslearn's E[i, j]) is P[i, j] * Q[i, j] / (w[i, j] * P[T, T]): forward P (Mf, Ef),
+    backward Q (Mb, Eb: the sum over the paths from (i, j) to (T, T)), both at o; w = 2**(-dcost) is the
+    cell's own factor, counted in both. The cost's derivative with respect to C[j] is -2 (X[i] - C[j]).
+    (Two loops through ``tmp``: the fused loop does not vectorise.)
+    """
+    for lane in range(_UW):
+        diff = Xt[xo + lane] - Ct[co + lane]
+        dcost = diff * diff * scale
+        q = np.round(dcost)
+        k = min(max(Ef[o + lane] + Eb[o + lane] - eZ[lane] + q, _KMIN), 1023.0)
+        e = Mf[o + lane] * Mb[o + lane] * inv_mZ[lane] * _exp2_frac(dcost - q) * _pow2(k)
+        tmp[lane] = -2.0 * e * diff
+    for lane in range(_UW):
+        G[co + lane] += tmp[lane]
+
+
+@njit(**_KW)
+def _soft_grad_block(Xt, Ct, Xr, Cr, T, scale, Mf, Ef, Mb, Eb, Mc, Ec, Bm, Be, eZ, inv_mZ, tmp, G, out):
+    """log2 P[T, T] (out (_W,)) and the gradient of soft-DTW with respect to the centroid (G (T * _W,),
+    lane-major, mm) for _W pairs; Xt, Ct lane-major (T * _W,), Xr, Cr the same reversed in time.
+
+    Forward: the cells of ``_soft_block`` with every row kept (Mf, Ef: (T + 1) rows of (T + 1) * _W).
+    Backward: the same recursion on the time-reversed pair, two rows at a time (Mb/Mc, as ``_soft_block``):
+    its cell (T + 1 - i, T + 1 - j) is the sum over the paths from (i, j) to (T, T); each row is copied in
+    forward column order (Bm, Be) and combined with the forward row. This replaces tslearn's E recursion
+    (three exp per cell) by the forward cell and a product.
+    """
+    R = (T + 1) * _W
+    for q in range(R):
+        Mf[q] = 0.0
+        Ef[q] = _NEG
+    for lane in range(_W):
+        Mf[lane] = 1.0          # P[0, 0] = 1 (R = 0)
+        Ef[lane] = 0.0
+    for i in range(1, T + 1):
+        row = i * R
+        for lane in range(_W):
+            Mf[row + lane] = 0.0
+            Ef[row + lane] = _NEG
+        Mp, Ep = Mf[row - R:row], Ef[row - R:row]
+        Mi, Ei = Mf[row:row + R], Ef[row:row + R]
+        xo = np.uint64((i - 1) * _W)
+        for j in range(1, T + 1):
+            _soft_row_step(Xt, xo, Ct, np.uint64((j - 1) * _W), scale, Mp, Ep, Mi, Ei, np.uint64(j * _W))
+    last = T * R + T * _W
+    for lane in range(_W):
+        eZ[lane] = Ef[last + lane]
+        inv_mZ[lane] = 1.0 / Mf[last + lane]
+        out[lane] = Ef[last + lane] + np.log2(Mf[last + lane])
+    for q in range(T * _W):
+        G[q] = 0.0
+    for q in range(R):
+        Mb[q] = 0.0
+        Eb[q] = _NEG
+    for lane in range(_W):
+        Mb[lane] = 1.0
+        Eb[lane] = 0.0
+    for ir in range(1, T + 1):
+        for lane in range(_W):
+            Mc[lane] = 0.0
+            Ec[lane] = _NEG
+        xo = np.uint64((ir - 1) * _W)
+        for jr in range(1, T + 1):
+            _soft_row_step(Xr, xo, Cr, np.uint64((jr - 1) * _W), scale, Mb, Eb, Mc, Ec, np.uint64(jr * _W))
+        if ir == 1:
+            for lane in range(_W):
+                Mb[lane] = 0.0
+                Eb[lane] = _NEG
+        for jr in range(1, T + 1):          # reversed row ir = backward sums of row T + 1 - ir
+            src = jr * _W
+            dst = (T + 1 - jr) * _W
+            for lane in range(_W):
+                Bm[dst + lane] = Mc[src + lane]
+                Be[dst + lane] = Ec[src + lane]
+        i = T + 1 - ir
+        row = i * R
+        Mi, Ei = Mf[row:row + R], Ef[row:row + R]
+        xo = np.uint64((i - 1) * _W)
+        for j in range(1, T + 1):
+            _marginal_row_step(Xt, xo, Ct, np.uint64((j - 1) * _W), scale, Mi, Ei, Bm, Be, np.uint64(j * _W),
+                               eZ, inv_mZ, tmp, G)
+        Mb, Mc = Mc, Mb
+        Eb, Ec = Ec, Eb
+
+
+@njit(**_KW)
+def _reverse_lanes(At, T, Ar):
+    """Ar[t] = At[T - 1 - t] for lane-major (T * _W,) arrays."""
+    for t in range(T):
+        src = (T - 1 - t) * _W
+        dst = t * _W
+        for lane in range(_W):
+            Ar[dst + lane] = At[src + lane]
+
+
+@njit(parallel=True, **_KW)
+def _soft_grad_pairs(X, C, rows, cols, gamma, n_threads):
+    """Soft-DTW values (P,) and their gradients (P, T) with respect to C[cols[p]] for the pairs
+    (X[rows[p]], C[cols[p]]); blocks of _W pairs dealt round-robin to ``n_threads`` workers (each with
+    its own (T + 1)**2 * _W grid). Results do not depend on n_threads."""
+    T = X.shape[1]
+    P = rows.size
+    values = np.empty(P)
+    grads = np.empty((P, T))
+    n_blocks = (P + _W - 1) // _W
+    n_workers = max(1, min(n_threads, n_blocks))
+    scale = 1.0 / (gamma * _LN2)
+    R = (T + 1) * _W
+    for worker in prange(n_workers):
+        Xt = np.empty(T * _W)
+        Ct = np.empty(T * _W)
+        Xr = np.empty(T * _W)
+        Cr = np.empty(T * _W)
+        Mf = np.empty((T + 1) * R)
+        Ef = np.empty((T + 1) * R)
+        Mb = np.empty(R)
+        Eb = np.empty(R)
+        Mc = np.empty(R)
+        Ec = np.empty(R)
+        Bm = np.empty(R)
+        Be = np.empty(R)
+        tmp = np.empty(_W)
+        eZ = np.empty(_W)
+        inv_mZ = np.empty(_W)
+        G = np.empty(T * _W)
+        lg2 = np.empty(_W)
+        for b in range(worker, n_blocks, n_workers):
+            start = b * _W
+            count = _load_block(X, C, rows, cols, start, Xt, Ct)
+            _reverse_lanes(Xt, T, Xr)
+            _reverse_lanes(Ct, T, Cr)
+            _soft_grad_block(Xt, Ct, Xr, Cr, T, scale, Mf, Ef, Mb, Eb, Mc, Ec, Bm, Be, eZ, inv_mZ, tmp, G, lg2)
+            for lane in range(count):
+                values[start + lane] = -gamma * _LN2 * lg2[lane]
+                for t in range(T):
+                    grads[start + lane, t] = G[t * _W + lane]
+    return values, grads
+
+
 @njit(**_KW)
 def _fill_rows(X):
     """In place: NaN -> linear interpolation over the epoch index, nearest valid value at the ends.
@@ -294,7 +472,14 @@ def _fill_rows(X):
 
 def _as_matrix(name, a, allow_nan):
     """(n, T) float64 C-contiguous copy-or-view of `a`; (n, T, 1) is accepted (tslearn's layout)."""
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except ValueError:                  # numpy refuses nested sequences of unequal lengths
+        arr = np.asarray(a, dtype=object)
+    if arr.dtype == object and arr.ndim == 1 and len(arr) and all(np.ndim(r) >= 1 for r in arr):
+        lengths = sorted({len(r) for r in arr})
+        raise ValueError(f"{name} must be equal-length series, got lengths {lengths[:5]}"
+                         + (" ..." if len(lengths) > 5 else "") + " (ragged input)")
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if arr.ndim == 3 and arr.shape[2] == 1:
@@ -321,9 +506,10 @@ def _check_gamma(gamma):
     return g
 
 
-def _prepare(series, centroids, gamma):
+def _prepare(series, centroids, gamma, allow_nan=True):
+    """Checked float64 (n, T) series (NaN filled when allowed, else refused), (k, T) centroids, gamma."""
     g = _check_gamma(gamma)
-    X = _as_matrix("series", series, allow_nan=True)
+    X = _as_matrix("series", series, allow_nan=allow_nan)
     C = _as_matrix("centroids", centroids, allow_nan=False)
     if C.shape[0] < 1:
         raise ValueError("centroids must hold at least one centroid (k >= 1)")
@@ -392,10 +578,83 @@ def softdtw_assign(series, centroids, gamma, return_distance=False):
     return (labels, dist) if return_distance else labels
 
 
-def _assign(X, C, gamma, stats=None):
+def softdtw_pairwise(series, gamma):
+    """Soft-DTW values between every pair of series, on all numba threads.
+
+    series: (n, T) NaN-free (mm); gamma: finite > 0 (mm**2). Returns float64 (n, n) (mm**2), symmetric
+    (each pair computed once), equal to ``tslearn.metrics.cdist_soft_dtw(series)``.
+    """
+    X = _as_matrix("series", series, allow_nan=False)
+    X, _, g = _prepare(X, X[:1] if len(X) else np.zeros((1, X.shape[1])), gamma, allow_nan=False)
+    return _pairwise(X, g)
+
+
+def _pairwise(X, gamma):
+    n = X.shape[0]
+    rows, cols = np.triu_indices(n)
+    out = np.empty((n, n), dtype=np.float64)
+    values = _soft_pairs_parallel(X, X, rows.astype(np.int64), cols.astype(np.int64), gamma)
+    out[rows, cols] = values
+    out[cols, rows] = values
+    return out
+
+
+def softdtw_grad(series, centroid, gamma):
+    """Soft-DTW between each series and one centroid, and its gradient with respect to the centroid.
+
+    series: (n, T) NaN-free (mm); centroid: (T,) (mm); gamma: finite > 0 (mm**2). Returns values float64 (n,)
+    (mm**2, as ``tslearn.metrics.soft_dtw``) and gradients float64 (n, T) (mm: d value / d centroid[t], as
+    tslearn's ``SquaredEuclidean(centroid, x).jacobian_product(SoftDTW(...).grad())``). Threaded over series.
+    """
+    c = np.asarray(centroid)
+    if c.ndim != 1:
+        raise ValueError(f"centroid must be 1-D (T,), got shape {c.shape}")
+    X, C, g = _prepare(series, c[None, :], gamma, allow_nan=False)
+    n = X.shape[0]
+    return _soft_grad_pairs(X, C, np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64), g, get_num_threads())
+
+
+def softdtw_barycenter(series, gamma, init=None, max_iter=50, tol=1e-3):
+    """Soft-DTW barycentre of series, as ``tslearn.barycenters.softdtw_barycenter`` (uniform weights).
+
+    Minimises sum_i soft-DTW(z, series[i]) over z (T,) with scipy's L-BFGS-B (``tol``, at most ``max_iter``
+    iterations) from ``init`` (T,) (default: the mean series). series: (n >= 1, T) NaN-free (mm); gamma: finite
+    > 0 (mm**2). Returns float64 (T,) (mm).
+    """
+    X = _as_matrix("series", series, allow_nan=False)
+    if X.shape[0] < 1:
+        raise ValueError("series must hold at least one series")
+    z0 = X.mean(axis=0) if init is None else _as_matrix("init", np.atleast_2d(init), allow_nan=False)[0]
+    if np.ndim(init) > 1 or z0.shape != (X.shape[1],):
+        raise ValueError(f"init must have shape ({X.shape[1]},) like one series, got {np.shape(init)}")
+    X, _, g = _prepare(X, z0[None, :], gamma, allow_nan=False)
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
+        raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
+    return _barycenter(X, z0, g, int(max_iter), float(tol))
+
+
+def _barycenter(X, init, gamma, max_iter, tol):
+    """L-BFGS-B on sum_i soft-DTW(z, X[i]) from init (T,) for clean X (n, T); tslearn's call and stopping rule."""
+    if max_iter <= 0:
+        return init.copy()
+    rows = np.arange(X.shape[0], dtype=np.int64)
+    cols = np.zeros(X.shape[0], dtype=np.int64)
+    threads = get_num_threads()
+
+    def objective(z):
+        values, grads = _soft_grad_pairs(X, np.ascontiguousarray(z)[None, :], rows, cols, gamma, threads)
+        return values.sum(), grads.sum(axis=0)
+
+    res = minimize(objective, init, method="L-BFGS-B", jac=True, tol=tol, options={"maxiter": max_iter})
+    return res.x
+
+
+def _assign(X, C, gamma, stats=None, parallel=False):
     """Labels and distances for clean X (n, T), C (k, T), in chunks of _CHUNK series (bounded memory).
 
     ``stats`` (dict), if given, receives the number of exact soft-DTW evaluations under "exact".
+    ``parallel`` uses the numba-threaded pair kernels (for the fit on the driver; Spark tasks stay
+    single-threaded). Results do not depend on it.
     """
     n = X.shape[0]
     labels = np.zeros(n, dtype=np.int64)
@@ -403,7 +662,7 @@ def _assign(X, C, gamma, stats=None):
     exact = 0
     for lo in range(0, n, _CHUNK):
         hi = min(n, lo + _CHUNK)
-        labels[lo:hi], dist[lo:hi], count = _assign_chunk(X[lo:hi], C, gamma)
+        labels[lo:hi], dist[lo:hi], count = _assign_chunk(X[lo:hi], C, gamma, parallel)
         exact += count
     if stats is not None:
         stats["exact"] = exact
@@ -420,7 +679,7 @@ def _log_n_paths(T):
     return math.log(count)
 
 
-def _assign_chunk(X, C, gamma):
+def _assign_chunk(X, C, gamma, parallel=False):
     """Exact soft-DTW argmin with pruning by hard-DTW bounds. X (n, T), C (k, T) clean float64.
 
     Bounds. soft-DTW is -gamma * log(sum over the alignment paths A of exp(-cost(path) / gamma)), with
@@ -434,25 +693,26 @@ def _assign_chunk(X, C, gamma):
     argmin (first on ties, as numpy) of the exact values computed. Returns (labels, distances, number
     of exact soft-DTW evaluations).
     """
+    soft_pairs, hard_pairs = (_soft_pairs_parallel, _hard_pairs_parallel) if parallel else (_soft_pairs, _hard_pairs)
     n, k = X.shape[0], C.shape[0]
     if k == 1:
         zero = np.zeros(n, dtype=np.int64)
-        return zero, _soft_pairs(X, C, np.arange(n, dtype=np.int64), zero, gamma), n
+        return zero, soft_pairs(X, C, np.arange(n, dtype=np.int64), zero, gamma), n
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     cols = np.tile(np.arange(k, dtype=np.int64), n)
-    upper = _hard_pairs(X, C, rows, cols).reshape(n, k)            # DTW2 >= softDTW
+    upper = hard_pairs(X, C, rows, cols).reshape(n, k)             # DTW2 >= softDTW
     slack = gamma * _log_n_paths(X.shape[1])
     lower = upper - slack                                          # <= softDTW
     first = np.argmin(upper, axis=1).astype(np.int64)
     idx = np.arange(n, dtype=np.int64)
     exact = np.full((n, k), np.inf)
-    exact[idx, first] = _soft_pairs(X, C, idx, first, gamma)
+    exact[idx, first] = soft_pairs(X, C, idx, first, gamma)
     s0 = exact[idx, first][:, None]
     tol = _PRUNE_RTOL * (np.abs(s0) + np.abs(upper) + slack)
     need = lower <= s0 + tol
     need[idx, first] = False
     r2, c2 = np.nonzero(need)
     if r2.size:
-        exact[r2, c2] = _soft_pairs(X, C, r2.astype(np.int64), c2.astype(np.int64), gamma)
+        exact[r2, c2] = soft_pairs(X, C, r2.astype(np.int64), c2.astype(np.int64), gamma)
     labels = np.argmin(exact, axis=1).astype(np.int64)
     return labels, exact[idx, labels], n + r2.size

@@ -1,7 +1,12 @@
-"""Time-series k-means (TSKM): fit on a sample with tslearn, choose k by the silhouette, assign
-with our exact kernels, and a portable model file (JSON, no pickle).
+"""Time-series k-means (TSKM): fit on a sample, choose k by the silhouette, assign with our exact
+kernels, and a portable model file (JSON, no pickle).
 
-Pure numpy/tslearn, no Spark: ``stage.py`` draws the sample and assigns every pixel on Spark.
+soft-DTW (the default metric) is fitted by ``SoftDTWKMeans``: tslearn's
+``TimeSeriesKMeans(metric="softdtw", n_init=1)`` step for step (k-means++ seeding with the same random
+draws, assignment, L-BFGS-B soft-DTW barycentres, stopping rule, re-seeding on an empty cluster) on
+our numba kernels (``softdtw.py``), threaded, ~50x faster per core (benchmarks/README.md). dtw and
+euclidean still use tslearn. Pure numpy/numba/scipy, no Spark: ``stage.py`` draws the sample and
+assigns every pixel on Spark.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from insarlake.errors import InputError
+from insarlake.temporal import softdtw as _sd
 from insarlake.temporal.softdtw import fill_missing, softdtw_assign, softdtw_distances
 
 log = logging.getLogger(__name__)
@@ -59,18 +65,137 @@ def distance_matrix(x: np.ndarray, centroids: np.ndarray, metric: str, gamma: fl
 def divergence_matrix(a: np.ndarray, b: np.ndarray, metric: str, gamma: float) -> np.ndarray:
     """(n, m) non-negative dissimilarities: for soft-DTW the divergence
     sdtw(a, b) − ½(sdtw(a, a) + sdtw(b, b)) (tslearn's normalised soft-DTW), else as
-    ``distance_matrix``. Used for the silhouette and the elbow curve."""
+    ``distance_matrix``. Used for the silhouette and the elbow curve. With ``a is b`` the soft-DTW
+    matrix is computed once per pair on all numba threads."""
     if metric != "softdtw":
         return distance_matrix(a, b, metric, gamma)
-    full = softdtw_distances(a, b, gamma)
-    self_a = np.diag(full).copy() if a is b else _self_softdtw(a, gamma)
-    self_b = self_a if a is b else _self_softdtw(b, gamma)
+    if a is b:
+        full = _sd.softdtw_pairwise(a, gamma)
+        self_a = self_b = np.diag(full).copy()
+    else:
+        full = softdtw_distances(a, b, gamma)
+        self_a, self_b = _self_softdtw(a, gamma), _self_softdtw(b, gamma)
     return full - 0.5 * (self_a[:, None] + self_b[None, :])
 
 
 def _self_softdtw(x: np.ndarray, gamma: float) -> np.ndarray:
-    """sdtw(x_i, x_i) for each row (n,)."""
-    return np.array([softdtw_distances(row[None, :], row[None, :], gamma)[0, 0] for row in x])
+    """sdtw(x_i, x_i) for each row (n,) mm², threaded."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    idx = np.arange(len(x), dtype=np.int64)
+    return _sd._soft_pairs_parallel(x, x, idx, idx, float(gamma))
+
+
+class SoftDTWKMeans:
+    """k-means under soft-DTW, as tslearn's ``TimeSeriesKMeans(metric="softdtw", n_init=1)``.
+
+    Same seeding (k-means++ on squared soft-DTW with ``numpy.random.RandomState(random_state)``, 2 + ln k
+    local trials; or ``init`` (k, T) given), same loop (assign; stop when the inertia changed by less than
+    ``tol``, after updating the barycentres), same barycentre (L-BFGS-B, tol 1e-3, ``max_iter_barycenter``
+    iterations from the previous centroid), same re-seeding when a cluster empties (10 attempts).
+    Parameters: n_clusters k, gamma (mm²). Fitted: ``cluster_centers_`` (k, T) mm, ``labels_`` (n,)
+    (assignment to the final centroids), ``inertia_`` (tslearn's: mean squared soft-DTW to the assigned
+    centroid at the last assignment before the final update, mm⁴), ``n_iter_``.
+    """
+
+    MAX_ATTEMPTS = 10          # tslearn: max(n_init, 10) seedings when clusters empty
+    BARYCENTER_TOL = 1e-3      # tslearn's softdtw_barycenter default
+
+    def __init__(self, n_clusters: int, gamma: float = 1.0, max_iter: int = 50, tol: float = 1e-6,
+                 max_iter_barycenter: int = 100, init="k-means++", random_state=None):
+        self.n_clusters, self.gamma, self.max_iter, self.tol = n_clusters, gamma, max_iter, tol
+        self.max_iter_barycenter, self.init, self.random_state = max_iter_barycenter, init, random_state
+
+    def fit(self, series: np.ndarray) -> "SoftDTWKMeans":
+        """Fit on series (n, T) mm, NaN-free, equal lengths (tslearn's (n, T, 1) accepted). Returns self."""
+        from sklearn.utils import check_random_state
+
+        x, k, init, gamma = self._check(series)
+        rs = check_random_state(self.random_state)
+        for attempt in range(self.MAX_ATTEMPTS):
+            centers = init.copy() if init is not None else _kmeans_plusplus(x, k, gamma, rs)
+            try:
+                centers, inertia, n_iter = _lloyd(x, centers, gamma, self.max_iter, self.tol,
+                                                  self.max_iter_barycenter, self.BARYCENTER_TOL)
+            except _EmptyCluster:
+                log.info("soft-DTW k-means k=%d: a cluster emptied, re-seeding (attempt %d)", k, attempt + 1)
+                continue
+            self.cluster_centers_, self.inertia_, self.n_iter_ = centers, inertia, n_iter
+            self.labels_, _ = _sd._assign(x, centers, gamma, parallel=True)
+            return self
+        raise ValueError(f"soft-DTW k-means k={k}: a cluster was empty in each of {self.MAX_ATTEMPTS} "
+                         "seedings; use a smaller k or more series")
+
+    def _check(self, series):
+        x = _sd._as_matrix("series", series, allow_nan=False)
+        k = self.n_clusters
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"n_clusters must be an integer >= 1, got {k!r}")
+        if k > len(x):
+            raise ValueError(f"n_clusters k={k} is larger than the number of series n={len(x)}")
+        init = None
+        if not (isinstance(self.init, str) and self.init == "k-means++"):
+            if isinstance(self.init, str):
+                raise ValueError(f"init must be 'k-means++' or an array (k, T), got {self.init!r}")
+            init = _sd._as_matrix("init", self.init, allow_nan=False)
+            if init.shape != (k, x.shape[1]):
+                raise ValueError(f"init must have shape ({k}, {x.shape[1]}), got {init.shape}")
+        for name, least in (("max_iter", 1), ("max_iter_barycenter", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {v!r}")
+        x, _, gamma = _sd._prepare(x, init if init is not None else x[:1], self.gamma, allow_nan=False)
+        return x, k, init, gamma
+
+
+class _EmptyCluster(Exception):
+    pass
+
+
+def _kmeans_plusplus(x: np.ndarray, k: int, gamma: float, rs) -> np.ndarray:
+    """tslearn's ``_k_init_metric`` with cdist_soft_dtw: k seeds (k, T) drawn from clean x (n, T)."""
+    n = len(x)
+    n_local_trials = 2 + int(np.log(k))
+    all_rows = np.arange(n, dtype=np.int64)
+
+    def sq_dist(ids):       # squared soft-DTW (as tslearn, which squares the values) of x[ids] to every series
+        cols = np.repeat(np.asarray(ids, dtype=np.int64), n)
+        rows = np.tile(all_rows, len(ids))
+        return _sd._soft_pairs_parallel(x, x, rows, cols, gamma).reshape(len(ids), n) ** 2
+
+    ids = [rs.randint(n)]
+    closest = sq_dist(ids)[0]
+    pot = closest.sum()
+    for _ in range(1, k):
+        rand_vals = rs.random_sample(n_local_trials) * pot
+        cand = np.searchsorted(np.cumsum(closest, dtype=np.float64), rand_vals)
+        np.clip(cand, None, n - 1, out=cand)
+        dist = np.minimum(closest, sq_dist(cand))
+        pots = dist.sum(axis=1)
+        best = int(np.argmin(pots))
+        pot, closest = pots[best], dist[best]
+        ids.append(int(cand[best]))
+    return x[ids].copy()
+
+
+def _lloyd(x, centers, gamma, max_iter, tol, max_iter_barycenter, barycenter_tol):
+    """tslearn's ``_fit_one_init`` loop on clean x (n, T) from centers (k, T) (updated in place).
+    Returns (centers, inertia, n_iter); raises _EmptyCluster."""
+    k = len(centers)
+    old_inertia = inertia = np.inf
+    it = 0
+    for it in range(max_iter):
+        labels, dist = _sd._assign(x, centers, gamma, parallel=True)
+        sizes = np.bincount(labels, minlength=k)
+        if (sizes == 0).any():
+            raise _EmptyCluster
+        inertia = float(np.sum(dist ** 2) / len(x))
+        for c in range(k):
+            centers[c] = _sd._barycenter(x[labels == c], centers[c], gamma, max_iter_barycenter, barycenter_tol)
+        log.debug("soft-DTW k-means k=%d iteration %d: inertia %.6g", k, it + 1, inertia)
+        if abs(old_inertia - inertia) < tol:
+            break
+        old_inertia = inertia
+    return centers, inertia, it + 1
 
 
 @dataclass
@@ -161,11 +286,10 @@ def silhouette(divergence: np.ndarray, labels: np.ndarray) -> float:
 def fit_tskm(sample: np.ndarray, epoch_dates: list[str], *, metric: str, gamma: float, preprocessing: str,
              k_values: list[int], seed: int, max_iter: int, max_iter_barycenter: int,
              silhouette_size: int, settings: dict | None = None) -> TskmModel:
-    """Fit tslearn's TimeSeriesKMeans for each k in ``k_values`` on ``sample`` (n, T) mm and keep
-    the k with the best silhouette (computed with the same metric on at most
-    ``silhouette_size`` series of the sample). Records silhouette and inertia per k."""
-    from tslearn.clustering import TimeSeriesKMeans
-
+    """Fit TSKM for each k in ``k_values`` on ``sample`` (n, T) mm and keep the k with the best
+    silhouette (computed with the same metric on at most ``silhouette_size`` series of the sample).
+    soft-DTW: ``SoftDTWKMeans`` (tslearn's algorithm on our kernels); dtw/euclidean: tslearn's
+    ``TimeSeriesKMeans``. Records silhouette and inertia (summed divergence) per k."""
     x = preprocess(sample, preprocessing)
     n = len(x)
     if n < 2 or n <= max(k_values):
@@ -174,23 +298,22 @@ def fit_tskm(sample: np.ndarray, epoch_dates: list[str], *, metric: str, gamma: 
     sil_idx = np.sort(rng.permutation(n)[:silhouette_size])
     sil_x = x[sil_idx]
     sil_div = divergence_matrix(sil_x, sil_x, metric, gamma)
+    log.info("TSKM silhouette matrix: %d x %d %s divergences", len(sil_x), len(sil_x), metric)
+    self_x = _self_softdtw(x, gamma) if metric == "softdtw" else None
     best = None
     silhouettes, inertias = {}, {}
     for k in k_values:
-        params = {"gamma": gamma} if metric == "softdtw" else None
-        km = TimeSeriesKMeans(n_clusters=k, metric=metric, metric_params=params, max_iter=max_iter,
-                              max_iter_barycenter=max_iter_barycenter, random_state=seed, n_init=1)
-        with warnings.catch_warnings():
-            # tslearn's soft-DTW barycentre passes L-BFGS-B options that SciPy 1.16 deprecates
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="scipy.optimize")
-            warnings.filterwarnings("ignore", message=".*L-BFGS-B.*", category=DeprecationWarning)
-            km.fit(x[:, :, None])
-        centroids = np.ascontiguousarray(km.cluster_centers_[:, :, 0])
+        centroids, labels = _fit_k(x, k, metric=metric, gamma=gamma, seed=seed, max_iter=max_iter,
+                                   max_iter_barycenter=max_iter_barycenter)
         model = TskmModel(k, metric, gamma, preprocessing, centroids, list(epoch_dates),
                           sample_size=n, seed=seed, settings=dict(settings or {}))
-        labels = model.assign(sample)
-        div = divergence_matrix(x, centroids, metric, gamma)
-        inertias[k] = float(div[np.arange(n), labels].sum())
+        if metric == "softdtw":
+            # the divergence of each series to its centroid, without the (n, k) matrix
+            dist = _sd._soft_pairs_parallel(x, centroids, np.arange(n, dtype=np.int64), labels, float(gamma))
+            inertias[k] = float(np.sum(dist - 0.5 * (self_x + _self_softdtw(centroids, gamma)[labels])))
+        else:
+            div = divergence_matrix(x, centroids, metric, gamma)
+            inertias[k] = float(div[np.arange(n), labels].sum())
         silhouettes[k] = silhouette(sil_div, labels[sil_idx])
         log.info("TSKM k=%d: silhouette %.3f, inertia %.4g", k, silhouettes[k], inertias[k])
         score = -math.inf if math.isnan(silhouettes[k]) else silhouettes[k]
@@ -200,3 +323,20 @@ def fit_tskm(sample: np.ndarray, epoch_dates: list[str], *, metric: str, gamma: 
     model.silhouette_by_k, model.inertia_by_k = silhouettes, inertias
     log.info("TSKM chose k=%d (silhouette %.3f)", model.k, silhouettes[model.k])
     return model
+
+
+def _fit_k(x: np.ndarray, k: int, *, metric: str, gamma: float, seed: int, max_iter: int,
+           max_iter_barycenter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids (k, T) and labels (n,) (nearest final centroid) of one k-means fit on preprocessed x."""
+    if metric == "softdtw":
+        km = SoftDTWKMeans(k, gamma, max_iter=max_iter, max_iter_barycenter=max_iter_barycenter,
+                           random_state=seed).fit(x)
+        return km.cluster_centers_, km.labels_
+    from tslearn.clustering import TimeSeriesKMeans
+
+    km = TimeSeriesKMeans(n_clusters=k, metric=metric, max_iter=max_iter,
+                          max_iter_barycenter=max_iter_barycenter, random_state=seed, n_init=1)
+    km.fit(x[:, :, None])
+    centroids = np.ascontiguousarray(km.cluster_centers_[:, :, 0])
+    dist = distance_matrix(x, centroids, metric, gamma)
+    return centroids, dist.argmin(axis=1).astype(np.int64)
