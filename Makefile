@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-fast bench bench-scale clean
 
 setup: $(STAMP)
 	@$(PY) -m insarlake.jars fetch --jars-dir .jars
@@ -21,8 +21,12 @@ $(STAMP): requirements.txt setup.py
 run: setup
 	./spark-submit.sh jobs/pipeline.py --config conf/local.yaml
 
+# Every test (what CI runs); test-fast: the pure tests only (no JVM), for quick feedback.
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not spark and not slow" tests
 
 # Benchmarks against peers (outside the test suite); results in benchmarks/README.md.
 bench: setup

@@ -20,6 +20,14 @@ SMALL_SCENE = [
 ]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tier markers: every test that uses the Spark session (directly or through another fixture)
+    is marked ``spark`` (a module that starts Spark jobs itself marks itself)."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 def fast_clustering(config):
     """``config`` with TSKM (k fixed at 3) and co-variogram settings small enough for tests."""
     from dataclasses import replace

@@ -245,6 +245,7 @@ def test_build_and_its_checks():
         model.loss(_replace(random_batch(), target=None))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", bl.NEURAL)
 def test_learns_a_trend_field_far_below_persistence(name):
     model = train(name, trend_scene)
@@ -289,6 +290,7 @@ def test_gcn_gru_uses_the_graph():
     assert model.loss(_replace(batch, history=history))[0].item() != pytest.approx(model.loss(batch)[0].item())
 
 
+@pytest.mark.slow
 def test_gcn_gru_beats_gru_on_nodes_led_by_their_neighbours():
     test = follower_scene(torch.Generator().manual_seed(999))
     followers = torch.arange(1, test.n_nodes, 2)

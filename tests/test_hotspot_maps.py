@@ -108,6 +108,7 @@ def test_zero_hotspots(tmp_path):
     assert_png(plot_hotspot_series(epochs(), pd.DataFrame(), tmp_path / "series_bare.png", "no hotspot"))
 
 
+@pytest.mark.slow
 def test_thirty_hotspots_max_panels(tmp_path, caplog):
     pixels, hotspots, series = scene(30, n_retained=25)
     assert_png(plot_hotspot_map(pixels, hotspots, tmp_path / "map.png", "thirty hotspots"))

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import PROJECT, SMALL_SCENE
 
+pytestmark = pytest.mark.spark    # every test submits a Spark job
+
 
 def _submit(*args: str, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
