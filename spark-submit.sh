@@ -3,7 +3,8 @@
 #
 #   ./spark-submit.sh [spark-submit options] jobs/<job>.py [job options]
 #
-# Defaults to --master local[*]; adds the Sedona/GeoTools/Delta jars (from .jars/, fetched by
+# Defaults to --master local[*] (with the config's spark.driver_memory unless --driver-memory is
+# given: local mode runs the executors in the driver's JVM); adds the Sedona/GeoTools/Delta jars (from .jars/, fetched by
 # `make setup`) and the packaged library (dist/insarlake.zip, rebuilt when libs/ changes) with
 # --py-files; passes every other spark-submit option through (--master yarn, --deploy-mode
 # cluster, --conf k=v, ...). Environment:
@@ -43,12 +44,22 @@ fi
 
 extra=()
 has_master=0
+has_memory=0
 for a in ${submit_args[@]+"${submit_args[@]}"}; do
-  case "$a" in --master|--master=*) has_master=1 ;; esac
+  case "$a" in
+    --master|--master=*) has_master=1 ;;
+    --driver-memory|--driver-memory=*) has_memory=1 ;;
+  esac
 done
 if [ "$has_master" = 0 ]; then
   extra+=(--master "local[*]"
           --driver-java-options "-Dderby.system.home=$HERE/.derby -Dlog4j2.configurationFile=file:$HERE/conf/log4j2.properties")
+  # local mode: the executors live in the driver's JVM, so it gets the config's spark.driver_memory
+  # (spark-submit's own default is 1g)
+  if [ "$has_memory" = 0 ]; then
+    memory="$("$PY" -m insarlake.cli driver-memory "$@" 2>/dev/null || true)"
+    if [ -n "$memory" ]; then extra+=(--driver-memory "$memory"); fi
+  fi
 fi
 
 jars="${INSARLAKE_JARS:-}"

@@ -66,3 +66,14 @@ def test_bad_profile_file_names_the_file(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_driver_memory_for_the_launcher_follows_the_profile_and_overrides():
+    from conftest import PROJECT
+    from insarlake.cli import driver_memory
+
+    local = str(PROJECT / "conf" / "local.yaml")
+    assert driver_memory([]) == "4g"                                   # conf/default.yaml
+    assert driver_memory(["--config", local, "--dataset", "d", "--input", "x"]) == "8g"
+    assert driver_memory(["--config", local, "--set", "spark.driver_memory=12g", "--help"]) == "12g"
+    assert driver_memory(["--set", "spark.nope=1"]) == ""              # the job itself reports it

@@ -74,3 +74,20 @@ def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except InsarlakeError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+
+
+def driver_memory(argv: list[str]) -> str:
+    """spark.driver_memory of the config a job's arguments select (--config, --lake, --set), for
+    spark-submit.sh in local mode, where Spark's executors share the driver's JVM; '' when the
+    arguments or the config are bad (the job itself then says what is wrong)."""
+    parser = job_parser("driver-memory", "", dataset=True)
+    try:
+        args, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+        return config_from_args(args).spark.driver_memory or ""
+    except (InsarlakeError, SystemExit):
+        return ""
+
+
+if __name__ == "__main__":      # python -m insarlake.cli driver-memory [job arguments]
+    if sys.argv[1:2] == ["driver-memory"]:
+        sys.stdout.write(driver_memory(sys.argv[2:]) + "\n")
