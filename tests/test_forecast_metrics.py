@@ -109,3 +109,19 @@ def test_metrics_from_sums_added_over_blocks_equal_the_metrics_of_the_whole():
         assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-12)
     with pytest.raises(ValueError, match="n must be"):
         metrics_from_sums(0, 0, 0, 0, 0, 0)
+
+
+def test_histogram_quantile_is_within_one_bin_of_numpy_and_adds_over_parts():
+    rng = np.random.default_rng(3)
+    values = np.abs(rng.standard_t(4, 20_000))
+    upper, bins = 20.0, 4000
+    clipped = np.minimum(values, upper * (1 - 1e-12))
+    parts = [np.histogram(clipped[i::3], bins=bins, range=(0, upper))[0] for i in range(3)]
+    for q in (0.1, 0.5, 0.9, 0.99):
+        got = fm.histogram_quantile(sum(parts), upper, q)
+        assert abs(got - np.quantile(values, q)) <= upper / bins + 1e-12
+    assert fm.histogram_quantile([0, 2, 0, 0], 4.0, 0.5) == pytest.approx(1.5)   # by hand: bin [1, 2), halfway
+    with pytest.raises(ValueError):
+        fm.histogram_quantile([0, 0], 1.0, 0.5)
+    with pytest.raises(ValueError):
+        fm.histogram_quantile([1, 1], 1.0, 1.0)

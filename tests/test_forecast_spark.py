@@ -79,6 +79,10 @@ def test_classical_metrics_from_spark_equal_numpy_on_the_lake_series(spark, fore
         assert metrics.loc[name, "acc"] == pytest.approx(1 - np.linalg.norm(e) / np.linalg.norm(y), rel=1e-6)
         assert metrics.loc[name, "values"] == e.size
     assert 0 <= metrics.loc["dapf", "coverage_90"] <= 1
+    from insarlake.forecast.model import ForecastModel, latest_model
+    dapf = ForecastModel.load(latest_model(forecast_config, "sim", "dapf"))
+    assert 0.1 < dapf.training["interval_scale"] < 10            # fitted on the validation windows
+    assert ForecastModel.load(latest_model(forecast_config, "sim", "gru")).training["interval_scale"] is None
     assert np.isnan(metrics.loc["persistence", "coverage_90"])
     assert metrics.loc["dapf", "train_seconds"] > 0
 

@@ -217,6 +217,7 @@ class ForecastConfig:
     threads_per_process: int
     samples: int
     predict_samples: int
+    calibrate_interval: bool
     hyper: dict
     retrain: bool
     plot_pixels: int

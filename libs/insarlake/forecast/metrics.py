@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["rmse", "mae", "acc", "evs", "r2", "interval_coverage", "all_metrics", "sufficient_sums",
-           "metrics_from_sums", "SUM_KEYS"]
+           "metrics_from_sums", "SUM_KEYS", "histogram_quantile"]
 
 
 def _check(name: str, values, shape: tuple | None = None) -> np.ndarray:
@@ -74,6 +74,23 @@ def metrics_from_sums(n: float, sum_e: float, sum_e2: float, sum_abs_e: float, s
         "evs": 1.0 - _ratio(var_e, ss_tot / n),
         "r2": 1.0 - _ratio(sum_e2, ss_tot),
     }
+
+
+def histogram_quantile(counts, upper: float, q: float) -> float:
+    """The q-quantile (0 < q < 1) of values counted in len(counts) equal bins over [0, upper] (values
+    above upper counted in the last bin), linear within a bin: exact to one bin width. The form in
+    which quantiles add up over ranks or Spark partitions."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.size == 0 or (counts < 0).any() or not counts.sum() > 0:
+        raise ValueError("counts must be a non-empty 1-D array of non-negative counts with a positive sum")
+    if not 0 < q < 1 or not upper > 0:
+        raise ValueError(f"q must be in (0, 1) and upper > 0, got {q}, {upper}")
+    cum = np.cumsum(counts)
+    target = q * cum[-1]
+    i = int(np.searchsorted(cum, target))             # first bin whose cumulative count reaches it
+    below = cum[i - 1] if i > 0 else 0.0
+    width = upper / counts.size
+    return float(width * (i + (target - below) / counts[i]))
 
 
 def rmse(y_true, y_pred) -> float:

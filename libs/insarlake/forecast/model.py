@@ -40,17 +40,19 @@ def build_network(name: str, split: WindowSplit, hyper: dict) -> torch.nn.Module
 
 
 def forecast_distribution(network: torch.nn.Module, batch, quantiles, w_samples: int, samples: int,
-                          generator: torch.Generator | None = None):
+                          generator: torch.Generator | None = None, std_scale: float = 1.0):
     """(mean (n, H), quantiles (len(quantiles), n, H) or None) of a network's forecast, numpy,
     normalised units: the mean and Gaussian quantiles of ``network.predictive`` (DAPF: one pass, or
-    ``w_samples`` draws of W); else the point forecast and the empirical quantiles of ``samples``
-    draws of ``network.sample``; else the point forecast and None."""
+    ``w_samples`` draws of W) with its std times ``std_scale`` (the model's validation calibration,
+    ``ForecastModel.interval_scale``); else the point forecast and the empirical quantiles of
+    ``samples`` draws of ``network.sample``; else the point forecast and None."""
     import numpy as np
     from scipy.stats import norm
 
     with torch.no_grad():
         if hasattr(network, "predictive"):
             mean, std = network.predictive(batch, w_samples, generator)
+            std = std * float(std_scale)
             z = torch.as_tensor(norm.ppf(np.asarray(quantiles, np.float64)), dtype=mean.dtype)
             return mean.numpy(), (mean.unsqueeze(0) + z.view(-1, 1, 1) * std.unsqueeze(0)).numpy()
         mean = network(batch).numpy()
@@ -76,7 +78,7 @@ class ForecastModel:
         network = build_network(name, split, hyper)
         network.load_state_dict(result["state_dict"])
         network.eval()
-        training = {k: result[k] for k in ("history", "best_epoch", "seconds", "world_size")}
+        training = {k: result.get(k) for k in ("history", "best_epoch", "seconds", "world_size", "interval_scale")}
         return cls(name, dict(hyper), split, norm, list(dates), network, training)
 
     def matches(self, name: str, hyper: dict, split: WindowSplit, norm: Normalisation, dates: list) -> bool:
@@ -85,6 +87,11 @@ class ForecastModel:
         per partial sum)."""
         return (self.name == name and self.hyper == dict(hyper) and self.split == split
                 and self.norm.close_to(norm) and list(self.epoch_dates) == list(dates))
+
+    @property
+    def interval_scale(self) -> float:
+        """The factor on the predictive std fitted on the validation windows (1: none)."""
+        return float(self.training.get("interval_scale") or 1.0)
 
     def meta(self) -> dict:
         return {"format_version": FORMAT_VERSION, "model": self.name, "hyper": self.hyper,

@@ -66,7 +66,7 @@ def plot_forecasts(prepared, model, cfg, path: Path) -> Path:
     start = int(split.starts("test")[0])
     batch, last = window_batch(series, coords, t, start, split, prepared.norm.scale_mm, edges)
     mean, (lo, hi) = forecast_distribution(model.network, batch, (0.05, 0.95), cfg.predict_samples, cfg.samples,
-                                           torch.Generator().manual_seed(cfg.seed))
+                                           torch.Generator().manual_seed(cfg.seed), model.interval_scale)
     velocity = np.polyfit(t, series.T, 1)[0]            # mm/yr, least squares over the record
     picks = np.argsort(-np.abs(velocity))[:cfg.plot_pixels]
     L, H, scale = split.input_len, split.horizon, prepared.norm.scale_mm

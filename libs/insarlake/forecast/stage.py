@@ -245,7 +245,8 @@ def train(prepared: Prepared, cfg: ForecastConfig, name: str) -> dict:
             "scale_mm": prepared.norm.scale_mm, "t_years": prepared.t_years.tolist(), "batch_parts": cfg.batch_parts,
             "windows_per_part": cfg.windows_per_part, "learning_rate": cfg.learning_rate,
             "max_epochs": cfg.max_epochs, "patience": cfg.patience, "seed": cfg.seed,
-            "threads": cfg.threads_per_process, "backend": "nccl" if cfg.use_gpu else "gloo"}
+            "threads": cfg.threads_per_process, "backend": "nccl" if cfg.use_gpu else "gloo",
+            "calibrate_interval": cfg.calibrate_interval}
     if cfg.num_processes == 1 and not cfg.use_gpu:
         return train_worker(args)
     from pyspark.ml.torch.distributor import TorchDistributor
@@ -263,7 +264,9 @@ def trained_model(prepared: Prepared, config: Config, name: str, run_id: str) ->
     folder = latest_model(config, prepared.dataset, name)
     if folder is not None and not cfg.retrain:
         saved = ForecastModel.load(folder)
-        if saved.matches(name, hyper, prepared.split, prepared.norm, dates):
+        calibrated = saved.training.get("interval_scale") is not None
+        wants_calibration = cfg.calibrate_interval and hasattr(saved.network, "predictive")
+        if saved.matches(name, hyper, prepared.split, prepared.norm, dates) and calibrated == wants_calibration:
             log.info("forecast model %s: reusing %s", name, folder)
             return saved
         log.info("forecast model %s: saved model %s does not match the data or settings; retraining", name, folder)
@@ -285,6 +288,7 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig) -> pd.Da
     split, norm, t_years = prepared.split, prepared.norm, prepared.t_years
     starts = split.starts("test")
     payload = {name: m.to_payload() for name, m in models.items()}
+    std_scales = {name: m.interval_scale for name, m in models.items()}
     w_samples, samples, seed = cfg.predict_samples, cfg.samples, cfg.seed
     bounds = (QUANTILES[0], QUANTILES[2])
 
@@ -303,7 +307,8 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig) -> pd.Da
             covered = {}
             for name, net in nets.items():
                 preds[name], q = forecast_distribution(net, batch, bounds, w_samples, samples,
-                                                       torch.Generator().manual_seed(seed + int(start)))
+                                                       torch.Generator().manual_seed(seed + int(start)),
+                                                       std_scales[name])
                 if q is not None:
                     lo, hi = (last[core, None] + q[i][core] * norm.scale_mm for i in (0, 1))
                     covered[name] = float(((lo <= y) & (y <= hi)).sum())
@@ -334,14 +339,15 @@ def forecast_future(prepared: Prepared, model: ForecastModel, cfg: ForecastConfi
                     run_id: str) -> DataFrame:
     """`forecasts` rows: for every pixel (the core pixels of each subgraph, forecast with its halo),
     the horizon epochs after the record (dates at the record's cadence): mean and p05/p50/p95 of the
-    model's predictive distribution (``cfg.predict_samples`` draws of W per subgraph; 0: one pass),
-    in mm. The same rows for any partitioning: each subgraph is computed alone, with its own seed."""
+    model's predictive distribution (``cfg.predict_samples`` draws of W per subgraph; 0: one pass;
+    its std scaled by the model's validation calibration), in mm. The same rows for any partitioning: each subgraph is computed alone, with its own seed."""
     split, norm, t_years = prepared.split, prepared.norm, prepared.t_years
     start = len(t_years) - split.input_len
     future = future_times(t_years, len(t_years), split.horizon)
     first = prepared.dates[0]
     future_dates = [first + dt.timedelta(days=int(round(t * 365.25))) for t in future]
     payload, w_samples, samples, seed = model.to_payload(), cfg.predict_samples, cfg.samples, cfg.seed
+    std_scale = model.interval_scale
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
         import zlib
@@ -354,7 +360,7 @@ def forecast_future(prepared: Prepared, model: ForecastModel, cfg: ForecastConfi
         batch, last = window_batch(series, coords, t_years, start, split, norm.scale_mm, local, mask=core,
                                    with_target=False)          # t_out: the `future` times, after the record
         gen = torch.Generator().manual_seed(seed + zlib.crc32(str(group["subgraph"].iloc[0]).encode()))
-        mean, q = forecast_distribution(net, batch, QUANTILES, w_samples, samples, gen)
+        mean, q = forecast_distribution(net, batch, QUANTILES, w_samples, samples, gen, std_scale)
         mean, q = mean[core], q[:, core]
         base = last[core, None]
         n, H = mean.shape
