@@ -1,0 +1,214 @@
+"""Benchmark: the whole scheduled pipeline at growing scene sizes (issue 13's scale table).
+
+For each size N a simulated scene of N pixels at the demo's density (30,000 pixels per 400 km²:
+the area, the urban patches and the deformation sources grow with N; ~200 epochs) goes through
+`jobs/pipeline.py --config conf/local.yaml` (forecast metrics table off) twice: the first run
+trains every model, the re-run reuses them. Per stage: wall seconds, rows written, and the peak
+resident memory of the driver JVM, of the Python driver and of the largest other Python process
+(Spark's Python workers, training processes), sampled every 0.5 s from the process tree and
+attributed to the stage that was running (from the job's `stage NAME ...` log lines).
+
+Then a cost model per stage, t(N) = a + b N fitted by least squares over the sizes (with one size:
+the stages on bounded samples are fixed, the others linear): core-seconds
+per million pixels (b x cores x 10^6) and the projected wall time of 10^8 pixels on 100 cores,
+a + b x 10^8 x cores / 100 (the per-pixel work spread over 100 cores, the fixed cost as measured
+here, e.g. training on its bounded sample). With --compare-cores N it also runs size N with
+local[1] and local[2] (first runs, fresh datasets) and prints the speed-up.
+
+    .venv/bin/python benchmarks/scale.py --sizes 100000 300000 1000000 [--compare-cores 300000]
+    make bench-scale
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_PIXELS, DEMO_SIDE_KM = 30_000, 20.0
+DEMO_SOURCES = {"subsidence": 3, "uplift": 1, "landslide": 3, "tunnel": 1, "postseismic": 1}
+DEMO_URBAN_PATCHES = 6
+_STAGE = re.compile(r"stage (\S+) \.\.\.")
+# Stages that work on bounded samples (TSKM fit, classifier and forecaster training): with a single
+# size the cost model counts them as fixed costs.
+BOUNDED_STAGES = ("tskm_fit", ".train")
+
+
+def scene_overrides(n_pixels: int) -> list[str]:
+    """simulate.* settings for a scene of ``n_pixels`` at the demo's density and source mix."""
+    factor = n_pixels / DEMO_PIXELS
+    side_km = DEMO_SIDE_KM * math.sqrt(factor)
+    sources = {k: max(v, int(round(v * factor))) for k, v in DEMO_SOURCES.items()}
+    return [f"simulate.n_pixels={n_pixels}", f"simulate.width_km={side_km:.3f}", f"simulate.height_km={side_km:.3f}",
+            f"simulate.urban_patches={max(DEMO_URBAN_PATCHES, int(round(DEMO_URBAN_PATCHES * factor)))}",
+            "simulate.sources=" + json.dumps(sources).replace('"', "")]
+
+
+class Sampler:
+    """Peak RSS (bytes) per stage of the JVM, the Python driver and the largest other Python
+    process under one process tree."""
+
+    def __init__(self, root_pid: int):
+        self.root = psutil.Process(root_pid)
+        self.stage = "start"
+        self.peaks: dict[str, dict[str, int]] = {}
+        self.done = threading.Event()
+
+    def _sample(self) -> None:
+        jvm = driver = worker = 0
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for p in procs:
+            try:
+                name, cmd, rss = p.name(), " ".join(p.cmdline()), p.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            if name == "java":
+                jvm = max(jvm, rss)
+            elif "python" in name and "jobs/pipeline.py" in cmd:
+                driver = max(driver, rss)
+            elif "python" in name:
+                worker = max(worker, rss)
+        peak = self.peaks.setdefault(self.stage, {"jvm": 0, "python_driver": 0, "python_worker": 0})
+        for key, value in (("jvm", jvm), ("python_driver", driver), ("python_worker", worker)):
+            peak[key] = max(peak[key], value)
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self._sample()
+            time.sleep(0.5)
+
+
+def run_pipeline(lake: Path, dataset: str, overrides: list[str]) -> tuple[dict, dict, dict, float]:
+    """(seconds per stage, rows per table, peak RSS per stage, wall seconds) of one pipeline run."""
+    extra = [a for kv in overrides for a in ("--set", kv)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
+    cmd = [str(ROOT / "spark-submit.sh"), "jobs/pipeline.py", "--config", "conf/local.yaml", "--lake", str(lake),
+           "--dataset", dataset, *extra]
+    t0 = time.perf_counter()
+    # spark-submit merges the Python driver's stderr (its log) into stdout: one stream to follow
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sampler = Sampler(proc.pid)
+    thread = threading.Thread(target=sampler.run, daemon=True)
+    thread.start()
+    lines: list[str] = []
+    for line in proc.stdout:
+        match = _STAGE.search(line)
+        if match:
+            sampler.stage = match.group(1)
+        lines.append(line)
+    proc.wait()
+    sampler.done.set()
+    thread.join()
+    wall = time.perf_counter() - t0
+    out = "".join(lines)
+    if proc.returncode != 0:
+        sys.stderr.write(out[-8000:])
+        raise SystemExit(f"pipeline failed on {dataset} (exit {proc.returncode})")
+    seconds, rows, section = {}, {}, None
+    for line in out[out.rfind("insarlake pipeline run"):].splitlines():     # the closing summary
+        if line.endswith(":") and not line.startswith(" "):
+            section = line[:-1]
+            continue
+        parts = line.split()
+        if section == "rows written" and len(parts) == 2:
+            rows[parts[0]] = int(parts[1].replace(",", ""))
+        elif section == "seconds per stage" and len(parts) == 2:
+            seconds[parts[0]] = float(parts[1])
+    return seconds, rows, sampler.peaks, wall
+
+
+def stage_table(size: int, label: str, seconds: dict, rows: dict, peaks: dict, wall: float) -> pd.DataFrame:
+    mb = 1024 ** 2
+    records = [{"pixels": size, "run": label, "stage": stage, "seconds": sec,
+                **{k: round(v / mb) for k, v in peaks.get(stage, {}).items()}} for stage, sec in seconds.items()]
+    total = {k: round(max((p.get(k, 0) for p in peaks.values()), default=0) / mb)
+             for k in ("jvm", "python_driver", "python_worker")}
+    records.append({"pixels": size, "run": label, "stage": "TOTAL (wall)", "seconds": round(wall, 1), **total})
+    table = pd.DataFrame(records).rename(columns={"jvm": "jvm_mb", "python_driver": "py_driver_mb",
+                                                  "python_worker": "py_worker_mb"})
+    table.attrs["rows"] = rows
+    return table
+
+
+def cost_model(tables: list[pd.DataFrame], cores: int) -> pd.DataFrame:
+    """Per stage: t = a + b N over the first runs, core-seconds per 10^6 pixels, the 10^8 projection."""
+    first = pd.concat([t for t in tables if t["run"].iloc[0] == "first"])
+    first = first[first["stage"] != "TOTAL (wall)"]
+    out = []
+    for stage, g in first.groupby("stage", sort=False):
+        n, t = g["pixels"].to_numpy(float), g["seconds"].to_numpy(float)
+        if len(n) >= 2 and np.ptp(n) > 0:
+            b, a = np.polyfit(n, t, 1)
+        elif any(key in stage for key in BOUNDED_STAGES):
+            a, b = t[0], 0.0          # one size: a stage on a bounded sample is a fixed cost
+        else:
+            a, b = 0.0, t[0] / n[0]   # one size: the rest is taken as linear
+        a, b = max(a, 0.0), max(b, 0.0)
+        ratio = t[-1] / t[0] if len(t) >= 2 and t[0] > 0 else float("nan")
+        out.append({"stage": stage, "fixed_s": a, "core_s_per_mpx": b * cores * 1e6,
+                    "ratio_largest_smallest": ratio, "projected_1e8_on_100_cores_s": a + b * 1e8 * cores / 100})
+    model = pd.DataFrame(out)
+    total = model.drop(columns=["stage", "ratio_largest_smallest"]).sum()
+    return pd.concat([model, pd.DataFrame([{"stage": "TOTAL (sum of stages)", **total}])], ignore_index=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    p.add_argument("--lake", default=None, help="lake folder (default: a new temporary folder)")
+    p.add_argument("--no-rerun", action="store_true", help="first runs only")
+    p.add_argument("--compare-cores", type=int, default=None, metavar="N",
+                   help="also run N pixels with local[1] and local[2] and print the speed-up")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
+    p.add_argument("--out", default=None, help="write the tables as CSV files into this folder")
+    args = p.parse_args()
+    lake = Path(args.lake or tempfile.mkdtemp(prefix="bench-scale-"))
+    cores = psutil.cpu_count()
+    base = ["forecast.evaluate=false", *args.overrides]
+    tables = []
+    for size in args.sizes:
+        runs = ["first"] if args.no_rerun else ["first", "rerun"]
+        for label in runs:
+            result = run_pipeline(lake, f"scale{size}", [*scene_overrides(size), *base])
+            tables.append(stage_table(size, label, *result))
+            sys.stdout.write(f"--- {size:,} pixels, {label} run: {result[3]:.0f} s; rows {result[1]}\n")
+            sys.stdout.write(tables[-1].to_string(index=False) + "\n")
+            sys.stdout.flush()
+    all_runs = pd.concat(tables, ignore_index=True)
+    sys.stdout.write("\nscale table (seconds; peak RSS in MiB):\n" + all_runs.to_string(index=False) + "\n")
+    model = cost_model(tables, cores)
+    sys.stdout.write(f"\ncost model ({cores} cores here):\n"
+                     + model.to_string(index=False, float_format=lambda v: f"{v:.2f}") + "\n")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        all_runs.to_csv(Path(args.out) / "scale_runs.csv", index=False)
+        model.to_csv(Path(args.out) / "scale_cost_model.csv", index=False)
+    if args.compare_cores:
+        n = args.compare_cores
+        walls = {}
+        for master in ("local[1]", "local[2]"):
+            tag = master[6]
+            walls[master] = run_pipeline(lake, f"cores{tag}_{n}", [*scene_overrides(n), *base,
+                                                                   f"spark.master={master}"])[3]
+        sys.stdout.write(f"\n{n:,} pixels: local[1] {walls['local[1]']:.0f} s, local[2] {walls['local[2]']:.0f} s, "
+                         f"speed-up {walls['local[1]'] / walls['local[2]']:.2f}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
