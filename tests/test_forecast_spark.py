@@ -2,7 +2,6 @@
 `forecast_metrics`, checked against numpy computed straight from `pixels`."""
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
 
 import numpy as np

@@ -24,7 +24,6 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
 
