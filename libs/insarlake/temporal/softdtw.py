@@ -356,24 +356,24 @@ def _soft_grad_block(Xt, Ct, Xr, Cr, T, scale, Mf, Ef, Mb, Eb, Mc, Ec, Bm, Be, e
     for lane in range(_W):
         Mb[lane] = 1.0
         Eb[lane] = 0.0
-    for ir in range(1, T + 1):
+    for i_rev in range(1, T + 1):
         for lane in range(_W):
             Mc[lane] = 0.0
             Ec[lane] = _NEG
-        xo = np.uint64((ir - 1) * _W)
+        xo = np.uint64((i_rev - 1) * _W)
         for jr in range(1, T + 1):
             _soft_row_step(Xr, xo, Cr, np.uint64((jr - 1) * _W), scale, Mb, Eb, Mc, Ec, np.uint64(jr * _W))
-        if ir == 1:
+        if i_rev == 1:
             for lane in range(_W):
                 Mb[lane] = 0.0
                 Eb[lane] = _NEG
-        for jr in range(1, T + 1):          # reversed row ir = backward sums of row T + 1 - ir
+        for jr in range(1, T + 1):          # reversed row i_rev = backward sums of row T + 1 - i_rev
             src = jr * _W
             dst = (T + 1 - jr) * _W
             for lane in range(_W):
                 Bm[dst + lane] = Mc[src + lane]
                 Be[dst + lane] = Ec[src + lane]
-        i = T + 1 - ir
+        i = T + 1 - i_rev
         row = i * R
         Mi, Ei = Mf[row:row + R], Ef[row:row + R]
         xo = np.uint64((i - 1) * _W)
