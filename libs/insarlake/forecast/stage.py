@@ -212,7 +212,7 @@ def prepare(spark: SparkSession, config: Config, dataset: str, folder: Path) -> 
     norm = Normalisation(scale_mm=scale, coord_mean=mean, coord_std=std)
 
     coords = F.array(*[((F.coalesce(F.col(c), F.lit(mu)) - mu) / sd).cast("float")
-                       for c, mu, sd in zip(("x_km", "y_km", "height"), mean, std)])
+                       for c, mu, sd in zip(coord_cols, mean, std)])
     members = (subgraph_members(pixels.select("pixel_id", "lon", "lat"), cfg)
                .join(points.select("pixel_id", coords.alias("coords"), "series"), "pixel_id")
                .persist(StorageLevel.MEMORY_AND_DISK))
