@@ -48,6 +48,8 @@ def _parse():
     p.add_argument("--models", default="lstm,lstm_perceptron")
     p.add_argument("--sizes", choices=sorted(SIZES), default="local")
     p.add_argument("--batch", type=int, default=4096, help="rows per inference batch (classify.inference_batch_size)")
+    p.add_argument("--network-rows", type=int, default=256,
+                   help="rows per forward pass within a batch (classify.network_batch_rows)")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--repeat", type=int, default=2, help="timed runs of each; the best is reported")
     return p.parse_args()
@@ -76,7 +78,8 @@ def save_model(name: str, sizes, dates: int, classes: int, folder: Path) -> Path
     return model.save(folder / name)
 
 
-def plain_torch(folder: Path, pixels: pd.DataFrame, batch: int, cores: int) -> tuple[float, pd.DataFrame]:
+def plain_torch(folder: Path, pixels: pd.DataFrame, batch: int, network_rows: int,
+                cores: int) -> tuple[float, pd.DataFrame]:
     import torch
 
     from insarlake.classify.model import ClassifierModel
@@ -88,7 +91,7 @@ def plain_torch(folder: Path, pixels: pd.DataFrame, batch: int, cores: int) -> t
     t0 = time.perf_counter()
     clusters, probabilities = [], []
     for i in range(0, len(series), batch):
-        c, p = model.predict(series[i:i + batch], statics[i:i + batch], 0.5, batch)
+        c, p = model.predict(series[i:i + batch], statics[i:i + batch], 0.5, network_rows)
         clusters.append(c)
         probabilities.append(p)
     seconds = time.perf_counter() - t0
@@ -96,10 +99,10 @@ def plain_torch(folder: Path, pixels: pd.DataFrame, batch: int, cores: int) -> t
                                   "probability": np.concatenate(probabilities).astype(np.float32)})
 
 
-def spark_inference(spark, folder: Path, name: str, frame, batch: int, out: Path) -> float:
+def spark_inference(spark, folder: Path, name: str, frame, batch: int, network_rows: int, out: Path) -> float:
     from insarlake.classify.stage import arrow_batch_rows, predict
 
-    classes = predict(frame, folder, name, 0.5, "bench", "bench", threads=1, batch_rows=batch)
+    classes = predict(frame, folder, name, 0.5, "bench", "bench", threads=1, network_rows=network_rows)
     with arrow_batch_rows(spark, batch):
         t0 = time.perf_counter()
         classes.write.format("noop").mode("overwrite").save()
@@ -127,10 +130,10 @@ def main() -> int:
     rows = []
     for name in args.models.split(","):
         folder = save_model(name, SIZES[args.sizes], args.dates, args.classes, work / "models")
-        warmup_s = spark_inference(spark, folder, name, frame.sample(0.02, seed=1), args.batch, None)
-        spark_s = min(spark_inference(spark, folder, name, frame, args.batch, work / f"out_{name}" if r == 0 else None)
-                      for r in range(args.repeat))
-        torch_runs = [plain_torch(folder, pixels, args.batch, args.cores) for _ in range(args.repeat)]
+        warmup_s = spark_inference(spark, folder, name, frame.sample(0.02, seed=1), args.batch, args.network_rows, None)
+        spark_s = min(spark_inference(spark, folder, name, frame, args.batch, args.network_rows,
+                                      work / f"out_{name}" if r == 0 else None) for r in range(args.repeat))
+        torch_runs = [plain_torch(folder, pixels, args.batch, args.network_rows, args.cores) for _ in range(args.repeat)]
         torch_s, expected = min(s for s, _ in torch_runs), torch_runs[0][1]
         got = pd.read_parquet(work / f"out_{name}").set_index("pixel_id").loc[expected["pixel_id"]]
         same = (np.array_equal(got["predicted_cluster"].to_numpy(), expected["predicted_cluster"].to_numpy())

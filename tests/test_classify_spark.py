@@ -16,9 +16,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from conftest import fast_clustering
 from insarlake.classify.model import STATIC_FEATURES, ClassifierModel, Normalisation
 from insarlake.classify.stage import (accuracy_of, architecture, bounded_sample, class_metrics, confusion_counts,
-                                      counts_by_split, latest_model, per_class_cap, run_classify, split_labelled,
-                                      target_labels, train, training_inputs, training_sample, validation_weights,
-                                      write_shards)
+                                      counts_by_split, evaluation_sample, latest_model, per_class_cap, run_classify,
+                                      split_labelled, target_labels, train, training_inputs, training_sample,
+                                      validation_weights, write_shards)
 from insarlake.hotspots.stage import labelled_pixels
 from insarlake.lake import Run, read_table
 from insarlake.temporal.stage import run_cluster
@@ -211,6 +211,21 @@ def test_training_sample_respects_the_bounds_of_both_splits(spark, classify_conf
                                                        for c in counts["validation"]))
     unbounded = replace(cfg, max_train_pixels_per_class=None, max_train_pixels=None, max_validation_pixels=None)
     assert counts_by_split(training_sample(split, unbounded, counts)) == counts
+
+
+def test_evaluation_sample_is_uniform_seeded_and_bounded(spark):
+    frame = spark.range(200_000).select(F.concat(F.lit("p"), F.col("id").cast("string")).alias("pixel_id"),
+                                        (F.col("id") % 4).alias("class_id"))
+    assert evaluation_sample(frame, 200_000, None, 3) is frame and evaluation_sample(frame, 200_000, 200_000, 3) is frame
+    cap = 20_000
+    got = evaluation_sample(frame, 200_000, cap, 3).toPandas()
+    # Bernoulli(p = 0.1) per row: the count is within 6 standard deviations but for a chance < 1e-8
+    assert abs(len(got) - cap) <= 6 * np.sqrt(cap * 0.9)
+    assert not got.pixel_id.duplicated().any()
+    per_class = got.class_id.value_counts()                # each class 50,000 rows: ~5,000 kept
+    assert (abs(per_class - cap / 4) <= 6 * np.sqrt(cap / 4 * 0.9)).all() and len(per_class) == 4
+    assert set(evaluation_sample(frame, 200_000, cap, 3).toPandas().pixel_id) == set(got.pixel_id)
+    assert set(evaluation_sample(frame, 200_000, cap, 4).toPandas().pixel_id) != set(got.pixel_id)
 
 
 def test_confusion_aggregate_equals_scikit_learn(spark):

@@ -151,6 +151,7 @@ class ClassifyConfig:
     max_train_pixels_per_class: Optional[int]
     max_train_pixels: Optional[int]
     max_validation_pixels: Optional[int]
+    max_evaluation_pixels: Optional[int]
     lstm_units: list
     perceptron_units: list
     dense_units: list
@@ -167,6 +168,7 @@ class ClassifyConfig:
     threads_per_process: int
     threshold: float
     inference_batch_size: int
+    network_batch_rows: int
     retrain: bool
 
 
@@ -543,10 +545,10 @@ def _check_classify(c: ClassifyConfig) -> None:
     if c.learning_rate <= 0:
         raise ConfigError(f"config key 'classify.learning_rate' must be > 0; got {c.learning_rate}")
     for key in ("batch_size", "max_epochs", "patience", "shards", "num_processes", "threads_per_process",
-                "inference_batch_size"):
+                "inference_batch_size", "network_batch_rows"):
         if getattr(c, key) < 1:
             raise ConfigError(f"config key 'classify.{key}' must be >= 1")
-    for key in ("max_train_pixels_per_class", "max_train_pixels", "max_validation_pixels"):
+    for key in ("max_train_pixels_per_class", "max_train_pixels", "max_validation_pixels", "max_evaluation_pixels"):
         if getattr(c, key) is not None and getattr(c, key) < 1:
             raise ConfigError(f"config key 'classify.{key}' must be >= 1 or null; got {getattr(c, key)}")
     if c.batch_size % c.shards:

@@ -170,6 +170,17 @@ def training_sample(split: DataFrame, cfg: ClassifyConfig, counts: dict[str, dic
     return train.unionByName(val)
 
 
+def evaluation_sample(held_out: DataFrame, n_rows: int, cap: int | None, seed: int) -> DataFrame:
+    """The held-out rows the metrics are computed on: all ``n_rows`` of ``held_out`` when ``cap`` is
+    None or not below it, else a uniform sample of each row with probability cap / n_rows (a seeded
+    hash of pixel_id: about cap rows, within 6 sqrt(cap) but for a chance < 1e-8; the class
+    proportions of the split are kept, so accuracy and per-class metrics need no weights)."""
+    if cap is None or n_rows <= cap:
+        return held_out
+    keep_below = int(cap / n_rows * (_HASH_RANGE - 1))
+    return held_out.where(F.pmod(F.xxhash64(F.lit(seed), "pixel_id"), F.lit(_HASH_RANGE)) < keep_below)
+
+
 def validation_weights(held_out: dict[int, int], sampled: dict[int, int], labels: list[int]) -> list[float]:
     """Per class index: held-out pixels / sampled validation pixels of the class (1 when none is
     sampled), so the weighted per-epoch loss estimates the whole held-out split's."""
@@ -285,10 +296,10 @@ def delta_schema_merge(spark: SparkSession):
 
 
 def predict(pixels: DataFrame, folder: Path, model_name: str, threshold: float, dataset: str, run_id: str,
-            threads: int = 1, batch_rows: int = 4096) -> DataFrame:
+            threads: int = 1, network_rows: int = 256) -> DataFrame:
     """`classes` rows for ``pixels`` (pixel_id, disp, statics) from the model in ``folder``, the
-    network run on at most ``batch_rows`` rows at a time; run its actions inside
-    ``arrow_batch_rows(spark, batch_rows)`` so that Spark's Arrow batches have that size too.
+    network run on at most ``network_rows`` rows at a time; run its actions inside
+    ``arrow_batch_rows(spark, rows)`` to set the size of Spark's Arrow batches.
     Arrow batches go straight to numpy (list_column_to_numpy), never through Python lists."""
     meta = json.loads((folder / "model.json").read_text())
     sha, target = meta["weights_sha256"], str(meta.get("target", "cluster"))
@@ -306,7 +317,7 @@ def predict(pixels: DataFrame, folder: Path, model_name: str, threshold: float, 
                 continue
             series = list_column_to_numpy(batch.column("disp"), np.float64, model.arch.n_epochs, "disp")
             statics = list_column_to_numpy(batch.column("statics"), np.float64, len(STATIC_FEATURES), "statics")
-            cluster, probability = model.predict(series, statics, threshold, batch_rows)
+            cluster, probability = model.predict(series, statics, threshold, network_rows)
             yield pa.RecordBatch.from_arrays(
                 [pa.repeat(dataset, n), pa.repeat(run_id, n), batch.column("pixel_id").cast(pa.string()),
                  pa.array(cluster, pa.int64()), pa.array(probability.astype(np.float32), pa.float32()),
@@ -447,9 +458,10 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                     run.metrics[f"classify_{name}_epochs"] = float(len(result["history"]))
             versions[name], trained[name] = version_dir, version_dir.name == run.run_id
             with run.stage(f"classify.evaluate_{name}"):
-                held_out = split.where(F.col("split") == "validation")
+                held_out = evaluation_sample(split.where(F.col("split") == "validation"), held_out_pixels,
+                                             cfg.max_evaluation_pixels, cfg.split_seed + 3)
                 predicted = predict(held_out, version_dir, name, cfg.threshold, dataset, run.run_id,
-                                    batch_rows=cfg.inference_batch_size)
+                                    network_rows=cfg.network_batch_rows)
                 with arrow_batch_rows(spark, cfg.inference_batch_size):
                     pairs = confusion_counts(predicted.join(held_out.select("pixel_id", "class_id"), "pixel_id"))
                     pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
@@ -458,6 +470,7 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                 accuracy[name] = acc
                 run.metrics[f"classify_{name}_accuracy"] = acc
                 log.info("%s (target %s): held-out accuracy %.4f on %d pixels", name, cfg.target, acc, total)
+                run.count(f"classify_{name}_evaluated", total)
                 model.metrics = {"accuracy": acc, "held_out_pixels": total}
                 if trained[name]:
                     model.save(version_dir)
@@ -481,7 +494,7 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
         chosen = max(accuracy, key=lambda k: accuracy[k]) if cfg.predict_with == "best" else cfg.predict_with
         with run.stage("classify.predict"):
             classes = predict(pixels, versions[chosen], chosen, cfg.threshold, dataset, run.run_id,
-                              batch_rows=cfg.inference_batch_size)
+                              network_rows=cfg.network_batch_rows)
             with arrow_batch_rows(spark, cfg.inference_batch_size), delta_schema_merge(spark):
                 write_table(spark, classes, config, "classes", datasets=[dataset])
             n = read_table(spark, config, "classes", [dataset]).count()
