@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench bench-scale clean
+.PHONY: setup run test test-fast bench bench-scale dist clean
 
 setup: $(STAMP)
 	@$(PY) -m insarlake.jars fetch --jars-dir .jars
@@ -47,6 +47,20 @@ bench: setup
 # cost model, local[1] against local[2]; hours on 2 cores. Results in benchmarks/README.md.
 bench-scale: setup
 	$(PY) benchmarks/scale.py --sizes 100000 300000 1000000 --compare-cores 300000 --out benchmarks/out
+
+# What a cluster needs (README "Running on a cluster"): the insarlake wheel (its console scripts
+# insarlake-<job> are the Databricks wheel-task entry points) and a packed Python environment with
+# every pinned package and the wheel, for spark-submit --archives (INSARLAKE_ENV=...). The
+# environment holds torch and is large (several GB); its python must match the nodes' (3.11).
+dist: setup
+	rm -f dist/insarlake-*.whl
+	$(PY) -m pip wheel -q --no-deps -w dist .
+	rm -rf dist/env
+	$(PYTHON) -m venv dist/env
+	dist/env/bin/pip install -q -r requirements.txt dist/insarlake-*.whl
+	$(PY) -m venv_pack -p dist/env -o dist/insarlake-env.tar.gz -f
+	rm -rf dist/env
+	@ls -lh dist/insarlake-*.whl dist/insarlake-env.tar.gz
 
 clean:
 	rm -rf lake dist .derby spark-warehouse

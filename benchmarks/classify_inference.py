@@ -66,26 +66,31 @@ def make_pixels(n: int, dates: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"pixel_id": [f"p{i:08d}" for i in range(n)], "disp": list(disp), "statics": list(statics)})
 
 
-def save_model(name: str, sizes, dates: int, classes: int, folder: Path) -> Path:
+def save_model(name: str, sizes, dates: int, classes: int, lake: Path):
+    """A random-weight classifier ``name`` saved as version v1 in a model store under ``lake``."""
     import torch
 
     from insarlake.classify.model import Architecture, ClassifierModel, Normalisation, build
+    from insarlake.files import LakeFiles
+    from insarlake.modelstore import ModelStore
 
     torch.manual_seed(0)
     arch = Architecture(name, dates, classes, *sizes, 0.2)
     norm = Normalisation(0.0, 10.0, (0.0, 1.0, 0.6, 37.0), (8.0, 0.7, 0.2, 4.0))
     model = ClassifierModel(arch, norm, tuple(range(100, 100 + classes)), tuple(str(i) for i in range(dates)), build(arch))
-    return model.save(folder / name)
+    store = ModelStore(LakeFiles(str(lake)), "classifier", "bench", name)
+    store.save("v1", model.save)
+    return store
 
 
-def plain_torch(folder: Path, pixels: pd.DataFrame, batch: int, network_rows: int,
+def plain_torch(store, pixels: pd.DataFrame, batch: int, network_rows: int,
                 cores: int) -> tuple[float, pd.DataFrame]:
     import torch
 
     from insarlake.classify.model import ClassifierModel
 
     torch.set_num_threads(cores)
-    model = ClassifierModel.load(folder)
+    model = store.load("v1", ClassifierModel.load)
     series = np.stack(pixels["disp"].to_numpy())
     statics = np.stack(pixels["statics"].to_numpy())
     t0 = time.perf_counter()
@@ -99,10 +104,10 @@ def plain_torch(folder: Path, pixels: pd.DataFrame, batch: int, network_rows: in
                                   "probability": np.concatenate(probabilities).astype(np.float32)})
 
 
-def spark_inference(spark, folder: Path, name: str, frame, batch: int, network_rows: int, out: Path) -> float:
+def spark_inference(spark, store, name: str, frame, batch: int, network_rows: int, out: Path) -> float:
     from insarlake.classify.stage import arrow_batch_rows, predict
 
-    classes = predict(frame, folder, name, 0.5, "bench", "bench", threads=1, network_rows=network_rows)
+    classes = predict(frame, store, "v1", 0.5, "bench", "bench", threads=1, network_rows=network_rows)
     with arrow_batch_rows(spark, batch):
         t0 = time.perf_counter()
         classes.write.format("noop").mode("overwrite").save()
@@ -129,11 +134,11 @@ def main() -> int:
     frame.count()
     rows = []
     for name in args.models.split(","):
-        folder = save_model(name, SIZES[args.sizes], args.dates, args.classes, work / "models")
-        warmup_s = spark_inference(spark, folder, name, frame.sample(0.02, seed=1), args.batch, args.network_rows, None)
-        spark_s = min(spark_inference(spark, folder, name, frame, args.batch, args.network_rows,
+        store = save_model(name, SIZES[args.sizes], args.dates, args.classes, work / "lake")
+        warmup_s = spark_inference(spark, store, name, frame.sample(0.02, seed=1), args.batch, args.network_rows, None)
+        spark_s = min(spark_inference(spark, store, name, frame, args.batch, args.network_rows,
                                       work / f"out_{name}" if r == 0 else None) for r in range(args.repeat))
-        torch_runs = [plain_torch(folder, pixels, args.batch, args.network_rows, args.cores) for _ in range(args.repeat)]
+        torch_runs = [plain_torch(store, pixels, args.batch, args.network_rows, args.cores) for _ in range(args.repeat)]
         torch_s, expected = min(s for s, _ in torch_runs), torch_runs[0][1]
         got = pd.read_parquet(work / f"out_{name}").set_index("pixel_id").loc[expected["pixel_id"]]
         same = (np.array_equal(got["predicted_cluster"].to_numpy(), expected["predicted_cluster"].to_numpy())

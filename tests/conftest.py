@@ -81,3 +81,39 @@ def sim_scene(spark, config, tmp_path_factory):
     simulated = run_simulate(spark, config, "sim", raw_path(config, "sim"), Run("simulate", config))
     ingested = run_ingest(spark, config, raw_path(config, "sim"), "sim", Run("ingest", config))
     return simulated, ingested
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server on localhost (moto's server mode), for the whole session; its
+    settings as Spark's S3A keys (what a profile's spark.conf holds)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield {"spark.hadoop.fs.s3a.endpoint": f"http://127.0.0.1:{port}",
+           "spark.hadoop.fs.s3a.access.key": "testing", "spark.hadoop.fs.s3a.secret.key": "testing",
+           "spark.hadoop.fs.s3a.path.style.access": "true", "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+           "spark.hadoop.fs.s3a.endpoint.region": "us-east-1", "spark.hadoop.fs.s3a.attempts.maximum": "1"}
+    server.stop()
+
+
+def new_bucket(settings: dict) -> str:
+    """A new, empty bucket on the S3 server of ``settings`` (s3_server)."""
+    import uuid
+
+    import boto3
+
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=settings["spark.hadoop.fs.s3a.endpoint"], aws_access_key_id="testing",
+                 aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=name)
+    return name

@@ -13,6 +13,7 @@ import torch
 from insarlake.arrow import list_column_to_numpy
 from insarlake.classify.model import Architecture, ClassifierModel, Normalisation, build
 from insarlake.classify.train import read_shards
+from insarlake.files import LakeFiles
 from insarlake.errors import InputError
 
 
@@ -145,7 +146,7 @@ def test_read_shards_equals_the_python_list_path(tmp_path):
                       "target": pa.array(rng.integers(0, 3, 30), pa.int32()),
                       "shard": pa.array(np.arange(30) % 3, pa.int32())})
     pq.write_to_dataset(table, tmp_path, partition_cols=["shard"])
-    got = read_shards(str(tmp_path), [0, 2, 5])
+    got = read_shards(LakeFiles(str(tmp_path)), [0, 2, 5])
     assert len(got[5][0]) == len(got[5][2]) == 0                     # a shard with no row
     for s in (0, 2):
         part = pq.read_table(tmp_path / f"shard={s}")

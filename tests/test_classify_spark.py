@@ -16,9 +16,10 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from conftest import fast_clustering
 from insarlake.classify.model import STATIC_FEATURES, ClassifierModel, Normalisation
 from insarlake.classify.stage import (accuracy_of, architecture, bounded_sample, class_metrics, confusion_counts,
-                                      counts_by_split, evaluation_sample, latest_model, per_class_cap, run_classify,
+                                      classifier_store, counts_by_split, evaluation_sample, per_class_cap, run_classify,
                                       split_labelled, target_labels, train, training_inputs, training_sample,
                                       validation_weights, write_shards)
+from insarlake.files import LakeFiles
 from insarlake.hotspots.stage import labelled_pixels
 from insarlake.lake import Run, read_table
 from insarlake.temporal.stage import run_cluster
@@ -82,7 +83,7 @@ def test_spark_inference_equals_the_local_model_row_for_row(spark, classify_conf
     classes = read_table(spark, classify_config, "classes", ["sim"]).toPandas().set_index("pixel_id")
     pixels = read_table(spark, classify_config, "pixels", ["sim"]).toPandas()
     assert len(classes) == len(pixels) == result.pixels and (classes.model == result.chosen).all()
-    model = ClassifierModel.load(latest_model(classify_config, "sim", result.chosen))
+    model = classifier_store(classify_config, "sim", result.chosen).load_latest(ClassifierModel.load)
     cluster, probability = model.predict(np.stack(pixels.disp.to_numpy()).astype(np.float64),
                                          pixels[list(STATIC_FEATURES)].to_numpy(np.float64),
                                          classify_config.classify.threshold)
@@ -124,11 +125,12 @@ def test_two_processes_reach_the_same_loss_curve_as_one(spark, classify_config, 
     # into the weights undamped and the network amplifies it step after step, so later epochs are
     # compared to sqrt(EPS32) (half of float32's digits) per epoch after the first.
     cfg = replace(classify_config.classify, max_epochs=3, patience=3, learning_rate=3e-4)
-    labels, norm, weights, val_weights = _training_run(spark, classify_config, cfg, tmp_path)
+    work = LakeFiles(str(tmp_path))
+    labels, norm, weights, val_weights = _training_run(spark, classify_config, cfg, work)
     dates = read_table(spark, classify_config, "epochs", ["sim"]).count()
     arch = architecture(cfg, "lstm_perceptron", dates, len(labels))
-    one = train(spark, cfg, arch, norm, weights, tmp_path, val_weights)
-    two = train(spark, replace(cfg, num_processes=2), arch, norm, weights, tmp_path, val_weights)
+    one = train(spark, cfg, arch, norm, weights, work, val_weights)
+    two = train(spark, replace(cfg, num_processes=2), arch, norm, weights, work, val_weights)
     assert one["world_size"] == 1 and two["world_size"] == 2
     for a, b in zip(one["history"], two["history"], strict=True):
         rel = 256 * EPS32 if a["epoch"] == 0 else a["epoch"] * np.sqrt(EPS32)
@@ -272,7 +274,7 @@ def test_cluster_target_trains_on_dbscan_clusters_and_hotspots_read_both(spark, 
     result = run_classify(spark, cfg, "sim", run)
     # a saved model of the other target is not reused
     assert result.target == "cluster" and result.trained == {"lstm_perceptron": True}
-    assert ClassifierModel.load(latest_model(cfg, "sim", "lstm_perceptron")).target == "cluster"
+    assert classifier_store(cfg, "sim", "lstm_perceptron").load_latest(ClassifierModel.load).target == "cluster"
     clusters = read_table(spark, cfg, "clusters", ["sim"]).toPandas()
     labels = sorted(clusters.cluster_id[clusters.cluster_id >= 0].unique())
     assert len(labels) >= 3 and labels == target_labels(read_table(spark, cfg, "clusters", ["sim"]), cfg.classify)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from insarlake.lake import Run, read_table
-from insarlake.temporal.stage import model_dir, run_cluster
+from insarlake.temporal.stage import run_cluster, tskm_store
 from insarlake.temporal.tskm import TskmModel
 
 
@@ -78,9 +78,10 @@ def test_outputs_model_and_covariogram(spark, cluster_config, clustered):
     assert len(cov) > 5 and (cov.pairs > 0).all() and (cov.run_id == run.run_id).all()
     assert result.correlation_length_km > 0 and run.metrics["correlation_length_km"] == result.correlation_length_km
     assert set(result.model.silhouette_by_k) == {2, 3} and set(result.model.inertia_by_k) == {2, 3}
-    saved = TskmModel.load(model_dir(cluster_config, "sim") / "latest.json")
+    store = tskm_store(cluster_config, "sim")
+    assert store.latest() == run.run_id
+    saved = TskmModel.load(Path(store.uri(run.run_id)) / "model.json")
     assert np.array_equal(saved.centroids, result.model.centroids) and saved.k == result.model.k
-    assert (model_dir(cluster_config, "sim") / f"{run.run_id}.json").is_file()
     for picture in ("centroids.png", "covariogram.png", "clusters.png"):
         assert (Path(result.outputs) / picture).read_bytes()[:4] == b"\x89PNG"
 

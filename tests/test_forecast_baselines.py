@@ -332,7 +332,7 @@ def test_latent_ode_loss_terms():
 
 def test_latent_ode_integrates_a_linear_ode_in_epochs():
     """dz/dt = A z (t in epochs) has z(t) = expm(A t) z0: the decoded forecast matches it."""
-    model, batch = _model("latent_ode", latent_dim=3), random_batch(n=5)
+    model = _model("latent_ode", latent_dim=3)
     a = torch.tensor([[-0.2, 0.5, 0.0], [-0.5, -0.2, 0.0], [0.0, 0.0, 0.1]])
     linear = torch.nn.Linear(3, 3, bias=False)
     linear.weight.data.copy_(a)

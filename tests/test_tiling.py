@@ -1,7 +1,6 @@
 """The spatial partition key: consistent, adaptive, compact (checked against Sedona itself)."""
 from __future__ import annotations
 
-import pytest
 from pyspark.sql import functions as F
 
 from insarlake.lake import read_table

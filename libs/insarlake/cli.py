@@ -11,6 +11,8 @@ from insarlake.config import Config, load_config
 from insarlake.errors import InsarlakeError
 
 log = logging.getLogger("insarlake")
+# the running job's lake root, named in the one-line error of a storage failure (run_job)
+_JOB: dict[str, str] = {}
 
 
 def job_parser(prog: str, description: str, dataset: bool = True) -> argparse.ArgumentParser:
@@ -46,10 +48,17 @@ def start_job(parser: argparse.ArgumentParser, argv: list[str] | None):
     returns (args, config, spark)."""
     from insarlake.spark import get_session
 
+    from insarlake.lake import lake_files, lake_root
+
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     config = config_from_args(args)
-    return args, config, get_session(config)
+    _JOB["lake"] = lake_root(config)
+    spark = get_session(config)
+    files = lake_files(config, spark)
+    if not files.is_local:
+        files.check_writable()         # a bad bucket or credentials: one line before any work
+    return args, config, spark
 
 
 def datasets_or_all(spark, config: Config, dataset: str | None) -> list[str]:
@@ -68,11 +77,22 @@ def datasets_or_all(spark, config: Config, dataset: str | None) -> list[str]:
 
 
 def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a job's main; an InsarlakeError becomes one 'error: ...' line and exit status 2."""
+    """Run a job's main; an InsarlakeError, or a storage failure of Spark or Hadoop (no connector
+    for the lake's scheme, missing bucket or credentials, access denied, unreachable endpoint),
+    becomes one 'error: ...' line and exit status 2."""
+    from insarlake.files import storage_problem
+
     try:
         return main(argv)
     except InsarlakeError as exc:
         sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except Exception as exc:
+        problem = storage_problem(exc, _JOB.get("lake"))
+        if problem is None:
+            raise
+        log.debug("storage failure", exc_info=True)
+        sys.stderr.write(f"error: {problem}\n")
         return 2
 
 
@@ -88,6 +108,23 @@ def driver_memory(argv: list[str]) -> str:
         return ""
 
 
-if __name__ == "__main__":      # python -m insarlake.cli driver-memory [job arguments]
+def session_jars(argv: list[str]) -> str:
+    """The jars (comma-separated, or "provided") a job's config needs (--config, --lake, --set:
+    spark.jars auto with the s3a group for an S3 lake; provided; or its own list), for
+    spark-submit.sh's --jars; '' when the arguments or the config are bad or a jar is missing (the
+    job itself then says what is wrong)."""
+    from insarlake.jars import session_jars as jars_of
+
+    parser = job_parser("jars", "", dataset=True)
+    try:
+        args, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+        return jars_of(config_from_args(args))
+    except (InsarlakeError, SystemExit):
+        return ""
+
+
+if __name__ == "__main__":      # python -m insarlake.cli driver-memory|jars [job arguments]
     if sys.argv[1:2] == ["driver-memory"]:
         sys.stdout.write(driver_memory(sys.argv[2:]) + "\n")
+    elif sys.argv[1:2] == ["jars"]:
+        sys.stdout.write(session_jars(sys.argv[2:]) + "\n")

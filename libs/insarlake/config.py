@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SparkConfig:
     master: Optional[str]
+    remote: Optional[str]
     app_name: str
     shuffle_partitions: int
     driver_memory: str
@@ -40,6 +41,12 @@ class SparkConfig:
 @dataclass(frozen=True)
 class LakeConfig:
     path: str
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    mlflow: str
+    mlflow_experiment: str
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,7 @@ class Config:
     dataset: str
     spark: SparkConfig
     lake: LakeConfig
+    models: ModelsConfig
     catalog: CatalogConfig
     simulate: SimulateConfig
     ingest: IngestConfig
@@ -254,6 +262,7 @@ class Config:
 # Values a key may take, beyond its type.
 _CHOICES = {
     "catalog.kind": ("embedded", "session"),
+    "models.mlflow": ("auto", "always", "never"),
     "ingest.format": INPUT_FORMATS,
     "ingest.displacement_unit": tuple(UNIT_TO_MM),
     "temporal.metric": ("softdtw", "dtw", "euclidean"),
@@ -398,7 +407,13 @@ def _check(obj, prefix: str) -> None:
         for key in ("max_pixels_per_tile", "pixels_per_file"):
             if getattr(obj, key) < 1:
                 raise ConfigError(f"config key 'partition.{key}' must be >= 1")
+    if isinstance(obj, LakeConfig):
+        from insarlake.files import LakeFiles
+
+        LakeFiles(obj.path)                 # a scheme no file system serves: one line naming it
     if isinstance(obj, SparkConfig):
+        if obj.remote is not None and not str(obj.remote).startswith("sc://"):
+            raise ConfigError(f"config key 'spark.remote' must be a Spark Connect URL sc://host:port; got {obj.remote!r}")
         for k, v in obj.conf.items():
             if not isinstance(v, (str, int, float, bool)):
                 raise ConfigError(f"config key 'spark.conf.{k}' must be a scalar, got {v!r}")

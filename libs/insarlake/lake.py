@@ -4,7 +4,8 @@ Layout (local default ``./lake``)::
 
     lake/<table>/            one Delta table per folder, partitioned by dataset where it has one
     lake/raw/<dataset>/      raw simulated scenes (EGMS L2b CSV), input of ingest
-    lake/models/, outputs/   model files and pictures (``files_dir``)
+    lake/models/, outputs/   model versions (``model_store``) and pictures, GeoJSON (``lake_files``)
+    lake/work/               training shards while a stage runs, removed when it ends
     lake/_catalog/           embedded metastore (Derby) and warehouse, when catalog.kind=embedded
 """
 from __future__ import annotations
@@ -23,7 +24,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from insarlake.config import Config
-from insarlake.errors import ConfigError
+from insarlake.files import LakeFiles, spark_settings
+from insarlake.modelstore import ModelStore
+from insarlake.tracking import MlflowTracker, mlflow_wanted
 
 log = logging.getLogger(__name__)
 
@@ -56,27 +59,17 @@ def catalog_dir(config: Config) -> Path:
     return Path(lake_root(config)) / "_catalog"
 
 
-def files_dir(config: Config, *parts: str) -> Path:
-    """A folder under the lake for plain files (models, pictures), as a local path: the lake
-    itself when local, /dbfs/... for a dbfs:/ lake. Other URIs (s3://...) are refused."""
-    root = local_path(lake_root(config))
-    if "://" in root:
-        raise ConfigError(f"config key 'lake.path' {root!r}: model and picture files need a local or "
-                          "mounted lake path (a local folder or dbfs:/)")
-    return Path(root).joinpath(*parts)
+def lake_files(config: Config, spark: SparkSession | None = None) -> LakeFiles:
+    """The lake's plain files (models, pictures, GeoJSON, training shards) wherever the lake lives,
+    with the file-system settings of the config's ``spark.conf`` and of the running ``spark``."""
+    return LakeFiles(lake_root(config), spark_settings(config, spark))
 
 
-def latest_version(root: Path) -> Path | None:
-    """The newest saved version folder under a model's ``root`` (named by root/latest.json), or None."""
-    pointer = root / "latest.json"
-    if not pointer.is_file():
-        return None
-    return root / json.loads(pointer.read_text())["version"]
-
-
-def mark_latest(root: Path, version: str) -> None:
-    """Name ``version`` (a folder under ``root``) the newest saved version."""
-    (root / "latest.json").write_text(json.dumps({"version": version}))
+def model_store(config: Config, kind: str, dataset: str, name: str, spark: SparkSession | None = None) -> ModelStore:
+    """The saved versions of model ``name`` of ``kind`` (tskm, classifier, forecast) for ``dataset``,
+    logged to MLflow as they are saved when models.mlflow asks for it."""
+    tracker = MlflowTracker(config.models.mlflow_experiment) if mlflow_wanted(config.models.mlflow) else None
+    return ModelStore(lake_files(config, spark), kind, dataset, name, tracker)
 
 
 def table_path(config: Config, table: str) -> str:
@@ -128,9 +121,15 @@ def register_table(spark: SparkSession, config: Config, table: str) -> None:
 
 
 def table_exists(spark: SparkSession, config: Config, table: str) -> bool:
-    from delta.tables import DeltaTable
+    """Whether the lake holds the Delta table ``table`` (through the DataFrame reader, so that it
+    also works over Spark Connect without Delta's Connect plugin)."""
+    from pyspark.errors import AnalysisException
 
-    return DeltaTable.isDeltaTable(spark, table_path(config, table))
+    try:
+        spark.read.format("delta").load(table_path(config, table)).schema
+    except AnalysisException:
+        return False
+    return True
 
 
 def read_table(spark: SparkSession, config: Config, table: str, datasets: list[str] | None = None) -> DataFrame:
@@ -196,7 +195,11 @@ def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[s
     try:
         yield run
     except BaseException as exc:
-        _append_run(spark, config, run.row("failed", f"{type(exc).__name__}: {exc}"[:2000]))
+        try:
+            _append_run(spark, config, run.row("failed", f"{type(exc).__name__}: {exc}"[:2000]))
+        except Exception as failed:          # e.g. the lake itself is unreachable: the first error counts
+            log.warning("run %s could not be recorded in the runs table: %s", run.run_id,
+                        (str(failed).strip().splitlines() or [type(failed).__name__])[0][:300])
         raise
     _append_run(spark, config, run.row("succeeded", None))
 

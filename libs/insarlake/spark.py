@@ -25,18 +25,40 @@ def get_session(config: Config | None = None) -> SparkSession:
     reused as it is; Sedona is registered on it and the database is created if missing. A new
     session gets Delta's SQL extension and catalog, Sedona's extension, Kryo with Sedona's
     registrator, Arrow, and the jars named by ``spark.jars``. When this process starts the JVM
-    itself (not under spark-submit), ``spark.master`` defaults to ``local[*]``.
+    itself (not under spark-submit), ``spark.master`` defaults to ``local[*]``. With
+    ``spark.remote`` (or SPARK_REMOTE) the session is a Spark Connect client of that server, whose
+    own configuration brings Sedona and Delta.
     """
     config = config or load_config()
-    spark = SparkSession.getActiveSession()
-    if spark is None:
-        spark = _builder(config).getOrCreate()
-        log.info("Spark %s session started (master %s)", spark.version, spark.sparkContext.master)
-    from sedona.spark import SedonaContext
+    remote = config.spark.remote or os.environ.get("SPARK_REMOTE")
+    if remote:
+        spark = SparkSession.builder.remote(remote).getOrCreate()
+        spark.conf.set("spark.sql.shuffle.partitions", str(config.spark.shuffle_partitions))
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+        log.info("Spark Connect session to %s (Spark %s)", remote, spark.version)
+    else:
+        spark = SparkSession.getActiveSession()
+        if spark is None:
+            spark = _builder(config).getOrCreate()
+            log.info("Spark %s session started (master %s)", spark.version, spark.conf.get("spark.master", "?"))
+        from sedona.spark import SedonaContext
 
-    spark = SedonaContext.create(spark)
+        spark = SedonaContext.create(spark)
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {config.catalog.database}")
     return spark
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect client session (no SparkContext, py4j or RDDs on it)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def default_parallelism(spark: SparkSession) -> int:
+    """Spark's default parallelism (cores of the executors) for a classic session; for Spark
+    Connect, where the SparkContext is out of reach, spark.sql.shuffle.partitions."""
+    if not is_connect(spark):
+        return int(spark.sparkContext.defaultParallelism)
+    return int(spark.conf.get("spark.sql.shuffle.partitions"))
 
 
 def _builder(config: Config) -> SparkSession.Builder:
@@ -69,10 +91,12 @@ def _builder(config: Config) -> SparkSession.Builder:
             java_options.append(f"-Dlog4j2.configurationFile=file:{log4j}")
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        if sc.jars == "auto":
-            settings["spark.jars"] = ",".join(jars.local_jars(sc.jars_dir))
-        elif sc.jars != "provided":
-            settings["spark.jars"] = sc.jars
+        chosen = jars.session_jars(config)
+        if chosen != "provided":
+            settings["spark.jars"] = chosen
+    if sc.jars == "auto" and config.lake.path.lower().startswith("s3://"):
+        # Spark from pip knows s3a:// only: s3:// lakes go through the same connector
+        settings["spark.hadoop.fs.s3.impl"] = "org.apache.hadoop.fs.s3a.S3AFileSystem"
     if config.catalog.kind == "embedded":
         if not is_local_path(config.lake.path):
             raise ConfigError(

@@ -15,10 +15,8 @@ Models: <lake>/models/classifier/<dataset>/<model>/<run_id>/ with latest.json na
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +31,10 @@ from pyspark.sql import types as T
 from insarlake.classify.model import STATIC_FEATURES, Architecture, ClassifierModel, Normalisation, build
 from insarlake.config import ClassifyConfig, Config
 from insarlake.errors import InputError
-from insarlake.lake import Run, files_dir, latest_version, mark_latest, read_table, write_table
+from insarlake.files import LakeFiles
+from insarlake.lake import Run, lake_files, model_store, read_table, write_table
+from insarlake.launch import run_training
+from insarlake.modelstore import ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,9 @@ class ClassifyResult:
     outputs: str
 
 
-def model_root(config: Config, dataset: str, name: str) -> Path:
-    return files_dir(config, "models", "classifier", dataset, name)
-
-
-def latest_model(config: Config, dataset: str, name: str) -> Path | None:
-    """The folder of the newest saved ``name`` model of ``dataset``, or None."""
-    return latest_version(model_root(config, dataset, name))
+def classifier_store(config: Config, dataset: str, name: str, spark: SparkSession | None = None) -> ModelStore:
+    """The saved versions of classifier ``name`` (lstm, lstm_perceptron) of ``dataset``."""
+    return model_store(config, "classifier", dataset, name, spark)
 
 
 def architecture(cfg: ClassifyConfig, name: str, n_epochs: int, n_classes: int) -> Architecture:
@@ -216,56 +213,55 @@ def training_inputs(split: DataFrame, cfg: ClassifyConfig, labels: list[int]) ->
     return norm, weights
 
 
-def write_shards(split: DataFrame, labels: list[int], cfg: ClassifyConfig, folder: Path) -> dict[str, int]:
-    """train/ and validation/ Parquet folders partitioned by shard from the rows of ``split`` (the
-    training sample: pixel_id, disp, statics, class_id, split); rows per split."""
+def write_shards(split: DataFrame, labels: list[int], cfg: ClassifyConfig, folder: LakeFiles) -> dict[str, int]:
+    """train/ and validation/ Parquet folders partitioned by shard under ``folder`` (replaced) from
+    the rows of ``split`` (the training sample: pixel_id, disp, statics, class_id, split), each
+    shard one file in a seeded order of pixel_id; rows per split."""
     spark = split.sparkSession
     mapping = spark.createDataFrame([(int(c), i) for i, c in enumerate(labels)], "class_id long, target int")
     rows = (split.join(F.broadcast(mapping), "class_id")
             .withColumn("shard", F.pmod(F.xxhash64(F.lit(cfg.seed), "pixel_id"), F.lit(cfg.shards)).cast("int"))
-            .select("split", "shard", F.col("disp").alias("series"), "statics", "target"))
-    if folder.exists():
-        shutil.rmtree(folder)
+            .withColumn("_order", F.xxhash64(F.lit(cfg.seed + 1), "pixel_id"))
+            .select("split", "shard", "_order", "pixel_id", F.col("disp").alias("series"), "statics", "target"))
+    folder.remove_tree()
     counts = {}
     for name in ("train", "validation"):
         part = rows.where(F.col("split") == name).drop("split")
-        part.repartition(cfg.shards, "shard").write.partitionBy("shard").parquet(str(folder / name))
-        counts[name] = spark.read.parquet(str(folder / name)).count()
+        # one file per shard, its rows in a seeded order of pixel_id: the same training whatever
+        # the partitioning upstream (local or cluster, any number of executors)
+        (part.repartition(cfg.shards, "shard").sortWithinPartitions("shard", "_order", "pixel_id")
+         .drop("_order", "pixel_id").write.partitionBy("shard").parquet(folder.uri(name)))
+        counts[name] = spark.read.parquet(folder.uri(name)).count()
     return counts
 
 
 def train(spark: SparkSession, cfg: ClassifyConfig, arch: Architecture, norm: Normalisation, weights: list[float],
-          folder: Path, val_weights: list[float] | None = None) -> dict:
-    """Run ``train_worker`` on the shards: TorchDistributor for several processes, directly for one.
-    val_weights: per class index, the weight of a validation row (validation_weights; None: 1)."""
+          folder: LakeFiles, val_weights: list[float] | None = None) -> dict:
+    """Run ``train_worker`` on the shards under ``folder`` (write_shards) with ``run_training``: in
+    the driver for one CPU process, else on TorchDistributor. val_weights: per class index, the
+    weight of a validation row (validation_weights; None: 1)."""
     from insarlake.classify.train import train_worker
 
-    args = {"train_dir": str(folder / "train"), "val_dir": str(folder / "validation"), "shards": cfg.shards,
+    args = {"train_dir": folder.sub("train"), "val_dir": folder.sub("validation"), "shards": cfg.shards,
             "architecture": asdict(arch), "normalisation": asdict(norm), "class_weights": weights,
             "validation_weights": val_weights,
             "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate, "max_epochs": cfg.max_epochs,
-            "patience": cfg.patience, "seed": cfg.seed, "threads": cfg.threads_per_process,
-            "backend": "nccl" if cfg.use_gpu else "gloo"}
-    if cfg.num_processes == 1 and not cfg.use_gpu:
-        return train_worker(args)
-    from pyspark.ml.torch.distributor import TorchDistributor
-
-    distributor = TorchDistributor(num_processes=cfg.num_processes, local_mode=cfg.local_mode, use_gpu=cfg.use_gpu)
-    return distributor.run(train_worker, args)
+            "patience": cfg.patience, "seed": cfg.seed, "threads": cfg.threads_per_process}
+    return run_training(train_worker, args, cfg.num_processes, cfg.local_mode, cfg.use_gpu)
 
 
-# one loaded model per Python worker process, keyed by folder and weights checksum
+# one loaded model per Python worker process, keyed by the version's URI and weights checksum
 _LOADED: dict[tuple[str, str], ClassifierModel] = {}
 
 
-def _load_cached(folder: str, sha: str, threads: int) -> ClassifierModel:
-    key = (folder, sha)
+def _load_cached(store: ModelStore, version: str, sha: str, threads: int) -> ClassifierModel:
+    key = (store.uri(version), sha)
     if key not in _LOADED:
         import torch
 
         torch.set_num_threads(threads)
         _LOADED.clear()
-        _LOADED[key] = ClassifierModel.load(Path(folder))
+        _LOADED[key] = store.load(version, ClassifierModel.load)
     return _LOADED[key]
 
 
@@ -295,22 +291,22 @@ def delta_schema_merge(spark: SparkSession):
     return session_conf(spark, "spark.databricks.delta.schema.autoMerge.enabled", "true")
 
 
-def predict(pixels: DataFrame, folder: Path, model_name: str, threshold: float, dataset: str, run_id: str,
+def predict(pixels: DataFrame, store: ModelStore, version: str, threshold: float, dataset: str, run_id: str,
             threads: int = 1, network_rows: int = 256) -> DataFrame:
-    """`classes` rows for ``pixels`` (pixel_id, disp, statics) from the model in ``folder``, the
+    """`classes` rows for ``pixels`` (pixel_id, disp, statics) from ``version`` of the model in
+    ``store`` (each Python worker loads it from the lake once), the
     network run on at most ``network_rows`` rows at a time; run its actions inside
     ``arrow_batch_rows(spark, rows)`` to set the size of Spark's Arrow batches.
     Arrow batches go straight to numpy (list_column_to_numpy), never through Python lists."""
-    meta = json.loads((folder / "model.json").read_text())
-    sha, target = meta["weights_sha256"], str(meta.get("target", "cluster"))
-    folder_s = str(folder)
+    meta = store.files.read_json(*store.parts, version, "model.json")
+    sha, target, model_name = meta["weights_sha256"], str(meta.get("target", "cluster")), store.name
 
     def classify(batches):
         import pyarrow as pa
 
         from insarlake.arrow import list_column_to_numpy
 
-        model = _load_cached(folder_s, sha, threads)
+        model = _load_cached(store, version, sha, threads)
         for batch in batches:
             n = batch.num_rows
             if n == 0:
@@ -400,21 +396,21 @@ def plot_confusion(per_class: pd.DataFrame, labels: list[int], path: Path, title
     return path
 
 
-def _reusable(folder: Path | None, arch: Architecture, target: str, labels: list[int],
-              dates: list[str]) -> ClassifierModel | None:
-    if folder is None:
-        return None
-    model = ClassifierModel.load(folder)
-    if (model.arch != arch or model.target != target or list(model.labels) != labels
-            or list(model.epoch_dates) != dates):
-        log.info("saved model %s does not match the target, classes, epochs or architecture: retraining", folder)
-        return None
-    return model
+def _matches(model: ClassifierModel, arch: Architecture, target: str, labels: list[int],
+             dates: list[str]) -> bool | str:
+    """True when a saved ``model`` has this architecture, target, classes and epochs; else why not."""
+    for what, saved, wanted in (("architecture", model.arch, arch), ("target", model.target, target),
+                                ("classes", list(model.labels), labels), ("epochs", list(model.epoch_dates), dates)):
+        if saved != wanted:
+            return f"other {what}"
+    return True
 
 
 def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) -> ClassifyResult:
     """Train (or reuse) every configured model, write `classes` from the chosen one and
-    `classifier_metrics` for all; replaces the dataset's rows in both tables."""
+    `classifier_metrics` for all; replaces the dataset's rows in both tables. Models go to the
+    model store, pictures to the run's outputs in the lake; the training shards' work folder is
+    removed at the end, also on failure."""
     cfg = config.classify
     raw_pixels = read_table(spark, config, "pixels", [dataset])
     pixels = with_features(raw_pixels)
@@ -425,93 +421,111 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
         raise InputError(f"dataset {dataset}: clusters has {len(labels)} class(es) of classify.target "
                          f"{cfg.target!r} to learn; the classifier needs at least 2 (run the cluster stage, or "
                          f"lower spatial.min_samples)")
-    outputs = files_dir(config, "outputs", dataset, run.run_id)
-    folder = files_dir(config, "work", "classify", dataset, run.run_id)
+    files = lake_files(config, spark)
+    work = files.sub("work", "classify", dataset, run.run_id)
     # deterministic (seeded hashes), so a lost block is recomputed to the same rows
     split = split_labelled(clusters, raw_pixels, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     persisted = [split]
     try:
-        counts = counts_by_split(split)            # the action that fills the cache
-        held_out_pixels = sum(counts["validation"].values())
-        run.count("classify_held_out", held_out_pixels)
-        accuracy, trained, versions, metric_frames = {}, {}, {}, []
-        prepared = None
-        for name in cfg.models:
-            arch = architecture(cfg, name, len(dates), len(labels))
-            version_dir = None if cfg.retrain else latest_model(config, dataset, name)
-            model = _reusable(version_dir, arch, cfg.target, labels, dates)
-            if model is None:
-                with run.stage(f"classify.train_{name}"):
-                    if prepared is None:
-                        prepared = _prepare_training(split, counts, labels, cfg, folder, run)
-                        persisted.append(prepared[-1])
-                    norm, weights, val_weights, _ = prepared
-                    result = train(spark, cfg, arch, norm, weights, folder, val_weights)
-                    network = build(arch)
-                    network.load_state_dict(result["state_dict"])
-                    model = ClassifierModel(arch, norm, tuple(labels), tuple(dates), network,
-                                            training={"history": result["history"], "best_epoch": result["best_epoch"],
-                                                      "seconds": result["seconds"], "world_size": result["world_size"],
-                                                      "config": asdict(cfg)}, target=cfg.target)
-                    version_dir = model.save(model_root(config, dataset, name) / run.run_id)
-                    run.metrics[f"classify_{name}_train_seconds"] = float(result["seconds"])
-                    run.metrics[f"classify_{name}_epochs"] = float(len(result["history"]))
-            versions[name], trained[name] = version_dir, version_dir.name == run.run_id
-            with run.stage(f"classify.evaluate_{name}"):
-                held_out = evaluation_sample(split.where(F.col("split") == "validation"), held_out_pixels,
-                                             cfg.max_evaluation_pixels, cfg.split_seed + 3)
-                predicted = predict(held_out, version_dir, name, cfg.threshold, dataset, run.run_id,
-                                    network_rows=cfg.network_batch_rows)
-                with arrow_batch_rows(spark, cfg.inference_batch_size):
-                    pairs = confusion_counts(predicted.join(held_out.select("pixel_id", "class_id"), "pixel_id"))
-                    pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
-                    persisted.append(pairs)
-                    acc, total = accuracy_of(pairs)
-                accuracy[name] = acc
-                run.metrics[f"classify_{name}_accuracy"] = acc
-                log.info("%s (target %s): held-out accuracy %.4f on %d pixels", name, cfg.target, acc, total)
-                run.count(f"classify_{name}_evaluated", total)
-                model.metrics = {"accuracy": acc, "held_out_pixels": total}
-                if trained[name]:
-                    model.save(version_dir)
-                    mark_latest(model_root(config, dataset, name), run.run_id)
-                per_class = class_metrics(pairs, labels)
-                metric_frames.append(per_class.select(
-                    F.lit(dataset).alias("dataset"), F.lit(run.run_id).alias("run_id"), F.lit(name).alias("model"),
-                    F.lit(version_dir.name).alias("model_version"), F.lit(model.target).alias("target"),
-                    F.lit("validation").alias("split"), F.lit(acc).cast("double").alias("accuracy"), "*"))
-                if len(labels) <= _PLOT_MAX_CLASSES:
-                    plot_confusion(per_class.toPandas(), labels, outputs / f"confusion_{name}.png",
-                                   f"{dataset}: {name} ({cfg.target}), held-out accuracy {acc:.3f}")
+        with files.staged("outputs", dataset, run.run_id) as outputs:
+            counts = counts_by_split(split)            # the action that fills the cache
+            held_out_pixels = sum(counts["validation"].values())
+            run.count("classify_held_out", held_out_pixels)
+            accuracy, trained, versions, metric_frames = {}, {}, {}, []
+            prepared = None
+            for name in cfg.models:
+                store = classifier_store(config, dataset, name, spark)
+                arch = architecture(cfg, name, len(dates), len(labels))
+                saved = store.reusable(ClassifierModel.load, lambda m: _matches(m, arch, cfg.target, labels, dates),
+                                       cfg.retrain)
+                trained[name] = saved is None
+                if saved is None:
+                    with run.stage(f"classify.train_{name}"):
+                        if prepared is None:
+                            prepared = _prepare_training(split, counts, labels, cfg, work, run)
+                            persisted.append(prepared[-1])
+                        model = _trained(spark, cfg, arch, labels, dates, prepared, work, run, name)
+                        store.save(run.run_id, model.save, make_latest=False)   # the newest once evaluated
+                    version = run.run_id
                 else:
-                    log.info("%d classes: no confusion picture (classifier_metrics has the sparse matrix)", len(labels))
-        metrics = metric_frames[0]
-        for frame in metric_frames[1:]:
-            metrics = metrics.unionByName(frame)
-        with delta_schema_merge(spark):
-            write_table(spark, metrics.select(*METRICS_SCHEMA.fieldNames()), config, "classifier_metrics",
-                        datasets=[dataset])
-        chosen = max(accuracy, key=lambda k: accuracy[k]) if cfg.predict_with == "best" else cfg.predict_with
-        with run.stage("classify.predict"):
-            classes = predict(pixels, versions[chosen], chosen, cfg.threshold, dataset, run.run_id,
-                              network_rows=cfg.network_batch_rows)
-            with arrow_batch_rows(spark, cfg.inference_batch_size), delta_schema_merge(spark):
-                write_table(spark, classes, config, "classes", datasets=[dataset])
-            n = read_table(spark, config, "classes", [dataset]).count()
-            expected = pixels.count()
-            if n != expected:
-                raise RuntimeError(f"dataset {dataset}: classes has {n} rows for {expected} pixels")
-            run.count("classes", n)
+                    model, version = saved
+                versions[name] = version
+                with run.stage(f"classify.evaluate_{name}"):
+                    held_out = evaluation_sample(split.where(F.col("split") == "validation"), held_out_pixels,
+                                                 cfg.max_evaluation_pixels, cfg.split_seed + 3)
+                    predicted = predict(held_out, store, version, cfg.threshold, dataset, run.run_id,
+                                        network_rows=cfg.network_batch_rows)
+                    with arrow_batch_rows(spark, cfg.inference_batch_size):
+                        pairs = confusion_counts(predicted.join(held_out.select("pixel_id", "class_id"), "pixel_id"))
+                        pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
+                        persisted.append(pairs)
+                        acc, total = accuracy_of(pairs)
+                    accuracy[name] = acc
+                    run.metrics[f"classify_{name}_accuracy"] = acc
+                    log.info("%s (target %s): held-out accuracy %.4f on %d pixels", name, cfg.target, acc, total)
+                    run.count(f"classify_{name}_evaluated", total)
+                    model.metrics = {"accuracy": acc, "held_out_pixels": total}
+                    if trained[name]:                            # with its metrics, and now the newest
+                        store.save(version, model.save, params={
+                            "architecture": asdict(arch), "target": cfg.target, "classes": len(labels),
+                            "epochs": len(dates), "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
+                            "max_train_pixels_per_class": cfg.max_train_pixels_per_class,
+                            "max_train_pixels": cfg.max_train_pixels},
+                            metrics={"accuracy": acc, "held_out_pixels": total,
+                                     "best_epoch": model.training.get("best_epoch"),
+                                     "train_seconds": model.training.get("seconds")})
+                    per_class = class_metrics(pairs, labels)
+                    metric_frames.append(per_class.select(
+                        F.lit(dataset).alias("dataset"), F.lit(run.run_id).alias("run_id"), F.lit(name).alias("model"),
+                        F.lit(version).alias("model_version"), F.lit(model.target).alias("target"),
+                        F.lit("validation").alias("split"), F.lit(acc).cast("double").alias("accuracy"), "*"))
+                    if len(labels) <= _PLOT_MAX_CLASSES:
+                        plot_confusion(per_class.toPandas(), labels, outputs / f"confusion_{name}.png",
+                                       f"{dataset}: {name} ({cfg.target}), held-out accuracy {acc:.3f}")
+                    else:
+                        log.info("%d classes: no confusion picture (classifier_metrics has the sparse matrix)",
+                                 len(labels))
+            metrics = metric_frames[0]
+            for frame in metric_frames[1:]:
+                metrics = metrics.unionByName(frame)
+            with delta_schema_merge(spark):
+                write_table(spark, metrics.select(*METRICS_SCHEMA.fieldNames()), config, "classifier_metrics",
+                            datasets=[dataset])
+            chosen = max(accuracy, key=lambda k: accuracy[k]) if cfg.predict_with == "best" else cfg.predict_with
+            with run.stage("classify.predict"):
+                classes = predict(pixels, classifier_store(config, dataset, chosen, spark), versions[chosen],
+                                  cfg.threshold, dataset, run.run_id, network_rows=cfg.network_batch_rows)
+                with arrow_batch_rows(spark, cfg.inference_batch_size), delta_schema_merge(spark):
+                    write_table(spark, classes, config, "classes", datasets=[dataset])
+                n = read_table(spark, config, "classes", [dataset]).count()
+                expected = pixels.count()
+                if n != expected:
+                    raise RuntimeError(f"dataset {dataset}: classes has {n} rows for {expected} pixels")
+                run.count("classes", n)
     finally:
         for frame in persisted:
             frame.unpersist()
-    if folder.exists():
-        shutil.rmtree(folder)
-    return ClassifyResult(dataset, cfg.target, chosen, accuracy, trained, n, str(outputs))
+        work.discard()
+    return ClassifyResult(dataset, cfg.target, chosen, accuracy, trained, n, files.uri("outputs", dataset, run.run_id))
+
+
+def _trained(spark: SparkSession, cfg: ClassifyConfig, arch: Architecture, labels: list[int], dates: list[str],
+             prepared: tuple, work: LakeFiles, run: Run, name: str) -> ClassifierModel:
+    """A newly trained classifier ``arch`` on the prepared training sample (_prepare_training)."""
+    norm, weights, val_weights, _ = prepared
+    result = train(spark, cfg, arch, norm, weights, work, val_weights)
+    network = build(arch)
+    network.load_state_dict(result["state_dict"])
+    run.metrics[f"classify_{name}_train_seconds"] = float(result["seconds"])
+    run.metrics[f"classify_{name}_epochs"] = float(len(result["history"]))
+    return ClassifierModel(arch, norm, tuple(labels), tuple(dates), network,
+                           training={"history": result["history"], "best_epoch": result["best_epoch"],
+                                     "seconds": result["seconds"], "world_size": result["world_size"],
+                                     "config": asdict(cfg)}, target=cfg.target)
 
 
 def _prepare_training(split: DataFrame, counts: dict[str, dict[int, int]], labels: list[int], cfg: ClassifyConfig,
-                      folder: Path, run: Run) -> tuple[Normalisation, list[float], list[float], DataFrame]:
+                      folder: LakeFiles, run: Run) -> tuple[Normalisation, list[float], list[float], DataFrame]:
     """The bounded training sample (persisted), its normalisation, class and validation weights,
     and its shards written under ``folder``; its sizes recorded in the run's counts."""
     sample = training_sample(split, cfg, counts).persist(StorageLevel.MEMORY_AND_DISK)

@@ -27,22 +27,26 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from insarlake.files import LakeFiles
+
 log = logging.getLogger(__name__)
 
 # Gradients are clipped to this global L2 norm before each step (LSTMs on long series can explode).
 _CLIP_NORM = 1.0
 
 
-def read_shards(folder: str, shards: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def read_shards(folder: LakeFiles, shards: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """{shard: (series (n, T) float64 mm, statics (n, 4) float64, target (n,) int64)} for the given
-    shards of a Parquet folder partitioned by shard (missing shards give empty arrays)."""
+    shards of a Parquet folder partitioned by shard (on any file system the lake can be on; missing
+    shards give empty arrays)."""
     import pyarrow.dataset as ds
 
     from insarlake.arrow import column_to_numpy, list_column_to_numpy
     from insarlake.classify.model import STATIC_FEATURES
 
     out = {}
-    dataset = ds.dataset(folder, format="parquet", partitioning="hive")
+    dataset = folder.parquet_dataset()
+    folder = folder.root
     for s in shards:
         table = dataset.to_table(filter=ds.field("shard") == s, columns=["series", "statics", "target"])
         out[s] = (list_column_to_numpy(table.column("series"), np.float64, name=f"{folder} shard {s} series"),
@@ -53,10 +57,11 @@ def read_shards(folder: str, shards: list[int]) -> dict[int, tuple[np.ndarray, n
 
 
 def train_worker(args: dict) -> dict | None:
-    """Train one classifier. ``args``: train_dir, val_dir, shards (S), architecture (dict),
-    normalisation (dict), class_weights (k floats), validation_weights (k floats, optional: the
-    weight of a validation row of each class; default 1), batch_size, learning_rate, max_epochs,
-    patience, seed, threads (torch threads per process), backend (gloo|nccl).
+    """Train one classifier. ``args``: train_dir, val_dir (LakeFiles of the shard folders), shards
+    (S), architecture (dict), normalisation (dict), class_weights (k floats), validation_weights
+    (k floats, optional: the weight of a validation row of each class; default 1), batch_size,
+    learning_rate, max_epochs, patience, seed, threads (torch threads per process), backend
+    (gloo|nccl).
     Returns {"state_dict", "history": [{epoch, train_loss, val_loss, val_accuracy}], "best_epoch",
     "seconds", "world_size"}, the same on every rank (weights are identical under DDP, losses and
     seconds are reduced over ranks): TorchDistributor's local mode keeps whichever rank's return

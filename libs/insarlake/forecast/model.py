@@ -1,9 +1,9 @@
 """A trained forecaster and its model files. Pure torch/numpy: no Spark here.
 
-A model file is a folder <lake>/models/forecast/<dataset>/<model>/<run_id>/: ``weights.pt`` (a
-state dict, loaded with ``weights_only=True``) and ``model.json`` (model name, hyperparameters,
-window split, normalisation, epoch dates, training history, SHA-256 of the weights, checked on
-load); ``latest.json`` beside the versions names the newest.
+A model is a version in the model store, <lake>/models/forecast/<dataset>/<model>/<run_id>/:
+``weights.pt`` (a state dict, loaded with ``weights_only=True``) and ``model.json`` (model name,
+hyperparameters, window split, normalisation, epoch dates, training history, SHA-256 of the
+weights, checked on load); the store's ``latest.json`` names the newest.
 """
 from __future__ import annotations
 
@@ -18,18 +18,15 @@ import torch
 from insarlake.config import Config
 from insarlake.errors import InputError
 from insarlake.forecast.windows import Normalisation, WindowSplit
-from insarlake.lake import files_dir, latest_version, mark_latest
+from insarlake.lake import model_store
+from insarlake.modelstore import ModelStore
 
 FORMAT_VERSION = 1
 
 
-def model_root(config: Config, dataset: str, name: str) -> Path:
-    return files_dir(config, "models", "forecast", dataset, name)
-
-
-def latest_model(config: Config, dataset: str, name: str) -> Path | None:
-    """The folder of the newest saved forecaster ``name`` of ``dataset``, or None."""
-    return latest_version(model_root(config, dataset, name))
+def forecast_store(config: Config, dataset: str, name: str, spark=None) -> ModelStore:
+    """The saved versions of forecaster ``name`` (dapf, gru, ...) of ``dataset``."""
+    return model_store(config, "forecast", dataset, name, spark)
 
 
 def build_network(name: str, split: WindowSplit, hyper: dict) -> torch.nn.Module:
@@ -104,7 +101,6 @@ class ForecastModel:
         torch.save(self.network.state_dict(), weights)
         meta = {**self.meta(), "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
         (folder / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        mark_latest(folder.parent, folder.name)
         return folder
 
     @classmethod

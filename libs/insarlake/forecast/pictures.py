@@ -31,7 +31,7 @@ def _save(fig, path: Path, what: str) -> Path:
 def _first_part(prepared):
     """(coords, series, local edges) of the largest subgraph of the training sample."""
     p = max(prepared.train_parts, key=lambda q: (prepared.train_parts[q], -q))
-    return read_parts(str(prepared.shards), [p])[p]
+    return read_parts(prepared.shards, [p])[p]
 
 
 def plot_embeddings(prepared, model, path: Path) -> Path:

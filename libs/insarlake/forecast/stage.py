@@ -18,8 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -33,14 +32,19 @@ from insarlake.config import Config, ForecastConfig
 from insarlake.errors import InputError
 from insarlake.forecast import CLASSICAL_MODELS
 from insarlake.forecast.graph import cell_subgraphs, edges_from_neighbours, neighbour_lists
-from insarlake.forecast.model import ForecastModel, forecast_distribution, latest_model, model_root
+from insarlake.forecast.model import ForecastModel, forecast_distribution, forecast_store
 from insarlake.forecast.windows import Normalisation, WindowSplit, change_moments, future_times, window_batch
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import to_local_m
-from insarlake.lake import Run, files_dir, read_table, write_table
+from insarlake.files import LakeFiles
+from insarlake.lake import Run, lake_files, read_table, write_table
+from insarlake.launch import run_training
 from insarlake.temporal.softdtw import fill_missing
 
 log = logging.getLogger(__name__)
+# Decimal type of the exact sums of the normalisation statistics: 12 decimals (coordinates in km
+# and degrees, squared mm), 26 integer digits (10^8 pixels x 10^8 mm^2 fits).
+_EXACT = "decimal(38,12)"
 
 FORECASTS_SCHEMA = ("dataset string, run_id string, pixel_id string, date date, horizon int, "
                     "mean float, p05 float, p50 float, p95 float")
@@ -60,7 +64,7 @@ class Prepared:
     dates: list                    # (T,) dt.date
     t_years: np.ndarray            # (T,) years since the first epoch
     members: DataFrame             # subgraph, pixel_id, slot, core, nbr, coords (normalised), series (gap-free mm)
-    shards: Path                   # the training sample: Parquet by part (its core nodes)
+    shards: LakeFiles              # the training sample: Parquet by part (its core nodes), in the lake
     train_parts: dict              # {part: nodes} of the training sample
     train_ids: tuple               # (P,) subgraph id of each part of the training sample
     pixels: int
@@ -160,7 +164,7 @@ def subgraph_arrays(group: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.n
             np.stack(group["series"].to_numpy()).astype(np.float64), edges, group["core"].to_numpy(bool))
 
 
-def prepare(spark: SparkSession, config: Config, dataset: str, folder: Path) -> Prepared:
+def prepare(spark: SparkSession, config: Config, dataset: str, folder: LakeFiles) -> Prepared:
     """Gap-free series, graph and subgraphs, split and normalisation; writes the training sample
     (``forecast.train_subgraphs`` subgraphs chosen by a seeded hash) as Parquet into ``folder``."""
     cfg = config.forecast
@@ -176,28 +180,33 @@ def prepare(spark: SparkSession, config: Config, dataset: str, folder: Path) -> 
     n_pixels = pixels.count()
     if n_pixels < 2:
         raise InputError(f"dataset {dataset}: {n_pixels} pixel(s); forecasting needs at least 2")
-    centre = pixels.agg(F.avg("lon"), F.avg("lat")).first()
+    # Exact (decimal) sums, so the statistics are the same to the last bit whatever the
+    # partitioning and the order of the sums: a saved model's normalisation then matches a re-run's.
+    centre = pixels.agg(*[F.avg(F.col(c).cast(_EXACT)).cast("double") for c in ("lon", "lat")]).first()
     points = gap_free(pixels, (float(centre[0]), float(centre[1])))
     H, t1 = split.horizon, split.t1
     coord_cols = ("x_km", "y_km", "height")
 
-    def sums(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        """Per batch: count, sum and sum of squares of each coordinate (missing heights left out)
-        and the parts of scale_mm; one pass over the series."""
+    def moments(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        """Per pixel: its coordinates (NaN height: missing) and the parts of scale_mm (count and
+        sum of squares of its H-epoch changes over the training epochs)."""
         for b in batches:
             if b.empty:
                 continue
-            row = {}
-            for c in coord_cols:
-                v = b[c].to_numpy(np.float64)
-                v = v[np.isfinite(v)]
-                row.update({f"{c}_n": float(v.size), f"{c}_s": float(v.sum()), f"{c}_s2": float(np.square(v).sum())})
-            row["count"], row["sumsq"] = change_moments(np.stack(b["series"].to_numpy()), H, t1)
-            yield pd.DataFrame([row])
+            count, sumsq = change_moments(np.stack(b["series"].to_numpy()), H, t1)
+            out = b[list(coord_cols)].astype(np.float64)
+            out["count"], out["sumsq"] = np.int64(count), sumsq
+            yield out
 
-    schema = ", ".join([f"{c}_{k} double" for c in coord_cols for k in ("n", "s", "s2")] + ["count long", "sumsq double"])
-    total = points.mapInPandas(sums, schema).groupBy().sum().first().asDict()
-    total = {k[4:-1]: v for k, v in total.items()}       # "sum(x_km_n)" -> "x_km_n"
+    schema = ", ".join([f"{c} double" for c in coord_cols] + ["count long", "sumsq double"])
+    per_pixel = points.mapInPandas(moments, schema)
+    finite = {c: F.when(~F.isnan(c), F.col(c)) for c in coord_cols}
+    total = per_pixel.agg(
+        *[F.count(finite[c]).cast("double").alias(f"{c}_n") for c in coord_cols],
+        *[F.sum(finite[c].cast(_EXACT)).cast("double").alias(f"{c}_s") for c in coord_cols],
+        *[F.sum((finite[c] * finite[c]).cast(_EXACT)).cast("double").alias(f"{c}_s2") for c in coord_cols],
+        F.sum("count").alias("count"), F.sum(F.col("sumsq").cast(_EXACT)).cast("double").alias("sumsq"),
+    ).first().asDict()
     mean, std = [], []
     for c in coord_cols:
         n = total[f"{c}_n"] or 0.0
@@ -225,54 +234,54 @@ def prepare(spark: SparkSession, config: Config, dataset: str, folder: Path) -> 
     chosen = (members.where("core").groupBy("subgraph").count()
               .orderBy(F.xxhash64(F.lit(cfg.seed), "subgraph"), "subgraph").limit(cfg.train_subgraphs).collect())
     sample = spark.createDataFrame([(r[0], i) for i, r in enumerate(chosen)], "subgraph string, part int")
-    folder.mkdir(parents=True, exist_ok=True)
     (members.where("core").join(F.broadcast(sample), "subgraph").select("part", "slot", "coords", "series", "nbr")
-     .write.mode("overwrite").partitionBy("part").parquet(str(folder / "parts")))
+     .write.mode("overwrite").partitionBy("part").parquet(folder.uri("parts")))
     log.info("forecast training sample: %d of %d subgraphs, %d pixels", len(chosen), counts[2],
              sum(r[1] for r in chosen))
-    return Prepared(dataset, split, norm, dates, t_years, members, folder / "parts",
+    return Prepared(dataset, split, norm, dates, t_years, members, folder.sub("parts"),
                     {i: int(r[1]) for i, r in enumerate(chosen)}, tuple(r[0] for r in chosen), int(counts[0]),
                     int(counts[1] or 0), int(counts[2]))
 
 
 def train(prepared: Prepared, cfg: ForecastConfig, name: str) -> dict:
-    """Run ``train_worker`` for model ``name`` on the training sample: TorchDistributor for several
-    processes, else directly."""
+    """Run ``train_worker`` for model ``name`` on the training sample with ``run_training`` (in the
+    driver for one CPU process, else on TorchDistributor)."""
     from insarlake.forecast.train import train_worker
 
-    args = {"data_dir": str(prepared.shards), "parts": dict(prepared.train_parts), "model": name,
+    args = {"data_dir": prepared.shards, "parts": dict(prepared.train_parts), "model": name,
             "hyper": dict(cfg.hyper.get(name, {})), "split": prepared.split.as_dict(),
             "scale_mm": prepared.norm.scale_mm, "t_years": prepared.t_years.tolist(), "batch_parts": cfg.batch_parts,
             "windows_per_part": cfg.windows_per_part, "learning_rate": cfg.learning_rate,
             "max_epochs": cfg.max_epochs, "patience": cfg.patience, "seed": cfg.seed,
-            "threads": cfg.threads_per_process, "backend": "nccl" if cfg.use_gpu else "gloo",
-            "calibrate_interval": cfg.calibrate_interval}
-    if cfg.num_processes == 1 and not cfg.use_gpu:
-        return train_worker(args)
-    from pyspark.ml.torch.distributor import TorchDistributor
-
-    return TorchDistributor(num_processes=cfg.num_processes, local_mode=cfg.local_mode,
-                            use_gpu=cfg.use_gpu).run(train_worker, args)
+            "threads": cfg.threads_per_process, "calibrate_interval": cfg.calibrate_interval}
+    return run_training(train_worker, args, cfg.num_processes, cfg.local_mode, cfg.use_gpu)
 
 
 def trained_model(prepared: Prepared, config: Config, name: str, run_id: str) -> ForecastModel:
     """The saved model ``name`` of the dataset when it matches (dates, split, normalisation,
-    hyperparameters) and retrain is off; else a newly trained one, saved."""
+    hyperparameters, interval calibration) and retrain is off; else a newly trained one, saved."""
     cfg = config.forecast
     hyper = dict(cfg.hyper.get(name, {}))
     dates = [d.isoformat() for d in prepared.dates]
-    folder = latest_model(config, prepared.dataset, name)
-    if folder is not None and not cfg.retrain:
-        saved = ForecastModel.load(folder)
+    store = forecast_store(config, prepared.dataset, name, prepared.members.sparkSession)
+
+    def matches(saved: ForecastModel) -> bool | str:
         calibrated = saved.training.get("interval_scale") is not None
         wants_calibration = cfg.calibrate_interval and hasattr(saved.network, "predictive")
-        if saved.matches(name, hyper, prepared.split, prepared.norm, dates) and calibrated == wants_calibration:
-            log.info("forecast model %s: reusing %s", name, folder)
-            return saved
-        log.info("forecast model %s: saved model %s does not match the data or settings; retraining", name, folder)
+        if calibrated != wants_calibration:
+            return "interval calibration differs"
+        return saved.matches(name, hyper, prepared.split, prepared.norm, dates)
+
+    saved = store.reusable(ForecastModel.load, matches, cfg.retrain)
+    if saved is not None:
+        return saved[0]
     result = train(prepared, cfg, name)
     model = ForecastModel.create(name, hyper, prepared.split, prepared.norm, dates, result)
-    model.save(model_root(config, prepared.dataset, name) / run_id)
+    best = result["history"][result["best_epoch"]]
+    store.save(run_id, model.save, params={"model": name, "hyper": hyper, "split": prepared.split.as_dict(),
+                                           "train_subgraphs": len(prepared.train_parts)},
+               metrics={"val_mse": best["val_mse"], "best_epoch": result["best_epoch"],
+                        "train_seconds": result["seconds"], "interval_scale": model.interval_scale})
     log.info("forecast model %s: %d epochs (best %d, validation mse %.4f) in %.1f s", name, len(result["history"]),
              result["best_epoch"], result["history"][result["best_epoch"]]["val_mse"], result["seconds"])
     return model
@@ -389,8 +398,8 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
     (or reuse) the neural baselines and write `forecast_metrics` for every model on the test
     windows. Replaces the dataset's rows in both tables; pictures in the run's output folder. The
     training sample's work folder is removed at the end, also on failure."""
-    outputs = files_dir(config, "outputs", dataset, run.run_id)
-    work = files_dir(config, "work", "forecast", dataset, run.run_id)
+    files = lake_files(config, spark)
+    work = files.sub("work", "forecast", dataset, run.run_id)
     prepared = None
     try:
         with run.stage("forecast.prepare"):
@@ -399,11 +408,13 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
             run.count("forecast_edges", prepared.edges)
             run.count("forecast_subgraphs", prepared.subgraphs)
             run.count("forecast_train_subgraphs", len(prepared.train_parts))
-        return _train_predict_evaluate(spark, config, prepared, run, evaluate, outputs)
+        with files.staged("outputs", dataset, run.run_id) as outputs:
+            result = _train_predict_evaluate(spark, config, prepared, run, evaluate, outputs)
+        return replace(result, outputs=files.uri("outputs", dataset, run.run_id))
     finally:
         if prepared is not None:
             prepared.members.unpersist()
-        shutil.rmtree(work, ignore_errors=True)
+        work.discard()
 
 
 def _train_predict_evaluate(spark: SparkSession, config: Config, prepared: Prepared, run: Run, evaluate: bool,

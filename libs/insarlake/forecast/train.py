@@ -27,6 +27,8 @@ import zlib
 
 import numpy as np
 
+from insarlake.files import LakeFiles
+
 log = logging.getLogger(__name__)
 
 # Gradients are clipped to this global L2 norm before each step.
@@ -37,7 +39,7 @@ _Z_BINS, _Z_MAX = 4000, 20.0
 _Z90 = 1.6448536269514722
 
 
-def read_parts(folder: str, parts: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def read_parts(folder: LakeFiles, parts: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """{part: (coords (n, 3) float32, series (n, T) float64 mm, local edge_index (2, E) among the
     part's pixels)}, rows by slot."""
     import pyarrow.compute as pc
@@ -47,7 +49,7 @@ def read_parts(folder: str, parts: list[int]) -> dict[int, tuple[np.ndarray, np.
     from insarlake.forecast.graph import edges_from_neighbours
 
     out = {}
-    dataset = ds.dataset(folder, format="parquet", partitioning="hive")
+    dataset, folder = folder.parquet_dataset(), folder.root
     for p in parts:
         table = dataset.to_table(filter=ds.field("part") == p, columns=["slot", "coords", "series", "nbr"])
         table = table.take(pc.sort_indices(table, sort_keys=[("slot", "ascending")]))

@@ -74,11 +74,12 @@ class Normalisation:
         return asdict(self)
 
 
-def change_moments(series_mm: np.ndarray, horizon: int, last_epoch: int) -> tuple[int, float]:
-    """(count, sum of squares) of s[t + H] - s[t] for t + H < last_epoch over the rows of
-    ``series_mm`` (n, T): the parts of scale_mm, summed across Spark partitions."""
+def change_moments(series_mm: np.ndarray, horizon: int, last_epoch: int) -> tuple[int, np.ndarray]:
+    """(count per row, sum of squares per row (n,) float64) of s[t + H] - s[t] for
+    t + H < last_epoch over the rows of ``series_mm`` (n, T): each pixel's part of scale_mm,
+    summed exactly across pixels in Spark."""
     d = series_mm[:, horizon:last_epoch] - series_mm[:, :max(last_epoch - horizon, 0)]
-    return int(d.size), float(np.square(d, dtype=np.float64).sum())
+    return int(d.shape[1]), np.square(d, dtype=np.float64).sum(axis=1)
 
 
 def window_batch(series_mm: np.ndarray, coords: np.ndarray, t_years: np.ndarray, start: int, split: WindowSplit,

@@ -29,7 +29,7 @@ from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.split import split_candidate
-from insarlake.lake import Run, files_dir, read_table, table_exists, write_table
+from insarlake.lake import Run, lake_files, read_table, table_exists, write_table
 from insarlake.temporal.covariogram import correlation_length_km
 from insarlake.spatial.dbscan import dbscan
 
@@ -331,24 +331,26 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                             "hotspots_max_sd_km": ref.max_sd_km, "hotspots_eps_m": ref.eps_m,
                             "hotspots_candidates": float(len(detection.rows)),
                             "hotspots_retained": float(n_retained)})
-    outputs = files_dir(config, "outputs", dataset, run.run_id)
-    with run.stage("hotspots.write"):
-        rows = detection.rows.assign(dataset=dataset, run_id=run.run_id, method=cfg.method)
-        table = spark.createDataFrame(rows[HOTSPOTS_SCHEMA.fieldNames()] if len(rows) else [], HOTSPOTS_SCHEMA)
-        write_table(spark, table, config, "hotspots", datasets=[dataset])
-        write_table(spark, _hotspot_pixels_frame(detection, dataset, run.run_id), config, "hotspot_pixels",
-                    datasets=[dataset])
-        written = read_table(spark, config, "hotspot_pixels", [dataset])
-        n_members, n_distinct = written.count(), written.select("pixel_id").distinct().count()
-        n_candidate_pixels = int(detection.rows["n_pixels"].sum())
-        if n_members != n_distinct or n_members != n_candidate_pixels:
-            raise RuntimeError(f"dataset {dataset}: hotspot_pixels holds {n_members} rows for {n_distinct} pixels "
-                               f"and {n_candidate_pixels} candidate pixels")
-        run.count("hotspots", len(rows))
-        run.count("hotspot_pixels", n_members)
-        geojson(detection.rows, outputs / "hotspots.geojson")
-    with run.stage("hotspots.maps"):
-        _pictures(pixels, detection, dates, outputs, dataset, cfg, n_pixels)
+    files = lake_files(config, spark)
+    outputs_uri = files.uri("outputs", dataset, run.run_id)
+    with files.staged("outputs", dataset, run.run_id) as outputs:
+        with run.stage("hotspots.write"):
+            rows = detection.rows.assign(dataset=dataset, run_id=run.run_id, method=cfg.method)
+            table = spark.createDataFrame(rows[HOTSPOTS_SCHEMA.fieldNames()] if len(rows) else [], HOTSPOTS_SCHEMA)
+            write_table(spark, table, config, "hotspots", datasets=[dataset])
+            write_table(spark, _hotspot_pixels_frame(detection, dataset, run.run_id), config, "hotspot_pixels",
+                        datasets=[dataset])
+            written = read_table(spark, config, "hotspot_pixels", [dataset])
+            n_members, n_distinct = written.count(), written.select("pixel_id").distinct().count()
+            n_candidate_pixels = int(detection.rows["n_pixels"].sum())
+            if n_members != n_distinct or n_members != n_candidate_pixels:
+                raise RuntimeError(f"dataset {dataset}: hotspot_pixels holds {n_members} rows for {n_distinct} pixels "
+                                   f"and {n_candidate_pixels} candidate pixels")
+            run.count("hotspots", len(rows))
+            run.count("hotspot_pixels", n_members)
+            geojson(detection.rows, outputs / "hotspots.geojson")
+        with run.stage("hotspots.maps"):
+            _pictures(pixels, detection, dates, outputs, dataset, cfg, n_pixels)
     results = {}
     if table_exists(spark, config, "truth"):
         truth = read_table(spark, config, "truth", [dataset]).select("pixel_id", "source_id", "source_type")
@@ -370,8 +372,8 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                              method, s["recall"], s["sources_matched"], s["sources"], s["precision"],
                              s["hotspots_matched"], s["hotspots"], s["ari"])
     log.info("dataset %s: %d hotspot candidates (%s labels), %d retained; outputs in %s", dataset, len(rows), source,
-             n_retained, outputs)
-    return HotspotsResult(dataset, cfg.method, len(rows), n_retained, results, str(outputs))
+             n_retained, outputs_uri)
+    return HotspotsResult(dataset, cfg.method, len(rows), n_retained, results, outputs_uri)
 
 
 def _pictures(pixels: DataFrame, detection: Detection, dates: list, outputs: Path, dataset: str,

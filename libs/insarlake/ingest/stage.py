@@ -15,19 +15,21 @@ import datetime as dt
 import logging
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException
 
 from insarlake.config import Config, IngestConfig
 from insarlake.errors import InputError
 from insarlake.ingest import parse
+from insarlake.files import LakeFiles, spark_settings
 from insarlake.lake import Run, local_path, write_table
+from insarlake.spark import default_parallelism
 from insarlake.tiling import add_tile_id, tile_order
 
 log = logging.getLogger(__name__)
@@ -65,48 +67,33 @@ class IngestResult:
     files: int
 
 
-def open_input(uri: str):
-    """A seekable binary file object of ``uri`` (local path, file:, s3a:/s3n:/s3: via pyarrow)."""
-    path = local_path(uri)
-    if "://" not in path:
-        return open(path, "rb")
-    import pyarrow.fs as pafs
-
-    uri = path.replace("s3a://", "s3://").replace("s3n://", "s3://")
-    fs, inner = pafs.FileSystem.from_uri(uri)
-    return fs.open_input_file(inner)
+def open_input(uri: str, settings: Mapping[str, str] | None = None):
+    """A seekable binary file object of ``uri`` (a local path, file:, the dbfs:/ mount, s3://, s3a://,
+    abfss://, gs://) opened with the file-system ``settings`` of the session (endpoints,
+    credentials: ``insarlake.files``)."""
+    return LakeFiles(uri, dict(settings or {})).open_input_file()
 
 
-def read_bytes(uri: str) -> bytes:
-    with open_input(uri) as fh:
+def read_bytes(uri: str, settings: Mapping[str, str] | None = None) -> bytes:
+    with open_input(uri, settings) as fh:
         return fh.read()
 
 
 def list_files(spark: SparkSession, input_path: str) -> list[str]:
     """Data files under ``input_path`` (a file, a folder searched recursively, or a glob), listed
-    with the Hadoop file system of the session (local, s3a, abfss, dbfs...). Empty files are
-    listed too, so that they fail loudly instead of being skipped."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(input_path)
-    try:
-        fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        statuses = fs.globStatus(hadoop_path) or []
-        paths = []
-        for status in statuses:
-            if status.isFile():
-                paths.append(status.getPath().toString())
-                continue
-            files = fs.listFiles(status.getPath(), True)
-            while files.hasNext():
-                paths.append(files.next().getPath().toString())
-    except Py4JJavaError as exc:
-        message = str(exc.java_exception.getMessage()).splitlines()[0]
+    by Spark's binaryFile source with the session's file systems (local, s3a, abfss, dbfs...; also
+    over Spark Connect; no file is read). Empty files are listed too, so that they
+    fail loudly instead of being skipped; hidden files (names starting with . or _) are not."""
+    try:    # the file index's listing (inputFiles): no job, and empty files too (a scan skips them)
+        listing = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(input_path).inputFiles()
+    except AnalysisException as exc:
+        message = (str(exc).strip().splitlines() or ["no such file or folder"])[0]
+        if "PATH_NOT_FOUND" in message or "does not exist" in message:
+            message = "no such file or folder"
         raise InputError(f"input {input_path}: cannot be listed ({message})") from None
-    if not statuses:
-        raise InputError(f"input {input_path}: cannot be listed (no such file or folder)")
-    paths = sorted(paths)
+    paths = sorted(listing)
     data = [p for p in paths if p.lower().endswith(DATA_SUFFIXES)]
-    skipped = [p for p in paths if p not in data]
+    skipped = [p for p in paths if not p.lower().endswith(DATA_SUFFIXES)]
     if skipped:
         log.info("ignoring %d non-data files (e.g. %s)", len(skipped), skipped[0])
     if not data:
@@ -122,13 +109,14 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
         files = list_files(spark, input_path)
         log.info("%d input files", len(files))
     files_df = spark.createDataFrame([(p,) for p in files], "path string").repartition(
-        max(1, min(len(files), spark.sparkContext.defaultParallelism * 4)))
+        max(1, min(len(files), default_parallelism(spark) * 4)))
 
+    settings = spark_settings(config, spark)        # endpoints and credentials for the tasks' reads
     with run.stage("ingest.headers"):
-        dates = _epoch_dates(files_df, fmt)
+        dates = _epoch_dates(files_df, fmt, settings)
 
     with run.stage("ingest.parse"):
-        parsed = _parse_files(files_df, fmt, dates, dataset, config.ingest).persist()
+        parsed = _parse_files(files_df, fmt, dates, dataset, config.ingest, settings).persist()
         errors = parsed.where(F.col("file_error").isNotNull()).select("file_error").limit(1).collect()
         if errors:
             parsed.unpersist()
@@ -176,7 +164,7 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
     return IngestResult(dataset, input_rows, n_pixels, n_quarantined, len(dates), len(files))
 
 
-def _epoch_dates(files_df: DataFrame, fmt: str) -> list[dt.date]:
+def _epoch_dates(files_df: DataFrame, fmt: str, settings: Mapping[str, str]) -> list[dt.date]:
     """The sorted union of the epoch dates of every file in ``files_df`` (column path), read on
     executors; the first file-level problem (by source) raises InputError. Only the union (and
     the number of distinct epoch counts) reaches the driver."""
@@ -185,7 +173,7 @@ def _epoch_dates(files_df: DataFrame, fmt: str) -> list[dt.date]:
             rows = []
             for path in batch["path"]:
                 try:
-                    with open_input(path) as fh:
+                    with open_input(path, settings) as fh:
                         specs = parse.file_specs(local_path(path), fh, fmt)
                     rows.extend((source, list(spec.epoch_dates), None) for source, spec in specs.items())
                 except (InputError, OSError) as exc:
@@ -208,11 +196,13 @@ def _epoch_dates(files_df: DataFrame, fmt: str) -> list[dt.date]:
 
 def _file_error(path: str, exc: Exception) -> str:
     """The one line naming the file of a file-level problem (InputError or OSError)."""
-    return str(exc) if isinstance(exc, InputError) else f"file {local_path(path)}: unreadable ({exc})"
+    if isinstance(exc, InputError):
+        return str(exc)
+    return f"file {local_path(path)}: unreadable ({str(exc) or type(exc).__name__})"
 
 
 def _parse_files(files_df: DataFrame, fmt: str, dates: list[dt.date], dataset: str,
-                 cfg: IngestConfig) -> DataFrame:
+                 cfg: IngestConfig, settings: Mapping[str, str]) -> DataFrame:
     """Every row of every file in ``files_df`` (column path) in PARSED_SCHEMA, one mapInPandas
     task per partition of files; each task reads its files' headers itself, so the function sent
     to tasks holds only the dataset's epoch dates and a few settings (not per-file data)."""
@@ -221,16 +211,16 @@ def _parse_files(files_df: DataFrame, fmt: str, dates: list[dt.date], dataset: s
     def parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for path in batch["path"]:
-                yield from _parse_file(path, fmt, dates, dataset, unit, max_missing_share)
+                yield from _parse_file(path, fmt, dates, dataset, unit, max_missing_share, settings)
 
     return files_df.mapInPandas(parse_files, PARSED_SCHEMA)
 
 
 def _parse_file(path: str, fmt: str, dates: list[dt.date], dataset: str, unit: str,
-                max_missing_share: float) -> Iterator[pd.DataFrame]:
+                max_missing_share: float, settings: Mapping[str, str]) -> Iterator[pd.DataFrame]:
     """Rows of one file (PARSED_SCHEMA); a file-level problem gives one row with ``file_error``."""
     try:
-        data = read_bytes(path)
+        data = read_bytes(path, settings)
         specs = parse.file_specs(local_path(path), data, fmt)
         first_row = {}
         for source, chunk, _ in parse.iter_tables(local_path(path), data, fmt):

@@ -8,6 +8,7 @@ classify.use_gpu); a saved model is reused while the target, its classes, the ep
     ./spark-submit.sh jobs/classify.py --dataset demo
     ./spark-submit.sh jobs/classify.py --dataset demo --retrain --set classify.num_processes=2
 """
+import argparse
 import logging
 import sys
 from dataclasses import replace
@@ -19,10 +20,15 @@ from insarlake.lake import recorded_run
 log = logging.getLogger("insarlake.jobs.classify")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (also parsed, without Spark, by the deployment tests)."""
     parser = job_parser("classify", __doc__)
     parser.add_argument("--retrain", action="store_true", help="train even when a compatible model exists")
-    args, config, spark = start_job(parser, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args, config, spark = start_job(build_parser(), argv)
     if args.retrain:
         config = replace(config, classify=replace(config.classify, retrain=True))
     for dataset in datasets_or_all(spark, config, args.dataset):
@@ -34,5 +40,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script insarlake-classify (the wheel's entry point): exits with main's status."""
     sys.exit(run_job(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -10,6 +10,7 @@ with the exact soft-DTW kernel on Spark; then runs exact DBSCAN in metres inside
     ./spark-submit.sh jobs/cluster.py --dataset demo --set spatial.eps_m=800 \
         --set 'spatial.per_label={0: {eps_m: 2000, min_samples: 50}}'
 """
+import argparse
 import logging
 import sys
 
@@ -20,9 +21,14 @@ from insarlake.temporal.stage import run_cluster
 log = logging.getLogger("insarlake.jobs.cluster")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (also parsed, without Spark, by the deployment tests)."""
     parser = job_parser("cluster", __doc__)
-    args, config, spark = start_job(parser, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args, config, spark = start_job(build_parser(), argv)
     for dataset in datasets_or_all(spark, config, args.dataset):
         with recorded_run(spark, config, "cluster", [dataset]) as run:
             result = run_cluster(spark, config, dataset, run)
@@ -33,5 +39,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script insarlake-cluster (the wheel's entry point): exits with main's status."""
     sys.exit(run_job(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -7,6 +7,7 @@ windows) and print the table.
     ./spark-submit.sh jobs/forecast.py --dataset demo --evaluate
     ./spark-submit.sh jobs/forecast.py --dataset demo --retrain
 """
+import argparse
 import logging
 import sys
 from dataclasses import replace
@@ -18,11 +19,16 @@ from insarlake.lake import recorded_run
 log = logging.getLogger("insarlake.jobs.forecast")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (also parsed, without Spark, by the deployment tests)."""
     parser = job_parser("forecast", __doc__)
     parser.add_argument("--evaluate", action="store_true", help="train the baselines too and write forecast_metrics")
     parser.add_argument("--retrain", action="store_true", help="train even when a saved model matches")
-    args, config, spark = start_job(parser, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args, config, spark = start_job(build_parser(), argv)
     if args.retrain:
         config = replace(config, forecast=replace(config.forecast, retrain=True))
     for dataset in datasets_or_all(spark, config, args.dataset):
@@ -35,5 +41,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script insarlake-forecast (the wheel's entry point): exits with main's status."""
     sys.exit(run_job(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -6,6 +6,7 @@ scenes, scores against `truth` for every method of hotspots.score_methods → `h
     ./spark-submit.sh jobs/hotspots.py --dataset demo
     ./spark-submit.sh jobs/hotspots.py --dataset demo --set hotspots.method=seed
 """
+import argparse
 import logging
 import sys
 
@@ -16,9 +17,14 @@ from insarlake.lake import recorded_run
 log = logging.getLogger("insarlake.jobs.hotspots")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (also parsed, without Spark, by the deployment tests)."""
     parser = job_parser("hotspots", __doc__)
-    args, config, spark = start_job(parser, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args, config, spark = start_job(build_parser(), argv)
     for dataset in datasets_or_all(spark, config, args.dataset):
         with recorded_run(spark, config, "hotspots", [dataset]) as run:
             result = run_hotspots(spark, config, dataset, run)
@@ -27,5 +33,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script insarlake-hotspots (the wheel's entry point): exits with main's status."""
     sys.exit(run_job(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -6,6 +6,7 @@ Re-ingesting a dataset replaces its rows.
 
     ./spark-submit.sh jobs/ingest.py --input ../shared/data/egms --dataset egms
 """
+import argparse
 import logging
 import sys
 from pathlib import PurePosixPath
@@ -24,12 +25,17 @@ def default_dataset_name(input_path: str) -> str:
     return name.split(".")[0] or "dataset"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (also parsed, without Spark, by the deployment tests)."""
     parser = job_parser("ingest", __doc__)
     parser.add_argument("--input", required=True, metavar="PATH", help="file, folder or glob to ingest")
     parser.add_argument("--format", choices=INPUT_FORMATS, default=None,
                         help="input format (default: ingest.format)")
-    args, config, spark = start_job(parser, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args, config, spark = start_job(build_parser(), argv)
     dataset = args.dataset or default_dataset_name(args.input)
     with recorded_run(spark, config, "ingest", [dataset]) as run:
         result = run_ingest(spark, config, args.input, dataset, run, fmt=args.format)
@@ -38,5 +44,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script insarlake-ingest (the wheel's entry point): exits with main's status."""
     sys.exit(run_job(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -10,6 +10,7 @@ simulating. Ends with a summary: tables written, row counts, results, time per s
     ./spark-submit.sh jobs/pipeline.py --config conf/local.yaml      # demo scene (make run)
     ./spark-submit.sh jobs/pipeline.py --input ../shared/data/egms --dataset egms
 """
+import argparse
 import logging
 import sys
 
@@ -40,11 +41,16 @@ def format_summary(run, lake: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (also parsed, without Spark, by the deployment tests)."""
     parser = job_parser("pipeline", __doc__)
     parser.add_argument("--input", metavar="PATH", help="ingest this data instead of simulating a scene")
     parser.add_argument("--format", choices=INPUT_FORMATS, default=None)
-    args, config, spark = start_job(parser, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args, config, spark = start_job(build_parser(), argv)
     dataset = args.dataset or config.dataset
     with recorded_run(spark, config, "pipeline", [dataset]) as run:
         source = args.input
@@ -62,5 +68,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script insarlake-pipeline (the wheel's entry point): exits with main's status."""
     sys.exit(run_job(main))
+
+
+if __name__ == "__main__":
+    entry()

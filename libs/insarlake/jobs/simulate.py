@@ -5,6 +5,7 @@ of jobs/ingest.py, and the pixel → deformation source map to the `truth` table
 
     ./spark-submit.sh jobs/simulate.py --dataset demo --set simulate.n_pixels=100000
 """
+import argparse
 import logging
 import sys
 
@@ -15,10 +16,15 @@ from insarlake.simulate.stage import run_simulate
 log = logging.getLogger("insarlake.jobs.simulate")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (also parsed, without Spark, by the deployment tests)."""
     parser = job_parser("simulate", __doc__)
     parser.add_argument("--output", metavar="PATH", help="folder for the raw CSV (replaced)")
-    args, config, spark = start_job(parser, argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args, config, spark = start_job(build_parser(), argv)
     dataset = args.dataset or config.dataset
     with recorded_run(spark, config, "simulate", [dataset]) as run:
         result = run_simulate(spark, config, dataset, args.output or raw_path(config, dataset), run)
@@ -27,5 +33,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script insarlake-simulate (the wheel's entry point): exits with main's status."""
     sys.exit(run_job(main))
+
+
+if __name__ == "__main__":
+    entry()

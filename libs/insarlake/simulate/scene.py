@@ -898,7 +898,7 @@ def _fit_static(t: np.ndarray, disp: np.ndarray) -> dict[str, np.ndarray]:
             "acceleration_std": acc_std, "seasonality": amp, "seasonality_std": amp_std, "rmse_ts": rmse}
 
 
-def generate_tile(plan: ScenePlan, tile_index: int, return_components: bool = False):
+def generate_tile(plan: ScenePlan, tile_index: int, return_components: bool = False, tile: TileSpec | None = None):
     """Generate the pixels of one tile as an EGMS-L2b-like frame.
 
     Returns a DataFrame with one row per pixel: EGMS_STATIC_COLUMNS, one float64 column per epoch
@@ -906,9 +906,10 @@ def generate_tile(plan: ScenePlan, tile_index: int, return_components: bool = Fa
     none) and source_type (str). With return_components=True returns (frame, components) where
     components holds float64 (n, T) arrays deformation_mm, atmosphere_mm, noise_mm, unwrap_mm,
     bool (n, T) missing, (n,) x_m, y_m and (n, S) peak_by_source (peak |LOS| of each source, mm);
-    displacement == deformation + atmosphere + noise + unwrap where not missing.
+    displacement == deformation + atmosphere + noise + unwrap where not missing. ``tile``: the
+    tile's spec when ``plan`` is shipped without its tiles (a Spark task gets its tile in a row).
     """
-    tile = plan.tiles[tile_index]
+    tile = tile if tile is not None else plan.tiles[tile_index]
     if tile.tile_index != tile_index:
         raise ValueError(f"tile {tile_index} not at its index in the plan")
     streams = np.random.SeedSequence([plan.seed, STREAM_TILE, tile_index]).spawn(5)

@@ -7,7 +7,8 @@ number of Spark partitions.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import pickle
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import pandas as pd
@@ -17,6 +18,7 @@ from pyspark.sql import types as T
 
 from insarlake.config import Config
 from insarlake.lake import Run, write_table
+from insarlake.spark import default_parallelism
 from insarlake.simulate.scene import EGMS_STATIC_COLUMNS, epoch_column_names, generate_tile, plan_scene
 
 log = logging.getLogger(__name__)
@@ -55,19 +57,24 @@ def run_simulate(spark: SparkSession, config: Config, dataset: str, output: str,
         epochs = epoch_column_names(plan)
     log.info("scene: %d pixels, %d epochs (%s .. %s), %d tiles, %d sources", config.simulate.n_pixels,
              len(epochs), plan.dates[0], plan.dates[-1], len(plan.tiles), len(plan.sources))
-    plan_bc = spark.sparkContext.broadcast(plan)
     schema = scene_schema(epochs)
-    n_parts = partitions or max(1, min(len(plan.tiles), spark.sparkContext.defaultParallelism * 2))
+    n_parts = partitions or max(1, min(len(plan.tiles), default_parallelism(spark) * 2))
+
+    # Each task gets the plan without its tiles (sources, patches, calendar: small) and its own
+    # tiles as rows, so what is sent to a task does not grow with the scene (no broadcast either:
+    # Spark Connect has none).
+    shared = replace(plan, tiles=())
 
     def tiles_to_rows(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            for tile_index in batch["tile_index"]:
-                frame = generate_tile(plan_bc.value, int(tile_index))
+            for tile_index, spec in zip(batch["tile_index"], batch["spec"]):
+                frame = generate_tile(shared, int(tile_index), tile=pickle.loads(spec))
                 if len(frame):
                     yield frame[schema.fieldNames()]
 
     with run.stage("simulate.generate"):
-        tiles = spark.createDataFrame([(t.tile_index,) for t in plan.tiles], "tile_index int")
+        tiles = spark.createDataFrame([(t.tile_index, pickle.dumps(t)) for t in plan.tiles],
+                                      "tile_index int, spec binary")
         scene = tiles.repartition(n_parts, "tile_index").mapInPandas(tiles_to_rows, schema).persist()
         n_pixels = scene.count()
 
@@ -82,7 +89,6 @@ def run_simulate(spark: SparkSession, config: Config, dataset: str, output: str,
         write_table(spark, truth, config, "truth", datasets=[dataset])
         truth_pixels = scene.where(F.col("source_id") > 0).count()
     scene.unpersist()
-    plan_bc.unpersist()
     run.count("simulated_pixels", n_pixels)
     run.count("truth", n_pixels)
     run.count("truth_source_pixels", truth_pixels)

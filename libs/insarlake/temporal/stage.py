@@ -3,9 +3,9 @@ fitted there (or the dataset's saved model is reused), every pixel is assigned i
 with the exact soft-DTW kernel, and the co-variogram gives the spatial correlation length. Spatial:
 exact DBSCAN inside each TSKM cluster (``insarlake.spatial``).
 
-Writes `clusters` (tskm_label, cluster_id, is_core) and `covariogram`; the model goes to
-<lake>/models/tskm/<dataset>/ and the pictures (centroids, co-variogram, cluster map) to
-<lake>/outputs/<dataset>/<run_id>/.
+Writes `clusters` (tskm_label, cluster_id, is_core) and `covariogram`; the model goes to the model
+store (<lake>/models/tskm/<dataset>/tskm/<run_id>/model.json) and the pictures (centroids,
+co-variogram, cluster map) to <lake>/outputs/<dataset>/<run_id>/.
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ from pyspark.sql import types as T
 
 from insarlake.config import Config
 from insarlake.errors import InputError
-from insarlake.lake import Run, files_dir, read_table, write_table
+from insarlake.lake import Run, lake_files, model_store, read_table, write_table
+from insarlake.modelstore import ModelStore
 from insarlake.spatial.stage import cluster_in_space, map_sample, plot_clusters
 from insarlake.temporal.covariogram import covariogram, plot_covariogram
 from insarlake.temporal.tskm import TskmModel, fit_tskm
@@ -52,8 +53,13 @@ class ClusterResult:
     outputs: str
 
 
-def model_dir(config: Config, dataset: str) -> Path:
-    return files_dir(config, "models", "tskm", dataset)
+def tskm_store(config: Config, dataset: str, spark: SparkSession | None = None) -> ModelStore:
+    """The saved TSKM models of ``dataset`` (one JSON file per version, ``model.json``)."""
+    return model_store(config, "tskm", dataset, "tskm", spark)
+
+
+def _read_tskm(folder: Path) -> TskmModel:
+    return TskmModel.load(folder / "model.json")
 
 
 def stratified_sample(pixels: DataFrame, size: int, seed: int) -> pd.DataFrame:
@@ -106,21 +112,23 @@ def _keep_share(quota, n):
     return F.least(F.lit(1.0), (quota + F.lit(3.0) * F.sqrt(quota) + F.lit(3.0)) / n)
 
 
-def _reusable(model: TskmModel, config: Config, dates: list[str]) -> bool:
+def _reusable(model: TskmModel, config: Config, dates: list[str]) -> bool | str:
+    """True when ``model`` was fitted on these epochs with these temporal settings; else why not."""
     wanted = {k: getattr(config.temporal, k) for k in _MODEL_KEYS}
-    return model.epoch_dates == dates and {k: model.settings.get(k) for k in _MODEL_KEYS} == wanted
+    if model.epoch_dates != dates:
+        return "other epochs"
+    saved = {k: model.settings.get(k) for k in _MODEL_KEYS}
+    return True if saved == wanted else f"other temporal settings ({saved} vs {wanted})"
 
 
 def fit_or_reuse(spark: SparkSession, config: Config, dataset: str, pixels: DataFrame,
                  dates: list[str], run: Run) -> tuple[TskmModel, bool]:
     cfg = config.temporal
-    latest = model_dir(config, dataset) / "latest.json"
-    if cfg.reuse_model and latest.is_file():
-        model = TskmModel.load(latest)
-        if _reusable(model, config, dates):
-            log.info("reusing TSKM model %s (k=%d)", latest, model.k)
-            return model, True
-        log.info("saved model %s does not match the epochs or temporal settings: refitting", latest)
+    store = tskm_store(config, dataset, spark)
+    saved = store.reusable(_read_tskm, lambda m: _reusable(m, config, dates), retrain=not cfg.reuse_model)
+    if saved is not None:
+        log.info("TSKM model reused (k=%d)", saved[0].k)
+        return saved[0], True
     sample = stratified_sample(pixels, cfg.sample_size, cfg.seed)
     series = np.stack(sample["disp"].to_numpy()).astype(np.float64)
     k_values = [cfg.k] if cfg.k is not None else list(range(cfg.k_min, cfg.k_max + 1))
@@ -128,8 +136,10 @@ def fit_or_reuse(spark: SparkSession, config: Config, dataset: str, pixels: Data
                      k_values=k_values, seed=cfg.seed, max_iter=cfg.max_iter,
                      max_iter_barycenter=cfg.max_iter_barycenter, silhouette_size=cfg.silhouette_size,
                      settings={k: getattr(cfg, k) for k in _MODEL_KEYS})
-    model.save(model_dir(config, dataset) / f"{run.run_id}.json")
-    model.save(latest)
+    store.save(run.run_id, lambda folder: model.save(folder / "model.json"),
+               params={**model.settings, "k": model.k, "epochs": len(dates), "sample_size": len(series)},
+               metrics={"silhouette": model.silhouette_by_k.get(model.k, math.nan),
+                        "inertia": model.inertia_by_k.get(model.k, math.nan)})
     return model, False
 
 
@@ -180,39 +190,42 @@ def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> 
     dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
     if not dates:
         raise InputError(f"dataset {dataset}: no epochs in the lake (ingest it first)")
-    outputs = files_dir(config, "outputs", dataset, run.run_id)
-    with run.stage("cluster.covariogram"):
-        cov = covariogram(spark, pixels, config.covariogram)
-        bins = spark.createDataFrame(cov.bins.assign(dataset=dataset, run_id=run.run_id)
-                                     [["dataset", "run_id", "distance_km", "covariance", "pairs"]])
-        write_table(spark, bins, config, "covariogram", datasets=[dataset])
-        plot_covariogram(cov.bins, cov.correlation_length_km, outputs / "covariogram.png", config.covariogram.fraction)
-        run.metrics["correlation_length_km"] = float(cov.correlation_length_km)
-        run.count("covariogram", len(cov.bins))
-    with run.stage("cluster.tskm_fit"):
-        model, reused = fit_or_reuse(spark, config, dataset, pixels, dates, run)
-        plot_centroids(model, outputs / "centroids.png")
-        run.metrics["tskm_k"] = float(model.k)
-        run.metrics["tskm_silhouette"] = float(model.silhouette_by_k.get(model.k, math.nan))
-    with run.stage("cluster.tskm_assign"):
-        # persisted (not checkpointed): a lost executor recomputes its part; the assignment is
-        # deterministic (the model's exact kernel on each pixel's series).
-        labelled = (assign_pixels(pixels, model, dataset, run.run_id, config.temporal.write_distance)
-                    .persist(StorageLevel.MEMORY_AND_DISK))
-        labelled.count()
-    with run.stage("cluster.dbscan"):
-        located = labelled.join(pixels.select("pixel_id", "lon", "lat"), "pixel_id")
-        clustered = cluster_in_space(located, config.spatial, cov.correlation_length_km, run)
-        write_table(spark, clustered.select(*CLUSTERS_SCHEMA.fieldNames()), config, "clusters", datasets=[dataset])
-        n = read_table(spark, config, "clusters", [dataset]).count()
-        expected = pixels.count()
-        if n != expected:
-            raise RuntimeError(f"dataset {dataset}: clusters has {n} rows for {expected} pixels")
-        run.count("clusters", n)
-    labelled.unpersist()
-    with run.stage("cluster.map"):
-        written = read_table(spark, config, "clusters", [dataset]).join(pixels.select("pixel_id", "lon", "lat"),
-                                                                        "pixel_id")
-        plot_clusters(map_sample(written, n, config.spatial.map_max_points), outputs / "clusters.png",
-                      f"{dataset}: DBSCAN per TSKM cluster, {int(run.metrics['dbscan_clusters'])} clusters")
-    return ClusterResult(dataset, model, reused, n, float(cov.correlation_length_km), str(outputs))
+    files = lake_files(config, spark)
+    with files.staged("outputs", dataset, run.run_id) as outputs:
+        with run.stage("cluster.covariogram"):
+            cov = covariogram(spark, pixels, config.covariogram)
+            bins = spark.createDataFrame(cov.bins.assign(dataset=dataset, run_id=run.run_id)
+                                         [["dataset", "run_id", "distance_km", "covariance", "pairs"]])
+            write_table(spark, bins, config, "covariogram", datasets=[dataset])
+            plot_covariogram(cov.bins, cov.correlation_length_km, outputs / "covariogram.png",
+                             config.covariogram.fraction)
+            run.metrics["correlation_length_km"] = float(cov.correlation_length_km)
+            run.count("covariogram", len(cov.bins))
+        with run.stage("cluster.tskm_fit"):
+            model, reused = fit_or_reuse(spark, config, dataset, pixels, dates, run)
+            plot_centroids(model, outputs / "centroids.png")
+            run.metrics["tskm_k"] = float(model.k)
+            run.metrics["tskm_silhouette"] = float(model.silhouette_by_k.get(model.k, math.nan))
+        with run.stage("cluster.tskm_assign"):
+            # persisted (not checkpointed): a lost executor recomputes its part; the assignment is
+            # deterministic (the model's exact kernel on each pixel's series).
+            labelled = (assign_pixels(pixels, model, dataset, run.run_id, config.temporal.write_distance)
+                        .persist(StorageLevel.MEMORY_AND_DISK))
+            labelled.count()
+        with run.stage("cluster.dbscan"):
+            located = labelled.join(pixels.select("pixel_id", "lon", "lat"), "pixel_id")
+            clustered = cluster_in_space(located, config.spatial, cov.correlation_length_km, run)
+            write_table(spark, clustered.select(*CLUSTERS_SCHEMA.fieldNames()), config, "clusters", datasets=[dataset])
+            n = read_table(spark, config, "clusters", [dataset]).count()
+            expected = pixels.count()
+            if n != expected:
+                raise RuntimeError(f"dataset {dataset}: clusters has {n} rows for {expected} pixels")
+            run.count("clusters", n)
+        labelled.unpersist()
+        with run.stage("cluster.map"):
+            written = read_table(spark, config, "clusters", [dataset]).join(pixels.select("pixel_id", "lon", "lat"),
+                                                                            "pixel_id")
+            plot_clusters(map_sample(written, n, config.spatial.map_max_points), outputs / "clusters.png",
+                          f"{dataset}: DBSCAN per TSKM cluster, {int(run.metrics['dbscan_clusters'])} clusters")
+    return ClusterResult(dataset, model, reused, n, float(cov.correlation_length_km),
+                         files.uri("outputs", dataset, run.run_id))
