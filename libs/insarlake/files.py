@@ -47,7 +47,8 @@ _S3A_KEYS = {"access.key": "access_key", "secret.key": "secret_key", "session.to
              "endpoint": "endpoint_override", "endpoint.region": "region"}
 
 
-def _is_local(uri: str) -> bool:
+def is_local_path(uri: str) -> bool:
+    """A plain path or file: URI (not dbfs:/, s3://, ...)."""
     scheme = urlparse(uri).scheme
     return scheme in ("", "file") or len(scheme) == 1      # a Windows drive letter counts as local
 
@@ -128,10 +129,10 @@ class LakeFiles:
 
     def __post_init__(self):
         scheme = urlparse(self.root).scheme
-        if not _is_local(self.root) and scheme not in SCHEMES:
+        if not is_local_path(self.root) and scheme not in SCHEMES:
             raise ConfigError(f"config key 'lake.path' {self.root!r}: unknown scheme {scheme + '://'!r} "
                               f"(local folders, file://, dbfs:/, s3://, s3a://, abfss://, gs://, hdfs://)")
-        if not _is_local(self.root) and scheme != "dbfs" and not urlparse(self.root).netloc:
+        if not is_local_path(self.root) and scheme != "dbfs" and not urlparse(self.root).netloc:
             raise ConfigError(f"config key 'lake.path' {self.root!r}: no bucket or container in the URI")
 
     # -- naming ---------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ class LakeFiles:
     @property
     def is_local(self) -> bool:
         """True when Python sees the files as local paths (a local folder, file://, dbfs:/ mount)."""
-        return _is_local(self.root) or urlparse(self.root).scheme == "dbfs"
+        return is_local_path(self.root) or urlparse(self.root).scheme == "dbfs"
 
     def local_path(self, *parts: str) -> Path:
         """The local path of ``parts`` (is_local lakes only)."""
@@ -155,7 +156,7 @@ class LakeFiles:
     def _fs_path(self, *parts: str) -> str:
         """The path of ``parts`` in the pyarrow file system's own terms."""
         parsed = urlparse(self.uri(*parts))
-        if _is_local(self.root):
+        if is_local_path(self.root):
             return unquote(parsed.path) if parsed.scheme == "file" else self.uri(*parts)
         if parsed.scheme == "dbfs":
             return "/dbfs" + unquote(parsed.path)

@@ -24,16 +24,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from insarlake.config import Config
-from insarlake.files import LakeFiles, spark_settings
+from insarlake.files import LakeFiles, is_local_path, spark_settings
 from insarlake.modelstore import ModelStore
 from insarlake.tracking import MlflowTracker, mlflow_wanted
 
 log = logging.getLogger(__name__)
-
-
-def is_local_path(path: str) -> bool:
-    scheme = urlparse(path).scheme
-    return scheme in ("", "file") or (len(scheme) == 1)  # a Windows drive letter counts as local
 
 
 def local_path(uri: str) -> str:

@@ -45,13 +45,12 @@ def read_shards(folder: LakeFiles, shards: list[int]) -> dict[int, tuple[np.ndar
     from insarlake.classify.model import STATIC_FEATURES
 
     out = {}
-    dataset = folder.parquet_dataset()
-    folder = folder.root
+    dataset, name = folder.parquet_dataset(), folder.root
     for s in shards:
         table = dataset.to_table(filter=ds.field("shard") == s, columns=["series", "statics", "target"])
-        out[s] = (list_column_to_numpy(table.column("series"), np.float64, name=f"{folder} shard {s} series"),
+        out[s] = (list_column_to_numpy(table.column("series"), np.float64, name=f"{name} shard {s} series"),
                   list_column_to_numpy(table.column("statics"), np.float64, len(STATIC_FEATURES),
-                                       name=f"{folder} shard {s} statics"),
+                                       name=f"{name} shard {s} statics"),
                   column_to_numpy(table.column("target"), np.int64))
     return out
 

@@ -283,7 +283,7 @@ def trained_model(prepared: Prepared, config: Config, name: str, run_id: str) ->
                metrics={"val_mse": best["val_mse"], "best_epoch": result["best_epoch"],
                         "train_seconds": result["seconds"], "interval_scale": model.interval_scale})
     log.info("forecast model %s: %d epochs (best %d, validation mse %.4f) in %.1f s", name, len(result["history"]),
-             result["best_epoch"], result["history"][result["best_epoch"]]["val_mse"], result["seconds"])
+             result["best_epoch"], best["val_mse"], result["seconds"])
     return model
 
 

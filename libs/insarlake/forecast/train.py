@@ -49,12 +49,12 @@ def read_parts(folder: LakeFiles, parts: list[int]) -> dict[int, tuple[np.ndarra
     from insarlake.forecast.graph import edges_from_neighbours
 
     out = {}
-    dataset, folder = folder.parquet_dataset(), folder.root
+    dataset, name = folder.parquet_dataset(), folder.root
     for p in parts:
         table = dataset.to_table(filter=ds.field("part") == p, columns=["slot", "coords", "series", "nbr"])
         table = table.take(pc.sort_indices(table, sort_keys=[("slot", "ascending")]))
         n = table.num_rows
-        where = f"training part {p} in {folder}"
+        where = f"training part {p} in {name}"
         if not np.array_equal(column_to_numpy(table.column("slot"), np.int64), np.arange(n)):
             raise ValueError(f"{where}: slots are not 0..{n - 1}")
         nbr = table.column("nbr").combine_chunks()
