@@ -130,7 +130,7 @@ def test_bad_inputs_that_are_not_tables(spark, config, tmp_path):
     ragged.write_text("pid,latitude,longitude,20200101,20200107,20200113\n"
                       "a,44.1,11.2,1.0,2.0,3.0\n"
                       "b,44.1,11.2,1.0,2.0,3.0,4.0\n")
-    with pytest.raises(InputError, match=r"ragged.csv: malformed CSV \(Expected 6 fields in line 3, saw 7\)"):
+    with pytest.raises(InputError, match=r"ragged.csv: malformed CSV \(data row 2 has 7 fields, the header 6\)"):
         run_ingest(spark, config, str(ragged), "bad", Run("ingest", config), fmt="wide-csv")
     with pytest.raises(InputError, match="cannot be listed"):
         run_ingest(spark, config, str(tmp_path / "nowhere"), "bad", Run("ingest", config))

@@ -9,6 +9,7 @@ from typing import Callable
 
 from insarlake.config import Config, load_config
 from insarlake.errors import InsarlakeError
+from insarlake.names import check_dataset
 
 log = logging.getLogger("insarlake")
 # the running job's lake root, named in the one-line error of a storage failure (run_job)
@@ -48,16 +49,22 @@ def start_job(parser: argparse.ArgumentParser, argv: list[str] | None):
     returns (args, config, spark)."""
     from insarlake.spark import get_session
 
-    from insarlake.lake import lake_files, lake_root
+    from insarlake.lake import LAKE_ENTRIES, lake_files, lake_root
 
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    if getattr(args, "dataset", None) is not None:
+        check_dataset(args.dataset, "--dataset")
     config = config_from_args(args)
     _JOB["lake"] = lake_root(config)
+    files = lake_files(config)
+    if files.is_local:                 # before the session puts its catalog there
+        files.check_lake(LAKE_ENTRIES)
     spark = get_session(config)
-    files = lake_files(config, spark)
     if not files.is_local:
+        files = lake_files(config, spark)
         files.check_writable()         # a bad bucket or credentials: one line before any work
+        files.check_lake(LAKE_ENTRIES)  # never write tables into a file or a folder of other files
     return args, config, spark
 
 
@@ -85,15 +92,21 @@ def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     try:
         return main(argv)
     except InsarlakeError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {one_line(str(exc))}\n")
         return 2
     except Exception as exc:
         problem = storage_problem(exc, _JOB.get("lake"))
         if problem is None:
             raise
         log.debug("storage failure", exc_info=True)
-        sys.stderr.write(f"error: {problem}\n")
+        sys.stderr.write(f"error: {one_line(problem)}\n")
         return 2
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and other control characters escaped (a file name from the
+    input may hold them), so that an error is always one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def driver_memory(argv: list[str]) -> str:

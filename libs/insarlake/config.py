@@ -22,6 +22,7 @@ import yaml
 from insarlake.classify import ARCHITECTURES
 from insarlake.errors import ConfigError
 from insarlake.ingest.parse import INPUT_FORMATS, UNIT_TO_MM
+from insarlake.names import dataset_problem, identifier_problem
 
 log = logging.getLogger(__name__)
 
@@ -445,8 +446,10 @@ def _check(obj, prefix: str) -> None:
         _check_hotspots(obj)
     if isinstance(obj, ForecastConfig):
         _check_forecast(obj)
-    if isinstance(obj, Config) and not obj.dataset:
-        raise ConfigError("config key 'dataset' must not be empty")
+    if isinstance(obj, Config) and dataset_problem(obj.dataset):
+        raise ConfigError(f"config key 'dataset' {dataset_problem(obj.dataset)}; got {obj.dataset!r}")
+    if isinstance(obj, CatalogConfig) and identifier_problem(obj.database):
+        raise ConfigError(f"config key 'catalog.database' {identifier_problem(obj.database)}; got {obj.database!r}")
 
 
 def _check_spatial(sp: SpatialConfig) -> None:

@@ -35,7 +35,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlparse
 
 from insarlake.errors import ConfigError, InputError
@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 SCHEMES = ("", "file", "dbfs", "s3", "s3a", "s3n", "abfss", "gs", "hdfs")
 _S3A_KEYS = {"access.key": "access_key", "secret.key": "secret_key", "session.token": "session_token",
              "endpoint": "endpoint_override", "endpoint.region": "region"}
+
+
+# A file at the lake root that marks the folder as a lake (written on first use).
+LAKE_MARKER = "_insarlake_lake.json"
+LAKE_FORMAT = "insarlake.lake/1"
 
 
 def is_local_path(uri: str) -> bool:
@@ -322,6 +327,26 @@ class LakeFiles:
             self.remove_tree(probe)
         except InputError as exc:
             raise InputError(f"lake {self.root}: not writable ({str(exc).split(': ', 1)[-1]})") from None
+
+    def check_lake(self, entries: Iterable[str]) -> None:
+        """Refuse a root that is a file, or a non-empty folder that is not a lake (no ``LAKE_MARKER``
+        and none of the lake's own top-level ``entries``), in one line; mark a new lake."""
+        from pyarrow import fs
+
+        root = self._fs_path().rstrip("/")
+        with self._errors("look it up"):
+            kind = self.filesystem.get_file_info(root).type
+            if kind == fs.FileType.File:
+                raise InputError(f"lake {self.root}: is a file, not a folder")
+            if self.exists(LAKE_MARKER):
+                return
+            names = [] if kind == fs.FileType.NotFound else sorted(
+                Path(i.path).name for i in self.filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)))
+        if names and not set(names) & set(entries):
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise InputError(f"lake {self.root}: a folder that holds other files ({shown}), not a lake; "
+                             "give a new or empty folder")
+        self.write_json({"format": LAKE_FORMAT}, LAKE_MARKER)
 
     def discard(self, *parts: str) -> None:
         """remove_tree for clean-up (a ``finally`` block): a failure is logged, not raised, so it

@@ -31,6 +31,13 @@ from insarlake.tracking import MlflowTracker, mlflow_wanted
 log = logging.getLogger(__name__)
 
 
+# What a lake's root holds: its tables, and its folders of files (see the layout above). A
+# non-empty folder holding none of them (and no marker) is refused as a lake (LakeFiles.check_lake).
+TABLES = ("pixels", "epochs", "quarantine", "runs", "truth", "clusters", "covariogram", "classes",
+          "classifier_metrics", "hotspots", "hotspot_pixels", "hotspot_scores", "forecasts", "forecast_metrics")
+LAKE_ENTRIES = TABLES + ("raw", "models", "outputs", "work", "_catalog")
+
+
 def local_path(uri: str) -> str:
     """A path Python can open (driver or executor) for a Hadoop-style URI: file: and plain paths
     as they are, dbfs:/x as the /dbfs/x mount; other URIs (s3://...) unchanged."""

@@ -13,11 +13,14 @@ problems, '; '-separated); the Spark layer sends such rows to ``quarantine``.
 """
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
 import re
+import struct
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -152,26 +155,39 @@ def _zip_csv_members(source: str, fh) -> tuple[zipfile.ZipFile, list[str]]:
     InputError if unreadable or holding none."""
     try:
         archive = zipfile.ZipFile(fh)
-    except zipfile.BadZipFile:
-        raise InputError(f"file {source}: not a readable ZIP archive") from None
+    except _ZIP_ERRORS as exc:
+        raise InputError(f"file {source}: not a readable ZIP archive ({_reason(exc)})") from None
     members = sorted(m for m in archive.namelist() if m.lower().endswith(".csv"))
     if not members:
         raise InputError(f"file {source}: the ZIP holds no .csv file")
     return archive, members
 
 
+# What reading a damaged or unsupported ZIP raises (bad CRC or header, a truncated or corrupt
+# deflate stream, an encrypted member, an unknown compression method, a bad offset).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError,
+               ValueError, struct.error)
+
+
+def _reason(exc: Exception) -> str:
+    """An exception as a short one-line reason."""
+    text = " ".join(str(exc).split())
+    return (text or type(exc).__name__)[:200]
+
+
 def iter_tables(source: str, data: bytes, fmt: str, chunk_rows: int = 50_000) -> Iterator[tuple[str, pd.DataFrame, list[str]]]:
     """Yield (source name, chunk of rows, columns) per CSV/Parquet member of the file. ZIP members
     get the source name ``file.zip!member.csv``. Numbers in CSV are parsed by pandas, a column
-    holding text stays strings (see ``to_float``); Parquet keeps its types."""
+    holding text stays strings (see ``to_float``); Parquet keeps its types. A table without data
+    rows raises InputError (like an empty file)."""
     lower = source.lower()
     if lower.endswith(".zip"):
         archive, members = _zip_csv_members(source, io.BytesIO(data))
         for member in members:
             try:
                 content = archive.read(member)
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise InputError(f"file {source}!{member}: unreadable ({exc})") from None
+            except _ZIP_ERRORS as exc:
+                raise InputError(f"file {source}!{member}: unreadable ({_reason(exc)})") from None
             yield from _iter_csv(f"{source}!{member}", content, chunk_rows)
     elif fmt == "parquet" or lower.endswith(".parquet"):
         yield from _iter_parquet(source, data)
@@ -181,36 +197,59 @@ def iter_tables(source: str, data: bytes, fmt: str, chunk_rows: int = 50_000) ->
 
 # Columns always read as text (pixel ids must not become numbers).
 _TEXT_COLUMNS = {name: str for name in ("pid", "pixel_id", "point_id", "id", "PID", "Pixel_ID", "ID")}
+_BLANK = b" \t\r"          # a line of only these is blank (pandas skips it)
 
 
 def _iter_csv(source: str, content: bytes, chunk_rows: int):
-    """Numbers are parsed by pandas' C reader; a column holding text comes back as strings (see
-    to_float). Rows with fewer fields than the header are marked by the column ``__short__``."""
+    """Chunks of a CSV file's rows, with the column names of ``_csv_header`` (so they match the
+    file's HeaderSpec). Plain files (no quotes, newline-terminated lines) are parsed by pandas' C
+    reader with numbers as floats; rows shorter than the header are found by counting commas and
+    marked by the column ``__short__``; a row longer than the header is a file-level error.
+    Other files (quoted fields, bare CR line ends) are read as text, where a missing trailing
+    field is the short row's mark."""
     if not content.strip():
         raise InputError(f"file {source}: empty file")
-    lines = [line for line in content.split(b"\n") if line.strip()]
-    quoted = b'"' in content
-    n_fields = np.array([line.count(b",") + 1 for line in lines[1:]]) if not quoted else None
-    header_fields = lines[0].count(b",") + 1
+    names = _csv_header(source, content)
+    plain = b'"' not in content and b"\r" not in content.replace(b"\r\n", b"\n")
+    n_fields = None
+    if plain:
+        lines = [line for line in content.split(b"\n")[1:] if line.strip(_BLANK)]
+        n_fields = np.fromiter((line.count(b",") + 1 for line in lines), dtype=np.int64, count=len(lines))
+        long = np.flatnonzero(n_fields > len(names))
+        if len(long):
+            raise InputError(f"file {source}: malformed CSV (data row {long[0] + 1} has {n_fields[long[0]]} "
+                             f"fields, the header {len(names)})")
+    rows = 0
     try:
-        reader = pd.read_csv(io.BytesIO(content), dtype=_TEXT_COLUMNS if not quoted else str,
-                             keep_default_na=not quoted, na_filter=not quoted, chunksize=chunk_rows,
-                             skipinitialspace=True, low_memory=False)
-        start = 0
-        for chunk in reader:
-            if n_fields is not None:
-                chunk["__short__"] = n_fields[start:start + len(chunk)] < header_fields
+        reader = pd.read_csv(io.BytesIO(content), names=names, header=0, index_col=False,
+                             dtype=_TEXT_COLUMNS if plain else str, keep_default_na=plain,
+                             na_filter=plain, chunksize=chunk_rows, skipinitialspace=True,
+                             low_memory=False)
+        while True:
+            with warnings.catch_warnings():     # pandas only warns when a row is longer than the names
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                chunk = next(reader, None)
+            if chunk is None:
+                break
+            if not len(chunk):
+                continue
+            if plain:
+                chunk["__short__"] = n_fields[rows:rows + len(chunk)] < len(names)
             else:
                 chunk["__short__"] = chunk.isna().any(axis=1).to_numpy()
-            start += len(chunk)
-            yield source, chunk, list(chunk.columns[:-1])
-    except pd.errors.ParserError as exc:
+            rows += len(chunk)
+            yield source, chunk, names
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
         detail = str(exc).strip().splitlines()[-1].split("C error: ")[-1]
-        raise InputError(f"file {source}: malformed CSV ({detail})") from None
+        raise InputError(f"file {source}: malformed CSV ({_reason(detail)})") from None
     except UnicodeDecodeError:
         raise InputError(f"file {source}: not UTF-8 text") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"file {source}: empty file") from None
+    if rows == 0:
+        raise InputError(f"file {source}: no data rows (only a header)")
+    if n_fields is not None and rows != len(n_fields):    # the comma count must see pandas' rows
+        raise RuntimeError(f"file {source}: pandas read {rows} rows where {len(n_fields)} lines were counted")
 
 
 def _iter_parquet(source: str, data: bytes):
@@ -219,10 +258,12 @@ def _iter_parquet(source: str, data: bytes):
 
     try:
         pf = pq.ParquetFile(io.BytesIO(data))
+        if pf.metadata.num_rows == 0:
+            raise InputError(f"file {source}: no data rows")
         for batch in pf.iter_batches(batch_size=50_000):
             yield source, pa.Table.from_batches([batch]).to_pandas(), pf.schema_arrow.names
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"file {source}: not a readable Parquet file ({exc})") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"file {source}: not a readable Parquet file ({_reason(exc)})") from None
 
 
 def header_columns(source: str, data, fmt: str) -> list[tuple[str, list[str]]]:
@@ -237,8 +278,8 @@ def header_columns(source: str, data, fmt: str) -> list[tuple[str, list[str]]]:
         import pyarrow as pa
         try:
             return [(source, pq.ParquetFile(fh).schema_arrow.names)]
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"file {source}: not a readable Parquet file ({exc})") from None
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"file {source}: not a readable Parquet file ({_reason(exc)})") from None
     if lower.endswith(".zip"):
         return list(_zip_headers(source, fh))
     return [(source, _csv_header(source, fh.readline()))]
@@ -260,20 +301,26 @@ def _zip_headers(source: str, fh):
         try:
             with archive.open(member) as member_fh:
                 first = member_fh.readline()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(f"file {source}!{member}: unreadable ({exc})") from None
+        except _ZIP_ERRORS as exc:
+            raise InputError(f"file {source}!{member}: unreadable ({_reason(exc)})") from None
         yield f"{source}!{member}", _csv_header(f"{source}!{member}", first)
 
 
 def _csv_header(source: str, content: bytes) -> list[str]:
-    first = content.split(b"\n", 1)[0].rstrip(b"\r")
+    """The column names of a CSV file's first line (UTF-8, a BOM allowed; quoted names and
+    spaces around the names are removed)."""
+    first = re.split(rb"\r\n|\r|\n", content, maxsplit=1)[0]
     if not first.strip():
         raise InputError(f"file {source}: empty file")
     try:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"file {source}: not UTF-8 text") from None
-    return [c.strip().strip('"') for c in text.split(",")]
+    try:
+        fields = next(csv.reader([text], skipinitialspace=True))
+    except csv.Error as exc:
+        raise InputError(f"file {source}: malformed CSV header ({_reason(exc)})") from None
+    return [c.strip() for c in fields]
 
 
 # ---------------------------------------------------------------- rows
@@ -389,7 +436,7 @@ def canonical_rows(frame: pd.DataFrame, spec: HeaderSpec, dataset_dates: list[dt
         velocity_std[need] = np.where(np.isnan(velocity_std[need]), fit_s, velocity_std[need])
         out["velocity"], out["velocity_std"] = velocity, velocity_std
 
-    out["disp"] = list(disp.astype(np.float32))
+    out["disp"] = pd.Series(list(disp.astype(np.float32)), index=out.index, dtype=object)
     out["attributes"] = _attributes(frame, spec.extra_columns)
     out["reason"] = [("; ".join(r) if r else None) for r in reasons]
     return out

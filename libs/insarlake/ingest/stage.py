@@ -170,14 +170,7 @@ def _epoch_dates(files_df: DataFrame, fmt: str, settings: Mapping[str, str]) -> 
     the number of distinct epoch counts) reaches the driver."""
     def headers(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            rows = []
-            for path in batch["path"]:
-                try:
-                    with open_input(path, settings) as fh:
-                        specs = parse.file_specs(local_path(path), fh, fmt)
-                    rows.extend((source, list(spec.epoch_dates), None) for source, spec in specs.items())
-                except (InputError, OSError) as exc:
-                    rows.append((local_path(path), None, _file_error(path, exc)))
+            rows = [row for path in batch["path"] for row in file_headers(path, fmt, settings)]
             yield pd.DataFrame(rows, columns=["source", "dates", "error"])
 
     summary = files_df.mapInPandas(headers, HEADER_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
@@ -192,6 +185,17 @@ def _epoch_dates(files_df: DataFrame, fmt: str, settings: Mapping[str, str]) -> 
     if n_sets > 1:
         log.warning("files have different epoch sets; the dataset uses the union of %d dates", len(dates))
     return dates
+
+
+def file_headers(path: str, fmt: str, settings: Mapping[str, str]) -> list[tuple]:
+    """(source, epoch dates, None) per table of one file, reading only its header; one
+    (file, None, error line) on a file-level problem (HEADER_SCHEMA rows)."""
+    try:
+        with open_input(path, settings) as fh:
+            specs = parse.file_specs(local_path(path), fh, fmt)
+        return [(source, list(spec.epoch_dates), None) for source, spec in specs.items()]
+    except (InputError, OSError) as exc:
+        return [(local_path(path), None, _file_error(path, exc))]
 
 
 def _file_error(path: str, exc: Exception) -> str:
@@ -211,12 +215,12 @@ def _parse_files(files_df: DataFrame, fmt: str, dates: list[dt.date], dataset: s
     def parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for path in batch["path"]:
-                yield from _parse_file(path, fmt, dates, dataset, unit, max_missing_share, settings)
+                yield from parse_file(path, fmt, dates, dataset, unit, max_missing_share, settings)
 
     return files_df.mapInPandas(parse_files, PARSED_SCHEMA)
 
 
-def _parse_file(path: str, fmt: str, dates: list[dt.date], dataset: str, unit: str,
+def parse_file(path: str, fmt: str, dates: list[dt.date], dataset: str, unit: str,
                 max_missing_share: float, settings: Mapping[str, str]) -> Iterator[pd.DataFrame]:
     """Rows of one file (PARSED_SCHEMA); a file-level problem gives one row with ``file_error``."""
     try:

@@ -15,14 +15,16 @@ from insarlake.cli import job_parser, run_job, start_job
 from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.ingest.stage import run_ingest
 from insarlake.lake import recorded_run
+from insarlake.names import dataset_from
 
 log = logging.getLogger("insarlake.jobs.ingest")
 
 
 def default_dataset_name(input_path: str) -> str:
-    """Dataset name from the input: its file or folder name without extensions."""
-    name = PurePosixPath(input_path.rstrip("/").replace("*", "")).name or "dataset"
-    return name.split(".")[0] or "dataset"
+    """Dataset name from the input: its file or folder name without extensions, other characters
+    than letters, digits, '_', '-' and '.' replaced by '_'."""
+    name = PurePosixPath(input_path.rstrip("/").replace("*", "")).name
+    return dataset_from(name.split(".")[0])
 
 
 def build_parser() -> argparse.ArgumentParser:
