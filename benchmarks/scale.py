@@ -93,11 +93,14 @@ class Sampler:
             time.sleep(0.5)
 
 
-def run_pipeline(lake: Path, dataset: str, overrides: list[str]) -> tuple[dict, dict, dict, float]:
-    """(seconds per stage, rows per table, peak RSS per stage, wall seconds) of one pipeline run."""
+def run_pipeline(lake: Path, dataset: str, overrides: list[str], cores: int | None = None) -> tuple[dict, dict, dict, float]:
+    """(seconds per stage, rows per table, peak RSS per stage, wall seconds) of one pipeline run;
+    with ``cores`` every process of the run (JVM, Python driver and workers) is pinned to that
+    many CPUs (taskset), so that local[1] gets one core in all, not one task slot."""
     extra = [a for kv in overrides for a in ("--set", kv)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
-    cmd = [str(ROOT / "spark-submit.sh"), "jobs/pipeline.py", "--config", "conf/local.yaml", "--lake", str(lake),
+    pin = ["taskset", "-c", f"0-{cores - 1}"] if cores else []
+    cmd = [*pin, str(ROOT / "spark-submit.sh"), "jobs/pipeline.py", "--config", "conf/local.yaml", "--lake", str(lake),
            "--dataset", dataset, *extra]
     t0 = time.perf_counter()
     # spark-submit merges the Python driver's stderr (its log) into stdout: one stream to follow
@@ -171,23 +174,24 @@ def cost_model(tables: list[pd.DataFrame], cores: int) -> pd.DataFrame:
     return pd.concat([model, pd.DataFrame([{"stage": "TOTAL (sum of stages)", **total}])], ignore_index=True)
 
 
-def compare_cores(lake: Path, n: int, base: list[str], tables: list[pd.DataFrame]) -> None:
+def compare_cores(lake: Path, n: int, base: list[str], tables: list[pd.DataFrame], pin: bool = False) -> None:
     """Re-runs (models reused) of the ``n``-pixel scene with local[1] and local[2]: the speed-up of
     the stages Spark parallelises, per stage and in all. The training stages are left out of it:
     they run in the driver (classify.threads_per_process torch threads, one TSKM fit), not in
     Spark's tasks, and are timed by the first runs. A first run trains the models when the sizes
-    did not include ``n``; a local[2] re-run of the sizes is reused."""
+    did not include ``n`` and the lake holds none; a local[2] re-run of the sizes is reused (not
+    with ``pin``: then local[k] runs on k cores, so the ratio is what a second core gives)."""
     dataset = f"scale{n}"
     runs = {}
     reused = [t for t in tables if t["pixels"].iloc[0] == n and t["run"].iloc[0] == "rerun"]
-    if reused:
+    if reused and not pin:
         runs["local[2]"] = reused[0]
-    elif not any(t["pixels"].iloc[0] == n for t in tables):
+    elif not any(t["pixels"].iloc[0] == n for t in tables) and not (lake / "models" / "tskm" / dataset).exists():
         run_pipeline(lake, dataset, [*scene_overrides(n), *base])          # trains the models
-    for master in ("local[1]", "local[2]"):
+    for k, master in ((1, "local[1]"), (2, "local[2]")):
         if master not in runs:
             runs[master] = stage_table(n, f"rerun {master}", *run_pipeline(
-                lake, dataset, [*scene_overrides(n), *base, f"spark.master={master}"]))
+                lake, dataset, [*scene_overrides(n), *base, f"spark.master={master}"], cores=k if pin else None))
     one, two = (runs[m].set_index("stage")["seconds"] for m in ("local[1]", "local[2]"))
     table = pd.DataFrame({"local[1]_s": one, "local[2]_s": two}).dropna()
     table["speed_up"] = table["local[1]_s"] / table["local[2]_s"]
@@ -197,11 +201,14 @@ def compare_cores(lake: Path, n: int, base: list[str], tables: list[pd.DataFrame
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[100_000, 300_000, 1_000_000],
+                   help="scene sizes (none: only --compare-cores, on the models in --lake)")
     p.add_argument("--lake", default=None, help="lake folder (default: a new temporary folder)")
     p.add_argument("--no-rerun", action="store_true", help="first runs only")
     p.add_argument("--compare-cores", type=int, default=None, metavar="N",
                    help="also re-run N pixels (models reused) with local[1] and local[2]; print the speed-ups")
+    p.add_argument("--pin", action="store_true",
+                   help="with --compare-cores: pin local[k] to k CPUs (taskset), driver and workers included")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="write the tables as CSV files into this folder")
     args = p.parse_args()
@@ -217,6 +224,10 @@ def main() -> int:
             sys.stdout.write(f"--- {size:,} pixels, {label} run: {result[3]:.0f} s; rows {result[1]}\n")
             sys.stdout.write(tables[-1].to_string(index=False) + "\n")
             sys.stdout.flush()
+    if not tables:
+        if args.compare_cores:
+            compare_cores(lake, args.compare_cores, base, tables, pin=args.pin)
+        return 0
     all_runs = pd.concat(tables, ignore_index=True)
     sys.stdout.write("\nscale table (seconds; peak RSS in MiB):\n" + all_runs.to_string(index=False) + "\n")
     model = cost_model(tables, cores)
@@ -227,7 +238,7 @@ def main() -> int:
         all_runs.to_csv(Path(args.out) / "scale_runs.csv", index=False)
         model.to_csv(Path(args.out) / "scale_cost_model.csv", index=False)
     if args.compare_cores:
-        compare_cores(lake, args.compare_cores, base, tables)
+        compare_cores(lake, args.compare_cores, base, tables, pin=args.pin)
     return 0
 
 
