@@ -44,9 +44,9 @@ bench: setup
 	$(PY) benchmarks/tskm_fit.py
 
 # The whole pipeline at 100k, 300k and 1M pixels (first run and re-run), per-stage time and memory,
-# cost model, local[1] against local[2]; hours on 2 cores. Results in benchmarks/README.md.
+# cost model, one core against two (pinned); hours on 2 cores. Results in benchmarks/README.md.
 bench-scale: setup
-	$(PY) benchmarks/scale.py --sizes 100000 300000 1000000 --compare-cores 300000 --out benchmarks/out
+	$(PY) benchmarks/scale.py --sizes 100000 300000 1000000 --compare-cores 300000 --pin --out benchmarks/out
 
 # What a cluster needs (README "Running on a cluster"): the insarlake wheel (its console scripts
 # insarlake-<job> are the Databricks wheel-task entry points) and a packed Python environment with
