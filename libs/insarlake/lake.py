@@ -7,6 +7,7 @@ Layout (local default ``./lake``)::
     lake/models/, outputs/   model versions (``model_store``) and pictures, GeoJSON (``lake_files``)
     lake/work/               training shards while a stage runs, removed when it ends
     lake/_catalog/           embedded metastore (Derby) and warehouse, when catalog.kind=embedded
+    lake/_insarlake_lake.json  marks the folder as a lake (``LakeFiles.check_lake``)
 """
 from __future__ import annotations
 
