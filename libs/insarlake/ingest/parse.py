@@ -210,7 +210,7 @@ def _iter_csv(source: str, content: bytes, chunk_rows: int):
     if not content.strip():
         raise InputError(f"file {source}: empty file")
     names = _csv_header(source, content)
-    plain = b'"' not in content and b"\r" not in content.replace(b"\r\n", b"\n")
+    plain = b'"' not in content and content.count(b"\r") == content.count(b"\r\n")
     n_fields = None
     if plain:
         lines = [line for line in content.split(b"\n")[1:] if line.strip(_BLANK)]
@@ -306,10 +306,13 @@ def _zip_headers(source: str, fh):
         yield f"{source}!{member}", _csv_header(f"{source}!{member}", first)
 
 
+_FIRST_LINE = re.compile(rb"[^\r\n]*")
+
+
 def _csv_header(source: str, content: bytes) -> list[str]:
     """The column names of a CSV file's first line (UTF-8, a BOM allowed; quoted names and
     spaces around the names are removed)."""
-    first = re.split(rb"\r\n|\r|\n", content, maxsplit=1)[0]
+    first = _FIRST_LINE.match(content).group()
     if not first.strip():
         raise InputError(f"file {source}: empty file")
     try:
