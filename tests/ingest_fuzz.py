@@ -5,6 +5,7 @@ Spark) that says what a job would end with.
 """
 from __future__ import annotations
 
+import functools
 import io
 import re
 import zipfile
@@ -185,16 +186,12 @@ def write_case(folder: Path, files: dict[str, bytes]) -> Path:
     return folder
 
 
-_ARROW_SCHEMA = None
-
-
+@functools.cache
 def _arrow_schema():
-    global _ARROW_SCHEMA
-    if _ARROW_SCHEMA is None:
-        from pyspark.sql.pandas.types import to_arrow_schema
+    """PARSED_SCHEMA as the Arrow schema mapInPandas converts each frame to."""
+    from pyspark.sql.pandas.types import to_arrow_schema
 
-        _ARROW_SCHEMA = to_arrow_schema(stage.PARSED_SCHEMA)
-    return _ARROW_SCHEMA
+    return to_arrow_schema(stage.PARSED_SCHEMA)
 
 
 def dry_ingest(folder: Path, max_missing_share: float = 0.2) -> Outcome:

@@ -446,10 +446,10 @@ def _check(obj, prefix: str) -> None:
         _check_hotspots(obj)
     if isinstance(obj, ForecastConfig):
         _check_forecast(obj)
-    if isinstance(obj, Config) and dataset_problem(obj.dataset):
-        raise ConfigError(f"config key 'dataset' {dataset_problem(obj.dataset)}; got {obj.dataset!r}")
-    if isinstance(obj, CatalogConfig) and identifier_problem(obj.database):
-        raise ConfigError(f"config key 'catalog.database' {identifier_problem(obj.database)}; got {obj.database!r}")
+    if isinstance(obj, Config) and (problem := dataset_problem(obj.dataset)):
+        raise ConfigError(f"config key 'dataset' {problem}; got {obj.dataset!r}")
+    if isinstance(obj, CatalogConfig) and (problem := identifier_problem(obj.database)):
+        raise ConfigError(f"config key 'catalog.database' {problem}; got {obj.database!r}")
 
 
 def _check_spatial(sp: SpatialConfig) -> None:
