@@ -12,7 +12,7 @@ import pytest
 from conftest import free_port, new_bucket
 from insarlake.errors import ConfigError, InputError
 from insarlake.files import LakeFiles, hadoop_seconds, s3_options, spark_settings
-from insarlake.modelstore import ModelStore
+from insarlake.modelstore import COMPLETE, IncompleteModel, ModelStore
 
 
 @pytest.fixture(params=["local", "s3a"])
@@ -190,6 +190,35 @@ def test_a_corrupt_model_in_the_bucket_is_named_by_its_uri(s3_server):
                             tuple(str(i) for i in range(12)), build(arch))
     store.save("v1", model.save)
     assert store.load_latest(ClassifierModel.load).labels == (0, 1, 2)
-    files.write_bytes(b"not the weights", *store.parts, "v1", "weights.pt")
+    weights = files.read_bytes(*store.parts, "v1", "weights.pt")
+    files.write_bytes(bytes(len(weights)), *store.parts, "v1", "weights.pt")     # same size, other bytes
     with pytest.raises(InputError, match=rf"^model file {store.uri('v1')}/weights\.pt: SHA-256 differs"):
         store.load("v1", ClassifierModel.load)
+    files.write_bytes(b"not the weights", *store.parts, "v1", "weights.pt")
+    with pytest.raises(IncompleteModel, match=rf"^model {store.uri('v1')}: files differ from _complete\.json "
+                                              r"\(weights\.pt\)"):
+        store.load("v1", ClassifierModel.load)
+
+
+def test_a_version_whose_save_was_cut_short_is_never_read(files):
+    store = ModelStore(files, "forecast", "demo", "dapf")
+
+    def write(folder: Path):
+        (folder / "model.json").write_text("{}")
+        (folder / "sub").mkdir()
+        (folder / "sub" / "weights.pt").write_bytes(b"w" * 100)
+
+    store.save("run1", write)
+    assert json.loads(files.read_text(*store.parts, "run1", COMPLETE)) == {
+        "files": {"model.json": 2, "sub/weights.pt": 100}}
+    store.check_complete("run1")
+    files.remove_tree(*store.parts, "run1", "sub", "weights.pt")       # as a save killed mid-upload leaves it
+    with pytest.raises(IncompleteModel, match=r"files differ from _complete\.json \(sub/weights\.pt\)"):
+        store.load("run1", lambda folder: None)
+    files.remove_tree(*store.parts, "run1", COMPLETE)
+    with pytest.raises(IncompleteModel, match=r"run1: incomplete \(no _complete\.json: its save did not finish\)"):
+        store.load("run1", lambda folder: None)
+    assert store.reusable(lambda folder: "model", lambda m: True) is None     # trained anew, not an error
+    files.write_text('{"files": [1]}', *store.parts, "run1", COMPLETE)
+    with pytest.raises(IncompleteModel, match=r"_complete\.json is not"):
+        store.check_complete("run1")

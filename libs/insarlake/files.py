@@ -295,12 +295,25 @@ class LakeFiles:
     def list_files(self, *parts: str) -> list[str]:
         """The files under the folder ``parts``, recursively, as paths relative to it (sorted); []
         when it does not exist."""
+        return sorted(self.file_sizes(*parts))
+
+    def file_sizes(self, *parts: str) -> dict[str, int]:
+        """{path relative to the folder ``parts``: size in bytes} of the files under it, recursively."""
         from pyarrow import fs
 
         base = self._fs_path(*parts).rstrip("/")
         with self._errors("list it", *parts):
             infos = self.filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
-        return sorted(i.path[len(base) + 1:] for i in infos if i.type == fs.FileType.File)
+        return {i.path[len(base) + 1:]: i.size for i in infos if i.type == fs.FileType.File}
+
+    def list_dirs(self, *parts: str) -> list[str]:
+        """The names of the folders directly under the folder ``parts`` (sorted); [] when it does not exist."""
+        from pyarrow import fs
+
+        base = self._fs_path(*parts).rstrip("/")
+        with self._errors("list it", *parts):
+            infos = self.filesystem.get_file_info(fs.FileSelector(base, allow_not_found=True))
+        return sorted(Path(i.path).name for i in infos if i.type == fs.FileType.Directory)
 
     def remove_tree(self, *parts: str) -> None:
         """Remove the folder (or file) ``parts`` and everything under it; nothing when it does not exist."""

@@ -4,8 +4,10 @@ the lake lives (a local folder, dbfs:/, s3://, abfss://, gs://).
 
 Layout: ``models/<kind>/<dataset>/<name>/<version>/`` holds the model's files (written by the
 model class into a local folder, then copied up), and ``models/<kind>/<dataset>/<name>/latest.json``
-(``{"version": ...}``) names the newest complete version. ``latest.json`` is written last, after
-every file of the version, so a reader never sees half a model; a version whose upload fails is
+(``{"version": ...}``) names the newest complete version. A version is whole once its
+``_complete.json`` (``{"files": {name: bytes}}``) is written, after every other file of it, and
+``latest.json`` only after that; loading checks the version against its ``_complete.json``, so a
+save cut short (a crash, a killed job) is never read as a model. A version whose upload fails is
 removed. Loading copies a version into a local temporary folder for the model class to read.
 With a ``tracker`` (models.mlflow), each version made the newest is also logged to MLflow with
 the parameters and metrics given to ``save``.
@@ -27,6 +29,13 @@ from insarlake.tracking import MlflowTracker
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
+
+# Written last into a version's folder: its files and their sizes (the version is whole).
+COMPLETE = "_complete.json"
+
+
+class IncompleteModel(InputError):
+    """A model version whose save did not finish (no or another ``_complete.json``)."""
 
 
 @contextmanager
@@ -82,6 +91,8 @@ class ModelStore:
                 raise
             if not names:
                 raise RuntimeError(f"model {self.uri(version)}: the model wrote no file")
+            sizes = {name: (folder / name).stat().st_size for name in names}
+            self.files.write_json({"files": sizes}, *self.parts, version, COMPLETE)
             if make_latest:
                 self.mark_latest(version)
                 if self.tracker is not None:
@@ -94,10 +105,27 @@ class ModelStore:
         """Name ``version`` (saved already) the newest."""
         self.files.write_json({"version": version}, *self.parts, "latest.json")
 
+    def check_complete(self, version: str) -> None:
+        """Raise IncompleteModel unless the version's files are those its ``_complete.json`` lists,
+        with their sizes."""
+        uri = self.uri(version)
+        if not self.files.is_file(*self.parts, version, COMPLETE):
+            raise IncompleteModel(f"model {uri}: incomplete (no {COMPLETE}: its save did not finish)")
+        listed = self.files.read_json(*self.parts, version, COMPLETE)
+        files = listed.get("files") if isinstance(listed, dict) else None
+        if not isinstance(files, dict) or not all(isinstance(n, int) for n in files.values()):
+            raise IncompleteModel(f"model {uri}: {COMPLETE} is not {{\"files\": {{name: bytes}}}}")
+        found = self.files.file_sizes(*self.parts, version)
+        found.pop(COMPLETE, None)
+        if found != files:
+            wrong = sorted(n for n in set(files) | set(found) if files.get(n) != found.get(n))
+            raise IncompleteModel(f"model {uri}: files differ from {COMPLETE} ({', '.join(wrong[:5])})")
+
     def load(self, version: str, read: Callable[[Path], M]) -> M:
-        """``read(folder)`` on a local copy of the version's files."""
+        """``read(folder)`` on a local copy of the version's files, once they are checked whole."""
         if not self.files.exists(*self.parts, version):
             raise InputError(f"model {self.uri(version)}: not found")
+        self.check_complete(version)
         if self.files.is_local:
             return read(self.files.local_path(*self.parts, version))
         with temporary_folder("insarlake-model-") as folder:
@@ -120,7 +148,11 @@ class ModelStore:
         version = None if retrain else self.latest()
         if version is None:
             return None
-        model = self.load(version, read)
+        try:
+            model = self.load(version, read)
+        except IncompleteModel as exc:       # e.g. saved by an older insarlake, without _complete.json
+            log.warning("%s (trained anew)", exc)
+            return None
         verdict = matches(model)
         if verdict is True:
             log.info("%s model %s: reusing %s", self.kind, self.name, self.uri(version))
