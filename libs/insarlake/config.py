@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
@@ -42,6 +43,8 @@ class SparkConfig:
 @dataclass(frozen=True)
 class LakeConfig:
     path: str
+    run_heartbeat_s: float
+    run_lost_after_s: float
 
 
 @dataclass(frozen=True)
@@ -412,6 +415,9 @@ def _check(obj, prefix: str) -> None:
         from insarlake.files import LakeFiles
 
         LakeFiles(obj.path)                 # a scheme no file system serves: one line naming it
+        if not (0 < obj.run_heartbeat_s and 2 * obj.run_heartbeat_s <= obj.run_lost_after_s < math.inf):
+            raise ConfigError("config keys 'lake.run_heartbeat_s' > 0 and 'lake.run_lost_after_s' >= twice it (finite) are "
+                              f"required; got {obj.run_heartbeat_s} and {obj.run_lost_after_s}")
     if isinstance(obj, SparkConfig):
         if obj.remote is not None and not str(obj.remote).startswith("sc://"):
             raise ConfigError(f"config key 'spark.remote' must be a Spark Connect URL sc://host:port; got {obj.remote!r}")

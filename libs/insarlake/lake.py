@@ -14,6 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import random
+import re
+import socket
+import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -22,11 +27,12 @@ from typing import Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from insarlake.config import Config
 from insarlake.files import LakeFiles, is_local_path, spark_settings
-from insarlake.modelstore import ModelStore
+from insarlake.modelstore import COMPLETE, ModelStore
 from insarlake.tracking import MlflowTracker, mlflow_wanted
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # What a lake's root holds: its tables, and its folders of files (see the layout above). A
 # non-empty folder holding none of them (and no marker) is refused as a lake (LakeFiles.check_lake).
-TABLES = ("pixels", "epochs", "quarantine", "runs", "truth", "clusters", "covariogram", "classes",
+TABLES = ("pixels", "epochs", "quarantine", "runs", "run_heartbeats", "truth", "clusters", "covariogram", "classes",
           "classifier_metrics", "hotspots", "hotspot_pixels", "hotspot_scores", "forecasts", "forecast_metrics")
 LAKE_ENTRIES = TABLES + ("raw", "models", "outputs", "work", "_catalog")
 
@@ -91,6 +97,11 @@ def _sql_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _delta_path_sql(config: Config, table: str) -> str:
+    """The Delta table ``table`` in SQL by its path (delta.`<path>`), backticks in the path escaped."""
+    return "delta.`" + table_path(config, table).replace("`", "``") + "`"
+
+
 def write_table(spark: SparkSession, df: DataFrame, config: Config, table: str,
                 datasets: Iterable[str] | None = None, partition_by: tuple[str, ...] = ("dataset",),
                 mode: str = "replace") -> None:
@@ -114,13 +125,42 @@ def write_table(spark: SparkSession, df: DataFrame, config: Config, table: str,
         writer = writer.mode("append")
     else:
         raise ValueError(f"unknown write mode {mode!r}")
-    writer.save(path)
+    log.info("writing table %s (%s)", table, mode)
+    for attempt in range(_COMMIT_ATTEMPTS):
+        try:
+            writer.save(path)
+            break
+        except Exception as exc:        # another process's commit won: the write is idempotent, again
+            if not is_concurrent_update(exc) or attempt + 1 == _COMMIT_ATTEMPTS:
+                raise
+            log.info("table %s: a concurrent commit (%s); writing again", table, _first_line(exc))
+            time.sleep(random.uniform(0.5, 2.0) * (attempt + 1))
     register_table(spark, config, table)
 
 
+# Delta's optimistic commits: a write that loses to another process's commit on the same files
+# (or on the first commit of a new table) fails with one of these; it is written again, at most
+# this many times in all.
+_CONCURRENT = re.compile(r"Concurrent\w*Exception|MetadataChangedException|ProtocolChangedException|"
+                         r"DELTA_CONCURRENT|DELTA_METADATA_CHANGED|DELTA_PROTOCOL_CHANGED|"
+                         r"FileAlreadyExistsException.*_delta_log")
+_COMMIT_ATTEMPTS = 5
+
+
+def is_concurrent_update(exc: BaseException) -> bool:
+    """Whether ``exc`` is Delta's (or the catalog's) answer to another process's concurrent change."""
+    return bool(_CONCURRENT.search(f"{type(exc).__name__} {exc}"))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 def register_table(spark: SparkSession, config: Config, table: str) -> None:
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {table_name(config, table)} "
-              f"USING DELTA LOCATION {_sql_literal(table_path(config, table))}")
+    """Register ``table`` in the catalog when it is not (another process registering it at the
+    same moment is no error)."""
+    catalog_change(spark, f"CREATE TABLE IF NOT EXISTS {table_name(config, table)} "
+                           f"USING DELTA LOCATION {_sql_literal(table_path(config, table))}")
 
 
 def table_exists(spark: SparkSession, config: Config, table: str) -> bool:
@@ -142,20 +182,41 @@ def read_table(spark: SparkSession, config: Config, table: str, datasets: list[s
     return df
 
 
-RUNS_SCHEMA = T.StructType([
+# What names a run, in `runs` and in `run_heartbeats`.
+_RUN_IDENTITY = [
     T.StructField("run_id", T.StringType(), False),
     T.StructField("job", T.StringType(), False),
     T.StructField("datasets", T.ArrayType(T.StringType()), True),
     T.StructField("started", T.TimestampType(), False),
+]
+_RUN_CONFIG = [T.StructField("config_hash", T.StringType(), False), T.StructField("config", T.StringType(), False)]
+
+RUNS_SCHEMA = T.StructType([
+    *_RUN_IDENTITY,
     T.StructField("finished", T.TimestampType(), False),
     T.StructField("status", T.StringType(), False),
     T.StructField("error", T.StringType(), True),
-    T.StructField("config_hash", T.StringType(), False),
-    T.StructField("config", T.StringType(), False),
+    *_RUN_CONFIG,
     T.StructField("counts", T.MapType(T.StringType(), T.LongType()), True),
     T.StructField("metrics", T.MapType(T.StringType(), T.DoubleType()), True),
     T.StructField("seconds", T.MapType(T.StringType(), T.DoubleType()), True),
 ])
+
+# One row when a run starts and one every lake.run_heartbeat_s while it runs (partitioned by
+# run_id, so that removing one run's rows never conflicts with another run's heartbeats).
+HEARTBEATS_SCHEMA = T.StructType([
+    *_RUN_IDENTITY,
+    T.StructField("heartbeat", T.TimestampType(), False),
+    T.StructField("lost_after_s", T.DoubleType(), False),
+    T.StructField("driver", T.StringType(), False),
+    *_RUN_CONFIG,
+])
+
+
+def _now() -> dt.datetime:
+    """The time now, timezone-aware (UTC), so that Spark stores the same instant whatever the
+    driver's local time zone."""
+    return dt.datetime.now(dt.timezone.utc)
 
 
 class Run:
@@ -166,7 +227,7 @@ class Run:
         self.job = job
         self.config = config
         self.datasets = list(datasets or [])
-        self.started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        self.started = _now()
         self.counts: dict[str, int] = {}
         self.metrics: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
@@ -184,29 +245,200 @@ class Run:
         log.info("stage %s done in %.1f s", name, self.seconds[name])
 
     def row(self, status: str, error: str | None) -> tuple:
-        finished = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        return (self.run_id, self.job, self.datasets, self.started, finished, status, error,
+        return (self.run_id, self.job, self.datasets, self.started, _now(), status, error,
                 self.config.hash, json.dumps(self.config.as_dict(), sort_keys=True),
                 self.counts, self.metrics, self.seconds)
+
+    def heartbeat_row(self) -> tuple:
+        return (self.run_id, self.job, self.datasets, self.started, _now(), float(self.config.lake.run_lost_after_s),
+                f"{socket.gethostname()}:{os.getpid()}", self.config.hash,
+                json.dumps(self.config.as_dict(), sort_keys=True))
 
 
 @contextmanager
 def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[str] | None = None) -> Iterator[Run]:
-    """Context manager: yields a Run and appends it to ``runs`` with status succeeded/failed."""
+    """Context manager: yields a Run, with its heartbeats in ``run_heartbeats`` while it lasts,
+    and appends it to ``runs`` with status succeeded/failed at its end. Runs found lost first
+    (``reap_lost_runs``) get their row in ``runs``."""
     run = Run(job, config, datasets)
     log.info("run %s: job %s", run.run_id, job)
     try:
+        reap_lost_runs(spark, config)
+    except Exception as exc:                 # housekeeping: never what stops a job
+        log.warning("lost runs not recorded: %s", _first_line(exc))
+    heartbeat = Heartbeat(spark, config, run)
+    try:
+        if not table_exists(spark, config, "runs"):      # so that run_status can name it from the start
+            write_table(spark, spark.createDataFrame([], RUNS_SCHEMA), config, "runs", partition_by=(), mode="append")
+        register_table(spark, config, "runs")            # a session catalog knows only this session's tables
+        create_run_status_view(spark, config)
         yield run
     except BaseException as exc:
+        heartbeat.stop()
         try:
             _append_run(spark, config, run.row("failed", f"{type(exc).__name__}: {exc}"[:2000]))
+            heartbeat.remove()
         except Exception as failed:          # e.g. the lake itself is unreachable: the first error counts
-            log.warning("run %s could not be recorded in the runs table: %s", run.run_id,
-                        (str(failed).strip().splitlines() or [type(failed).__name__])[0][:300])
+            log.warning("run %s could not be recorded in the runs table: %s", run.run_id, _first_line(failed))
         raise
+    heartbeat.stop()
     _append_run(spark, config, run.row("succeeded", None))
+    heartbeat.remove()
 
 
 def _append_run(spark: SparkSession, config: Config, row: tuple) -> None:
     df = spark.createDataFrame([row], RUNS_SCHEMA)
     write_table(spark, df, config, "runs", partition_by=(), mode="append")
+
+
+class Heartbeat:
+    """Appends ``run``'s heartbeat to ``run_heartbeats`` now (raising what the write raises: the
+    lake is checked before any work), then every lake.run_heartbeat_s from a daemon thread (a
+    failed write there is logged, and tried again at the next beat)."""
+
+    def __init__(self, spark: SparkSession, config: Config, run: Run):
+        self.spark, self.config, self.run = spark, config, run
+        self._stopped = threading.Event()
+        self._beat()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run.run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        df = self.spark.createDataFrame([self.run.heartbeat_row()], HEARTBEATS_SCHEMA)
+        write_table(self.spark, df, self.config, "run_heartbeats", partition_by=("run_id",), mode="append")
+
+    def _loop(self) -> None:
+        from insarlake.spark import is_connect
+
+        if not is_connect(self.spark):       # with the FAIR scheduler, beats never wait behind a long stage
+            self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "insarlake_heartbeat")
+        while not self._stopped.wait(self.config.lake.run_heartbeat_s):
+            try:
+                self._beat()
+            except Exception as exc:  # the run goes on; a reader sees the gap only past lost_after_s
+                log.warning("run %s: heartbeat not written (%s)", self.run.run_id, _first_line(exc))
+
+    def stop(self) -> None:
+        """No more beats (waits for one being written)."""
+        self._stopped.set()
+        self._thread.join()
+
+    def remove(self) -> None:
+        """Remove the run's heartbeats (its row in ``runs`` now tells its end)."""
+        _delete_heartbeats(self.spark, self.config, [self.run.run_id])
+
+
+def _delete_heartbeats(spark: SparkSession, config: Config, run_ids: list[str]) -> None:
+    ids = ", ".join(_sql_literal(r) for r in run_ids)
+    try:
+        spark.sql(f"DELETE FROM {_delta_path_sql(config, 'run_heartbeats')} WHERE run_id IN ({ids})")
+    except Exception as exc:                 # another job's reaper removed them first
+        if not is_concurrent_update(exc):
+            raise
+
+
+def _last_heartbeats(spark: SparkSession, config: Config) -> DataFrame:
+    """One row per run in ``run_heartbeats``: its last heartbeat and whether it is past its
+    lost_after_s (``lost``)."""
+    beats = read_table(spark, config, "run_heartbeats")
+    last = beats.groupBy("run_id").agg(F.max("heartbeat").alias("heartbeat"), F.first("job").alias("job"),
+                                       F.first("datasets").alias("datasets"), F.min("started").alias("started"),
+                                       F.max("lost_after_s").alias("lost_after_s"),
+                                       F.first("config_hash").alias("config_hash"), F.first("config").alias("config"))
+    silent_s = F.current_timestamp().cast("double") - F.col("heartbeat").cast("double")
+    return last.withColumn("lost", silent_s > F.col("lost_after_s"))
+
+
+def reap_lost_runs(spark: SparkSession, config: Config) -> list[str]:
+    """Give every lost run (heartbeats past their lost_after_s, no row in ``runs``) its row in
+    ``runs`` (status lost, finished = its last heartbeat), remove its heartbeats and what it left
+    half-written in the lake's files (``_remove_leftovers``). A concurrent job reaping the same
+    runs makes this one's MERGE fail: then nothing is done here (that job records them). Returns
+    the run ids recorded."""
+    if not table_exists(spark, config, "run_heartbeats"):
+        return []
+    lost = _last_heartbeats(spark, config).where("lost")
+    if table_exists(spark, config, "runs"):
+        ended = lost.join(read_table(spark, config, "runs").select("run_id"), "run_id", "left_semi")
+        ended = [r.run_id for r in ended.select("run_id").collect()]
+        if ended:                            # killed between its row in runs and removing its heartbeats
+            _delete_heartbeats(spark, config, ended)
+        lost = lost.join(read_table(spark, config, "runs").select("run_id"), "run_id", "left_anti")
+    error = F.concat(F.lit("lost: no heartbeat since "), F.col("heartbeat").cast("string"),
+                     F.lit(" UTC (the run ended without recording its end: killed, out of memory or its machine lost)"))
+    rows = lost.select("run_id", "job", "datasets", "started", F.col("heartbeat").alias("finished"),
+                       F.lit("lost").alias("status"), error.alias("error"), "config_hash", "config",
+                       *(F.lit(None).cast(RUNS_SCHEMA[c].dataType).alias(c) for c in ("counts", "metrics", "seconds"))
+                       ).collect()
+    if not rows:
+        return []
+    run_ids = [r.run_id for r in rows]
+    found = spark.createDataFrame(rows, RUNS_SCHEMA)
+    try:
+        if table_exists(spark, config, "runs"):
+            view = f"_insarlake_lost_{uuid.uuid4().hex}"
+            found.createOrReplaceTempView(view)
+            try:
+                spark.sql(f"MERGE INTO {_delta_path_sql(config, 'runs')} AS r USING {view} AS l "
+                          "ON r.run_id = l.run_id WHEN NOT MATCHED THEN INSERT *")
+            finally:
+                spark.catalog.dropTempView(view)
+        else:
+            write_table(spark, found, config, "runs", partition_by=(), mode="append")
+    except Exception as exc:
+        if not is_concurrent_update(exc):
+            raise
+        log.info("lost runs being recorded by another job (%s)", _first_line(exc))
+        return []
+    for row in rows:
+        log.warning("run %s (job %s, started %s UTC) is lost: %s", row.run_id, row.job, row.started, row.error)
+    _delete_heartbeats(spark, config, run_ids)
+    files = lake_files(config, spark)
+    for row in rows:
+        _remove_leftovers(files, row.run_id, row.datasets or [])
+    return run_ids
+
+
+def _remove_leftovers(files: LakeFiles, run_id: str, datasets: list[str]) -> None:
+    """What a lost run left behind: its training shards (work/<stage>/<dataset>/<run_id>/), its
+    pictures and GeoJSON (outputs/<dataset>/<run_id>/) and its model versions whose save did not
+    finish (models/<kind>/<dataset>/<name>/<run_id>/ without _complete.json)."""
+    for dataset in datasets:
+        for stage in files.list_dirs("work"):
+            files.discard("work", stage, dataset, run_id)
+        files.discard("outputs", dataset, run_id)
+        for kind in files.list_dirs("models"):
+            for name in files.list_dirs("models", kind, dataset):
+                version = ("models", kind, dataset, name, run_id)
+                if files.exists(*version) and not files.is_file(*version, COMPLETE):
+                    files.discard(*version)
+
+
+def create_run_status_view(spark: SparkSession, config: Config) -> None:
+    """The view <database>.run_status: one row per run, its status from ``runs`` when it ended
+    (succeeded, failed, lost) else from its heartbeats: running, or lost once its last heartbeat
+    is older than its lost_after_s (the view tells a run still going from a dead one at once;
+    ``runs`` gets the lost run's row when the next job starts)."""
+    runs, beats = table_name(config, "runs"), table_name(config, "run_heartbeats")
+    catalog_change(spark, f"""CREATE OR REPLACE VIEW {table_name(config, 'run_status')} AS
+SELECT run_id, job, datasets, started, finished, status, error, CAST(NULL AS TIMESTAMP) AS heartbeat
+FROM {runs}
+UNION ALL
+SELECT h.run_id, h.job, h.datasets, h.started, CAST(NULL AS TIMESTAMP) AS finished,
+  CASE WHEN CAST(current_timestamp() AS DOUBLE) - CAST(h.heartbeat AS DOUBLE) > h.lost_after_s
+       THEN 'lost' ELSE 'running' END AS status,
+  CAST(NULL AS STRING) AS error, h.heartbeat
+FROM (SELECT run_id, first(job) AS job, first(datasets) AS datasets, min(started) AS started,
+             max(heartbeat) AS heartbeat, max(lost_after_s) AS lost_after_s
+      FROM {beats} GROUP BY run_id) AS h
+LEFT ANTI JOIN {runs} AS r ON h.run_id = r.run_id""")
+
+
+def catalog_change(spark: SparkSession, statement: str) -> None:
+    """Run a DDL statement; another process making the same change at the same moment is no error."""
+    try:
+        spark.sql(statement)
+    except Exception as exc:
+        if not (is_concurrent_update(exc) or "AlreadyExists" in f"{type(exc).__name__} {exc}"
+                or "already exists" in str(exc)):
+            raise

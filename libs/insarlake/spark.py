@@ -10,7 +10,7 @@ from pyspark.sql import SparkSession
 from insarlake import jars
 from insarlake.config import Config, load_config
 from insarlake.errors import ConfigError
-from insarlake.lake import catalog_dir, is_local_path, lake_root
+from insarlake.lake import catalog_change, catalog_dir, is_local_path, lake_root
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def get_session(config: Config | None = None) -> SparkSession:
         from sedona.spark import SedonaContext
 
         spark = SedonaContext.create(spark)
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS {config.catalog.database}")
+    catalog_change(spark, f"CREATE DATABASE IF NOT EXISTS {config.catalog.database}")
     return spark
 
 
@@ -82,6 +82,8 @@ def _builder(config: Config) -> SparkSession.Builder:
         "spark.sql.session.timeZone": "UTC",
         "spark.databricks.delta.snapshotPartitions": str(sc.shuffle_partitions),
         "spark.ui.showConsoleProgress": "false",
+        # run heartbeats (lake.Heartbeat, their own pool) get a core between the tasks of a long stage
+        "spark.scheduler.mode": "FAIR",
     }
     java_options = []
     if not under_submit:

@@ -1,0 +1,94 @@
+"""The runs log: a run's heartbeats while it lasts, its row in `runs` at its end, runs whose driver
+died told apart from runs still going (the view run_status) and recorded as lost by the next job,
+with what they left half-written removed; and the fault hook's choice of tasks."""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from insarlake.faults import should_fail
+from insarlake.lake import (HEARTBEATS_SCHEMA, lake_files, read_table, reap_lost_runs, recorded_run,
+                            write_table)
+from insarlake.modelstore import ModelStore
+
+
+def _status(spark, run_id: str):
+    return spark.sql(f"SELECT status, finished, heartbeat FROM insar.run_status WHERE run_id = '{run_id}'").collect()
+
+
+def test_a_run_beats_while_it_lasts_and_ends_with_one_row(spark, config):
+    quick = replace(config, lake=replace(config.lake, run_heartbeat_s=0.5, run_lost_after_s=30.0))
+    with recorded_run(spark, quick, "test", ["beats"]) as run:
+        [(status, finished, heartbeat)] = _status(spark, run.run_id)
+        assert status == "running" and finished is None and heartbeat is not None
+        time.sleep(3.0)                     # a few beats from the thread
+        beats = read_table(spark, quick, "run_heartbeats").where(f"run_id = '{run.run_id}'").count()
+        assert beats >= 2
+    rows = spark.sql(f"SELECT status FROM insar.runs WHERE run_id = '{run.run_id}'").collect()
+    assert [r.status for r in rows] == ["succeeded"]
+    assert read_table(spark, quick, "run_heartbeats").where(f"run_id = '{run.run_id}'").count() == 0
+    assert [r.status for r in _status(spark, run.run_id)] == ["succeeded"]
+
+
+def _beat(spark, config, run_id: str, dataset: str, age_s: float, lost_after_s: float = 600.0):
+    now = dt.datetime.now(dt.timezone.utc)
+    row = (run_id, "cluster", [dataset], now - dt.timedelta(seconds=age_s + 60), now - dt.timedelta(seconds=age_s),
+           lost_after_s, "elsewhere:1", config.hash, "{}")
+    write_table(spark, spark.createDataFrame([row], HEARTBEATS_SCHEMA), config, "run_heartbeats",
+                partition_by=("run_id",), mode="append")
+
+
+def test_a_dead_run_is_told_from_a_live_one_and_recorded_lost_once(spark, config):
+    dead, live, dataset = "d" * 32, "e" * 32, "reaped"
+    with recorded_run(spark, config, "test", [dataset]):     # the tables and the view exist
+        pass
+    _beat(spark, config, dead, dataset, age_s=3600.0)
+    _beat(spark, config, live, dataset, age_s=5.0)
+    assert [r.status for r in _status(spark, dead)] == ["lost"]
+    assert [r.status for r in _status(spark, live)] == ["running"]
+
+    files = lake_files(config)
+    files.write_text("x", "work", "classify", dataset, dead, "shard.parquet")
+    files.write_text("x", "outputs", dataset, dead, "map.png")
+    files.write_text("{}", "models", "tskm", dataset, "tskm", dead, "model.json")       # cut short
+    store = ModelStore(files, "forecast", dataset, "dapf")
+    store.save(dead, lambda folder: (folder / "model.json").write_text("{}"))        # whole: kept
+    assert reap_lost_runs(spark, config) == [dead]
+    assert reap_lost_runs(spark, config) == []
+    rows = spark.sql(f"SELECT * FROM insar.runs WHERE run_id = '{dead}'").collect()
+    assert len(rows) == 1 and rows[0].status == "lost" and rows[0].error.startswith("lost: no heartbeat since ")
+    assert rows[0].job == "cluster" and rows[0].datasets == [dataset]
+    assert [r.status for r in _status(spark, dead)] == ["lost"]
+    beats = {r.run_id for r in read_table(spark, config, "run_heartbeats").select("run_id").collect()}
+    assert dead not in beats and live in beats
+    assert not files.exists("work", "classify", dataset, dead) and not files.exists("outputs", dataset, dead)
+    assert not files.exists("models", "tskm", dataset, "tskm", dead)
+    store.check_complete(dead)
+    assert spark.sql(f"SELECT count(*) AS n FROM insar.runs WHERE run_id = '{live}'").first().n == 0
+
+
+def test_the_fault_hook_fails_a_share_of_first_attempts_only():
+    chosen = np.array([should_fail(stage, part, 0, 0.3, "1") for stage in range(100) for part in range(100)])
+    # a binomial share of 10,000 tasks: sd sqrt(0.3 * 0.7 / 10,000) = 0.0046; 0.03 is 6.5 sd
+    assert abs(chosen.mean() - 0.3) < 0.03
+    assert not any(should_fail(stage, part, 1, 1.0, "1") for stage in range(20) for part in range(20))
+    assert all(should_fail(stage, part, 0, 1.0, "1") for stage in range(20) for part in range(20))
+    assert not any(should_fail(stage, part, 0, 0.0, "1") for stage in range(20) for part in range(20))
+    other = np.array([should_fail(stage, part, 0, 0.3, "2") for stage in range(100) for part in range(100)])
+    assert (chosen != other).any()                        # the seed chooses other tasks
+
+
+@pytest.mark.parametrize("keys, message", [
+    (["lake.run_heartbeat_s=0"], "'lake.run_heartbeat_s' > 0"),
+    (["lake.run_heartbeat_s=60", "lake.run_lost_after_s=100"], "got 60.0 and 100.0"),
+])
+def test_heartbeat_settings_are_checked(keys, message):
+    from insarlake.config import load_config
+    from insarlake.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=keys)
