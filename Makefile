@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench bench-scale dist clean
+.PHONY: setup run test test-fast bench bench-scale catalog-server catalog-server-stop dist clean
 
 setup: $(STAMP)
 	@$(PY) -m insarlake.jars fetch --jars-dir .jars
@@ -20,6 +20,15 @@ $(STAMP): requirements.txt setup.py
 
 run: setup
 	./spark-submit.sh jobs/pipeline.py --config conf/local.yaml
+
+# The lake's catalog for several processes at once (catalog.kind=server: jobs and notebooks use
+# ./lake together; a job also starts it when it is not running). LAKE=path for another lake.
+LAKE ?= ./lake
+catalog-server: setup
+	$(PY) -m insarlake.catalog start --config conf/local.yaml --lake $(LAKE) --set catalog.kind=server
+
+catalog-server-stop: setup
+	$(PY) -m insarlake.catalog stop --config conf/local.yaml --lake $(LAKE) --set catalog.kind=server
 
 # Every test (what CI runs); test-fast: the pure tests only (no JVM), for quick feedback.
 test: setup

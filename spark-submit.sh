@@ -96,7 +96,12 @@ if [ -z "$jars" ]; then
   jars="$(cd "$HERE" && "$PY" -m insarlake.cli jars "$@" 2>/dev/null || true)"
   if [ -z "$jars" ]; then jars="$(cd "$HERE" && "$PY" -m insarlake.jars list)"; fi
 fi
-if [ "$jars" != "provided" ]; then extra+=(--jars "$jars"); fi
+if [ "$jars" != "provided" ]; then
+  extra+=(--jars "$jars")
+  # catalog.kind=server: the metastore client loads Derby's network driver from the class path
+  derby="$(tr ',' '\n' <<<"$jars" | grep '/derby[a-z]*-[0-9.]*\.jar$' | paste -sd: - || true)"
+  if [ -n "$derby" ]; then extra+=(--driver-class-path "$derby"); fi
+fi
 
 # The library as a zip for the executors (and the driver in cluster mode).
 zip="$HERE/dist/insarlake.zip"

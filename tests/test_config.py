@@ -46,6 +46,10 @@ def test_overrides_are_typed_and_change_the_hash():
     ("simulate.start_date=yesterday", "config key 'simulate.start_date' must be a YYYY-MM-DD date"),
     ("partition.min_precision=9", "partition.min_precision"),
     ("simulate", "expected key=value"),
+    ("catalog.kind=shared", "config key 'catalog.kind' must be one of embedded, server, session"),
+    ("catalog.server=localhost", "config key 'catalog.server' must be host:port; got 'localhost'"),
+    ("catalog.server=localhost:99999", "config key 'catalog.server' must be host:port"),
+    ("catalog.server=:1527", "config key 'catalog.server' must be host:port"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
@@ -77,3 +81,21 @@ def test_driver_memory_for_the_launcher_follows_the_profile_and_overrides():
     assert driver_memory(["--config", local, "--dataset", "d", "--input", "x"]) == "8g"
     assert driver_memory(["--config", local, "--set", "spark.driver_memory=12g", "--help"]) == "12g"
     assert driver_memory(["--set", "spark.nope=1"]) == ""              # the job itself reports it
+
+
+def test_catalog_command_answers_in_one_line(tmp_path, capsys):
+    from insarlake import catalog
+
+    assert catalog.main(["status", "--lake", str(tmp_path / "lake"), "--set", "catalog.server=nowhere"]) == 2
+    assert capsys.readouterr().err == "error: config key 'catalog.server' must be host:port; got 'nowhere'\n"
+    # nothing listens on a port just freed
+    from conftest import free_port
+
+    port = free_port()
+    assert catalog.main(["status", "--lake", str(tmp_path / "lake"), "--set", f"catalog.server=localhost:{port}"]) == 1
+    assert capsys.readouterr().out == f"catalog server at localhost:{port}: not running\n"
+    assert catalog.main(["stop", "--lake", str(tmp_path / "lake"), "--set", f"catalog.server=localhost:{port}"]) == 0
+    assert capsys.readouterr().out == f"catalog server at localhost:{port}: not running\n"
+    config = load_config(overrides=[f"lake.path={tmp_path / 'lake'}", "catalog.kind=server",
+                                    f"catalog.server=localhost:{port}"])
+    assert catalog.jdbc_url(config) == f"jdbc:derby://localhost:{port}/{tmp_path / 'lake'}/_catalog/metastore_db;create=true"

@@ -57,6 +57,7 @@ class ModelsConfig:
 class CatalogConfig:
     database: str
     kind: str
+    server: str
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ class Config:
 
 # Values a key may take, beyond its type.
 _CHOICES = {
-    "catalog.kind": ("embedded", "session"),
+    "catalog.kind": ("embedded", "server", "session"),
     "models.mlflow": ("auto", "always", "never"),
     "ingest.format": INPUT_FORMATS,
     "ingest.displacement_unit": tuple(UNIT_TO_MM),
@@ -456,6 +457,10 @@ def _check(obj, prefix: str) -> None:
         raise ConfigError(f"config key 'dataset' {problem}; got {obj.dataset!r}")
     if isinstance(obj, CatalogConfig) and (problem := identifier_problem(obj.database)):
         raise ConfigError(f"config key 'catalog.database' {problem}; got {obj.database!r}")
+    if isinstance(obj, CatalogConfig):
+        host, _, port = obj.server.rpartition(":")
+        if not (host and port.isdigit() and 0 < int(port) < 65536 and host.strip() == host):
+            raise ConfigError(f"config key 'catalog.server' must be host:port; got {obj.server!r}")
 
 
 def _check_spatial(sp: SpatialConfig) -> None:

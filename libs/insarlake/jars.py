@@ -85,10 +85,12 @@ def needs_s3a(config) -> bool:
 def session_jars(config) -> str:
     """The jars a session for ``config`` loads, comma-separated (for spark.jars or spark-submit
     --jars), or "provided": spark.jars auto gives the fetched jars (with the s3a group when
-    needs_s3a), provided gives "provided", anything else is taken as the list."""
+    needs_s3a, the derby-server group for catalog.kind=server), provided gives "provided",
+    anything else is taken as the list."""
     jars = config.spark.jars
     if jars == "auto":
-        return ",".join(local_jars(config.spark.jars_dir, groups=("s3a",) if needs_s3a(config) else ()))
+        groups = ("s3a",) * needs_s3a(config) + ("derby-server",) * (config.catalog.kind == "server")
+        return ",".join(local_jars(config.spark.jars_dir, groups=groups))
     return jars
 
 

@@ -99,10 +99,10 @@ def _builder(config: Config) -> SparkSession.Builder:
     if sc.jars == "auto" and config.lake.path.lower().startswith("s3://"):
         # Spark from pip knows s3a:// only: s3:// lakes go through the same connector
         settings["spark.hadoop.fs.s3.impl"] = "org.apache.hadoop.fs.s3a.S3AFileSystem"
-    if config.catalog.kind == "embedded":
+    if config.catalog.kind in ("embedded", "server"):
         if not is_local_path(config.lake.path):
             raise ConfigError(
-                f"config key 'catalog.kind' is embedded but lake.path {config.lake.path!r} is not local; "
+                f"config key 'catalog.kind' is {config.catalog.kind} but lake.path {config.lake.path!r} is not local; "
                 "use catalog.kind=session with a remote lake")
         home = catalog_dir(config)
         home.mkdir(parents=True, exist_ok=True)
@@ -116,6 +116,14 @@ def _builder(config: Config) -> SparkSession.Builder:
             "spark.hadoop.hive.metastore.schema.verification": "false",
         })
         java_options.append(f"-Dderby.system.home={home}")
+        if config.catalog.kind == "server":
+            from insarlake import catalog
+
+            catalog.ensure_running(config)
+            settings.update({"spark.hadoop.javax.jdo.option.ConnectionURL": catalog.jdbc_url(config),
+                             "spark.hadoop.javax.jdo.option.ConnectionDriverName": catalog.CLIENT_DRIVER})
+            if not under_submit:         # the metastore client loads the driver from the JVM's class path
+                settings["spark.driver.extraClassPath"] = os.pathsep.join(catalog.client_jars(config))
     if java_options and not under_submit:
         settings["spark.driver.extraJavaOptions"] = " ".join(java_options)
     settings.update({k: str(v) for k, v in sc.conf.items()})
