@@ -208,7 +208,7 @@ class LakeFiles:
                 return fs.HadoopFileSystem.from_uri(f"hdfs://{netloc}")
             return fs.GcsFileSystem()
         except Exception as exc:       # pyarrow raises OSError/ValueError/ArrowException with its own text
-            raise InputError(f"lake {self.root}: cannot open its file system ({_short(exc)})") from None
+            raise InputError(f"lake {self.root}: cannot open its file system ({first_line(exc)})") from None
 
     def sub(self, *parts: str) -> "LakeFiles":
         """The files under the folder ``parts``, as a store of their own (same settings)."""
@@ -232,7 +232,7 @@ class LakeFiles:
         except FileNotFoundError:
             raise InputError(f"lake file {self.uri(*parts)}: not found") from None
         except Exception as exc:
-            raise InputError(f"lake file {self.uri(*parts)}: cannot {what} ({_short(exc)})") from None
+            raise InputError(f"lake file {self.uri(*parts)}: cannot {what} ({first_line(exc)})") from None
 
     def exists(self, *parts: str) -> bool:
         from pyarrow import fs
@@ -438,7 +438,7 @@ def storage_problem(exc: BaseException, lake: str | None = None) -> str | None:
     return None
 
 
-def _short(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     """The first line of an exception's text, without pyarrow's long trailers."""
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]

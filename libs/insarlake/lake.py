@@ -31,7 +31,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from insarlake.config import Config
-from insarlake.files import LakeFiles, is_local_path, spark_settings
+from insarlake.files import LakeFiles, first_line, is_local_path, spark_settings
 from insarlake.modelstore import COMPLETE, ModelStore
 from insarlake.tracking import MlflowTracker, mlflow_wanted
 
@@ -133,7 +133,7 @@ def write_table(spark: SparkSession, df: DataFrame, config: Config, table: str,
         except Exception as exc:        # another process's commit won: the write is idempotent, again
             if not is_concurrent_update(exc) or attempt + 1 == _COMMIT_ATTEMPTS:
                 raise
-            log.info("table %s: a concurrent commit (%s); writing again", table, _first_line(exc))
+            log.info("table %s: a concurrent commit (%s); writing again", table, first_line(exc))
             time.sleep(random.uniform(0.5, 2.0) * (attempt + 1))
     register_table(spark, config, table)
 
@@ -150,10 +150,6 @@ _COMMIT_ATTEMPTS = 5
 def is_concurrent_update(exc: BaseException) -> bool:
     """Whether ``exc`` is Delta's (or the catalog's) answer to another process's concurrent change."""
     return bool(_CONCURRENT.search(f"{type(exc).__name__} {exc}"))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def register_table(spark: SparkSession, config: Config, table: str) -> None:
@@ -265,7 +261,7 @@ def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[s
     try:
         reap_lost_runs(spark, config)
     except Exception as exc:                 # housekeeping: never what stops a job
-        log.warning("lost runs not recorded: %s", _first_line(exc))
+        log.warning("lost runs not recorded: %s", first_line(exc))
     heartbeat = Heartbeat(spark, config, run)
     try:
         if not table_exists(spark, config, "runs"):      # so that run_status can name it from the start
@@ -279,7 +275,7 @@ def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[s
             _append_run(spark, config, run.row("failed", f"{type(exc).__name__}: {exc}"[:2000]))
             heartbeat.remove()
         except Exception as failed:          # e.g. the lake itself is unreachable: the first error counts
-            log.warning("run %s could not be recorded in the runs table: %s", run.run_id, _first_line(failed))
+            log.warning("run %s could not be recorded in the runs table: %s", run.run_id, first_line(failed))
         raise
     heartbeat.stop()
     _append_run(spark, config, run.row("succeeded", None))
@@ -316,7 +312,7 @@ class Heartbeat:
             try:
                 self._beat()
             except Exception as exc:  # the run goes on; a reader sees the gap only past lost_after_s
-                log.warning("run %s: heartbeat not written (%s)", self.run.run_id, _first_line(exc))
+                log.warning("run %s: heartbeat not written (%s)", self.run.run_id, first_line(exc))
 
     def stop(self) -> None:
         """No more beats (waits for one being written)."""
@@ -358,12 +354,13 @@ def reap_lost_runs(spark: SparkSession, config: Config) -> list[str]:
     if not table_exists(spark, config, "run_heartbeats"):
         return []
     lost = _last_heartbeats(spark, config).where("lost")
-    if table_exists(spark, config, "runs"):
-        ended = lost.join(read_table(spark, config, "runs").select("run_id"), "run_id", "left_semi")
-        ended = [r.run_id for r in ended.select("run_id").collect()]
+    has_runs = table_exists(spark, config, "runs")
+    if has_runs:
+        recorded = read_table(spark, config, "runs").select("run_id")
+        ended = [r.run_id for r in lost.join(recorded, "run_id", "left_semi").select("run_id").collect()]
         if ended:                            # killed between its row in runs and removing its heartbeats
             _delete_heartbeats(spark, config, ended)
-        lost = lost.join(read_table(spark, config, "runs").select("run_id"), "run_id", "left_anti")
+        lost = lost.join(recorded, "run_id", "left_anti")
     error = F.concat(F.lit("lost: no heartbeat since "), F.col("heartbeat").cast("string"),
                      F.lit(" UTC (the run ended without recording its end: killed, out of memory or its machine lost)"))
     rows = lost.select("run_id", "job", "datasets", "started", F.col("heartbeat").alias("finished"),
@@ -375,7 +372,7 @@ def reap_lost_runs(spark: SparkSession, config: Config) -> list[str]:
     run_ids = [r.run_id for r in rows]
     found = spark.createDataFrame(rows, RUNS_SCHEMA)
     try:
-        if table_exists(spark, config, "runs"):
+        if has_runs:
             view = f"_insarlake_lost_{uuid.uuid4().hex}"
             found.createOrReplaceTempView(view)
             try:
@@ -388,7 +385,7 @@ def reap_lost_runs(spark: SparkSession, config: Config) -> list[str]:
     except Exception as exc:
         if not is_concurrent_update(exc):
             raise
-        log.info("lost runs being recorded by another job (%s)", _first_line(exc))
+        log.info("lost runs being recorded by another job (%s)", first_line(exc))
         return []
     for row in rows:
         log.warning("run %s (job %s, started %s UTC) is lost: %s", row.run_id, row.job, row.started, row.error)
