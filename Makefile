@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-fast bench bench-scale catalog-server catalog-server-stop dist clean
+.PHONY: setup run test test-fast test-long bench bench-scale catalog-server catalog-server-stop dist clean
 
 setup: $(STAMP)
 	@$(PY) -m insarlake.jars fetch --jars-dir .jars
@@ -30,12 +30,18 @@ catalog-server: setup
 catalog-server-stop: setup
 	$(PY) -m insarlake.catalog stop --config conf/local.yaml --lake $(LAKE) --set catalog.kind=server
 
-# Every test (what CI runs); test-fast: the pure tests only (no JVM), for quick feedback.
+# Tiers (pytest.ini): test is what CI runs, every test but the long ones (~40 min on 2 cores);
+# test-fast the pure tests only (no JVM, ~1 min), for quick feedback; test-long the crash trials of
+# every job and the concurrent pipelines (~30 min), before a release and after changing lake.py,
+# modelstore.py, catalog.py or a job's writes.
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not long" tests
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not spark and not slow" tests
+
+test-long: setup
+	$(PY) -m pytest -q -m long tests
 
 # Benchmarks against peers (outside the test suite); results in benchmarks/README.md.
 bench: setup

@@ -14,7 +14,7 @@ import pytest
 from conftest import PROJECT, free_port
 from crashes import FAST, job_command, run_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.spark]
+pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.long]
 
 QUERY = """
 import json, os, sys, time

@@ -16,7 +16,7 @@ from crashes import (FAST, STAGE_TABLES, failures_made, faulty_job, job_command,
 from insarlake.config import load_config
 from insarlake.lake import LAKE_ENTRIES, lake_files, read_table, reap_lost_runs
 
-pytestmark = pytest.mark.slow      # each job a process of its own, many times
+pytestmark = [pytest.mark.slow, pytest.mark.long]      # each job a process of its own, many times
 
 DATASET = "crash"
 KILLS_PER_JOB = 1                 # benchmarks/crashes.py kills each job many times

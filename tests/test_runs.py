@@ -70,6 +70,13 @@ def test_a_dead_run_is_told_from_a_live_one_and_recorded_lost_once(spark, config
     store.check_complete(dead)
     assert spark.sql(f"SELECT count(*) AS n FROM insar.runs WHERE run_id = '{live}'").first().n == 0
 
+    later = "f" * 32                      # a job reaps while it works, and is done with it when it ends
+    _beat(spark, config, later, dataset, age_s=3600.0)
+    with recorded_run(spark, config, "test", [dataset]):
+        pass
+    assert [r.status for r in spark.sql(f"SELECT status FROM insar.runs WHERE run_id = '{later}'").collect()] \
+        == ["lost"]
+
 
 def test_the_fault_hook_fails_a_share_of_first_attempts_only():
     chosen = np.array([should_fail(stage, part, 0, 0.3, "1") for stage in range(100) for part in range(100)])

@@ -254,15 +254,12 @@ class Run:
 @contextmanager
 def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[str] | None = None) -> Iterator[Run]:
     """Context manager: yields a Run, with its heartbeats in ``run_heartbeats`` while it lasts,
-    and appends it to ``runs`` with status succeeded/failed at its end. Runs found lost first
-    (``reap_lost_runs``) get their row in ``runs``."""
+    and appends it to ``runs`` with status succeeded/failed at its end. Runs found lost
+    (``reap_lost_runs``, in the heartbeat's thread while the job works) get their row in ``runs``
+    before it ends."""
     run = Run(job, config, datasets)
     log.info("run %s: job %s", run.run_id, job)
-    try:
-        reap_lost_runs(spark, config)
-    except Exception as exc:                 # housekeeping: never what stops a job
-        log.warning("lost runs not recorded: %s", first_line(exc))
-    heartbeat = Heartbeat(spark, config, run)
+    heartbeat = Heartbeat(spark, config, run, reap=True)
     try:
         if not table_exists(spark, config, "runs"):      # so that run_status can name it from the start
             write_table(spark, spark.createDataFrame([], RUNS_SCHEMA), config, "runs", partition_by=(), mode="append")
@@ -290,10 +287,12 @@ def _append_run(spark: SparkSession, config: Config, row: tuple) -> None:
 class Heartbeat:
     """Appends ``run``'s heartbeat to ``run_heartbeats`` now (raising what the write raises: the
     lake is checked before any work), then every lake.run_heartbeat_s from a daemon thread (a
-    failed write there is logged, and tried again at the next beat)."""
+    failed write there is logged, and tried again at the next beat). With ``reap``, the thread
+    first records the lost runs of the lake (``reap_lost_runs``), so that a job's start does not
+    wait for that housekeeping (~10 s of Delta reads in a new JVM)."""
 
-    def __init__(self, spark: SparkSession, config: Config, run: Run):
-        self.spark, self.config, self.run = spark, config, run
+    def __init__(self, spark: SparkSession, config: Config, run: Run, reap: bool = False):
+        self.spark, self.config, self.run, self.reap = spark, config, run, reap
         self._stopped = threading.Event()
         self._beat()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run.run_id[:8]}", daemon=True)
@@ -308,6 +307,11 @@ class Heartbeat:
 
         if not is_connect(self.spark):       # with the FAIR scheduler, beats never wait behind a long stage
             self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "insarlake_heartbeat")
+        if self.reap:
+            try:
+                reap_lost_runs(self.spark, self.config)
+            except Exception as exc:         # housekeeping: never what stops a job
+                log.warning("lost runs not recorded: %s", first_line(exc))
         while not self._stopped.wait(self.config.lake.run_heartbeat_s):
             try:
                 self._beat()
@@ -333,16 +337,17 @@ def _delete_heartbeats(spark: SparkSession, config: Config, run_ids: list[str]) 
             raise
 
 
-def _last_heartbeats(spark: SparkSession, config: Config) -> DataFrame:
-    """One row per run in ``run_heartbeats``: its last heartbeat and whether it is past its
-    lost_after_s (``lost``)."""
-    beats = read_table(spark, config, "run_heartbeats")
-    last = beats.groupBy("run_id").agg(F.max("heartbeat").alias("heartbeat"), F.first("job").alias("job"),
-                                       F.first("datasets").alias("datasets"), F.min("started").alias("started"),
-                                       F.max("lost_after_s").alias("lost_after_s"),
-                                       F.first("config_hash").alias("config_hash"), F.first("config").alias("config"))
-    silent_s = F.current_timestamp().cast("double") - F.col("heartbeat").cast("double")
-    return last.withColumn("lost", silent_s > F.col("lost_after_s"))
+# When a run without a row in `runs` is lost: its last heartbeat (`heartbeat`) is older than its own
+# `lost_after_s`. The one place of the rule: the run_status view and the reaper both use it.
+LOST_RULE_SQL = "CAST(current_timestamp() AS DOUBLE) - CAST(heartbeat AS DOUBLE) > lost_after_s"
+
+
+def _lost_run_ids(spark: SparkSession, config: Config) -> list[str]:
+    """The runs in ``run_heartbeats`` past their lost_after_s (some may have their row in ``runs``
+    already: killed between writing it and removing their heartbeats)."""
+    last = (read_table(spark, config, "run_heartbeats").groupBy("run_id")
+            .agg(F.max("heartbeat").alias("heartbeat"), F.max("lost_after_s").alias("lost_after_s")))
+    return sorted(r.run_id for r in last.where(F.expr(LOST_RULE_SQL)).select("run_id").collect())
 
 
 def reap_lost_runs(spark: SparkSession, config: Config) -> list[str]:
@@ -350,25 +355,31 @@ def reap_lost_runs(spark: SparkSession, config: Config) -> list[str]:
     ``runs`` (status lost, finished = its last heartbeat), remove its heartbeats and what it left
     half-written in the lake's files (``_remove_leftovers``). A concurrent job reaping the same
     runs makes this one's MERGE fail: then nothing is done here (that job records them). Returns
-    the run ids recorded."""
+    the run ids recorded. With no lost run (the usual case) it reads ``run_heartbeats`` once."""
     if not table_exists(spark, config, "run_heartbeats"):
         return []
-    lost = _last_heartbeats(spark, config).where("lost")
+    lost_ids = _lost_run_ids(spark, config)
+    if not lost_ids:
+        return []
     has_runs = table_exists(spark, config, "runs")
     if has_runs:
-        recorded = read_table(spark, config, "runs").select("run_id")
-        ended = [r.run_id for r in lost.join(recorded, "run_id", "left_semi").select("run_id").collect()]
-        if ended:                            # killed between its row in runs and removing its heartbeats
-            _delete_heartbeats(spark, config, ended)
-        lost = lost.join(recorded, "run_id", "left_anti")
+        recorded = {r.run_id for r in read_table(spark, config, "runs").select("run_id")
+                    .where(F.col("run_id").isin(lost_ids)).collect()}
+        if recorded:                         # killed between its row in runs and removing its heartbeats
+            _delete_heartbeats(spark, config, sorted(recorded))
+        lost_ids = [r for r in lost_ids if r not in recorded]
+        if not lost_ids:
+            return []
+    beats = read_table(spark, config, "run_heartbeats").where(F.col("run_id").isin(lost_ids))
+    lost = beats.groupBy("run_id").agg(F.max("heartbeat").alias("heartbeat"), F.first("job").alias("job"),
+                                       F.first("datasets").alias("datasets"), F.min("started").alias("started"),
+                                       F.first("config_hash").alias("config_hash"), F.first("config").alias("config"))
     error = F.concat(F.lit("lost: no heartbeat since "), F.col("heartbeat").cast("string"),
                      F.lit(" UTC (the run ended without recording its end: killed, out of memory or its machine lost)"))
     rows = lost.select("run_id", "job", "datasets", "started", F.col("heartbeat").alias("finished"),
                        F.lit("lost").alias("status"), error.alias("error"), "config_hash", "config",
                        *(F.lit(None).cast(RUNS_SCHEMA[c].dataType).alias(c) for c in ("counts", "metrics", "seconds"))
                        ).collect()
-    if not rows:
-        return []
     run_ids = [r.run_id for r in rows]
     found = spark.createDataFrame(rows, RUNS_SCHEMA)
     try:
@@ -422,8 +433,7 @@ SELECT run_id, job, datasets, started, finished, status, error, CAST(NULL AS TIM
 FROM {runs}
 UNION ALL
 SELECT h.run_id, h.job, h.datasets, h.started, CAST(NULL AS TIMESTAMP) AS finished,
-  CASE WHEN CAST(current_timestamp() AS DOUBLE) - CAST(h.heartbeat AS DOUBLE) > h.lost_after_s
-       THEN 'lost' ELSE 'running' END AS status,
+  CASE WHEN {LOST_RULE_SQL} THEN 'lost' ELSE 'running' END AS status,
   CAST(NULL AS STRING) AS error, h.heartbeat
 FROM (SELECT run_id, first(job) AS job, first(datasets) AS datasets, min(started) AS started,
              max(heartbeat) AS heartbeat, max(lost_after_s) AS lost_after_s
