@@ -93,11 +93,13 @@ class Sampler:
             time.sleep(0.5)
 
 
-def run_pipeline(lake: Path, dataset: str, overrides: list[str], cores: int | None = None) -> tuple[dict, dict, dict, float]:
+def run_pipeline(lake: Path, dataset: str, overrides: list[str], cores: int | None = None,
+                 source: Path | None = None) -> tuple[dict, dict, dict, float]:
     """(seconds per stage, rows per table, peak RSS per stage, wall seconds) of one pipeline run;
     with ``cores`` every process of the run (JVM, Python driver and workers) is pinned to that
-    many CPUs (taskset), so that local[1] gets one core in all, not one task slot."""
-    extra = [a for kv in overrides for a in ("--set", kv)]
+    many CPUs (taskset), so that local[1] gets one core in all, not one task slot; with
+    ``source`` it ingests that folder instead of simulating the scene."""
+    extra = [a for kv in overrides for a in ("--set", kv)] + (["--input", str(source)] if source else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     pin = ["taskset", "-c", f"0-{cores - 1}"] if cores else []
     cmd = [*pin, str(ROOT / "spark-submit.sh"), "jobs/pipeline.py", "--config", "conf/local.yaml", "--lake", str(lake),
@@ -211,6 +213,9 @@ def main() -> int:
                    help="with --compare-cores: pin local[k] to k CPUs (taskset), driver and workers included")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="write the tables as CSV files into this folder")
+    p.add_argument("--reuse-raw", action="store_true",
+                   help="ingest the scene a former call simulated into --lake (raw/scale<N>/) instead of "
+                        "simulating it again (3M pixels: ~1 h of simulation on 2 cores); its truth table is kept")
     args = p.parse_args()
     lake = Path(args.lake or tempfile.mkdtemp(prefix="bench-scale-"))
     cores = psutil.cpu_count()
@@ -218,8 +223,10 @@ def main() -> int:
     tables = []
     for size in args.sizes:
         runs = ["first"] if args.no_rerun else ["first", "rerun"]
+        raw = lake / "raw" / f"scale{size}"
+        source = raw if args.reuse_raw and raw.is_dir() else None
         for label in runs:
-            result = run_pipeline(lake, f"scale{size}", [*scene_overrides(size), *base])
+            result = run_pipeline(lake, f"scale{size}", [*scene_overrides(size), *base], source=source)
             tables.append(stage_table(size, label, *result))
             sys.stdout.write(f"--- {size:,} pixels, {label} run: {result[3]:.0f} s; rows {result[1]}\n")
             sys.stdout.write(tables[-1].to_string(index=False) + "\n")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from insarlake.faults import should_fail
-from insarlake.lake import (HEARTBEATS_SCHEMA, lake_files, read_table, reap_lost_runs, recorded_run,
-                            write_table)
+from insarlake.lake import (HEARTBEATS_SCHEMA, RUNS_SCHEMA, lake_files, read_table, reap_lost_runs,
+                            recorded_run, write_table)
 from insarlake.modelstore import ModelStore
 
 
@@ -32,6 +32,18 @@ def test_a_run_beats_while_it_lasts_and_ends_with_one_row(spark, config):
     assert [r.status for r in rows] == ["succeeded"]
     assert read_table(spark, quick, "run_heartbeats").where(f"run_id = '{run.run_id}'").count() == 0
     assert [r.status for r in _status(spark, run.run_id)] == ["succeeded"]
+
+
+def test_a_run_taken_for_lost_while_alive_keeps_one_row_its_own(spark, config):
+    """Another job's reaper recorded this run lost (its beats were silent too long, its driver
+    stalled); when the run ends, its own row replaces that one."""
+    with recorded_run(spark, config, "test", ["stalled"]) as run:
+        lost = run.row("lost", "lost: no heartbeat since ... (written by another job's reaper)")
+        write_table(spark, spark.createDataFrame([lost], RUNS_SCHEMA), config, "runs", partition_by=(),
+                    mode="append")
+        assert [r.status for r in _status(spark, run.run_id)] == ["lost"]
+    rows = spark.sql(f"SELECT status FROM insar.runs WHERE run_id = '{run.run_id}'").collect()
+    assert [r.status for r in rows] == ["succeeded"]
 
 
 def _beat(spark, config, run_id: str, dataset: str, age_s: float, lost_after_s: float = 600.0):

@@ -23,7 +23,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
@@ -126,16 +126,22 @@ def write_table(spark: SparkSession, df: DataFrame, config: Config, table: str,
     else:
         raise ValueError(f"unknown write mode {mode!r}")
     log.info("writing table %s (%s)", table, mode)
+    committed(lambda: writer.save(path), f"table {table}")
+    register_table(spark, config, table)
+
+
+def committed(commit: Callable[[], object], what: str) -> None:
+    """Run ``commit`` (one idempotent Delta commit); when another process's commit wins
+    (``is_concurrent_update``), run it again after a random pause, at most _COMMIT_ATTEMPTS times."""
     for attempt in range(_COMMIT_ATTEMPTS):
         try:
-            writer.save(path)
-            break
-        except Exception as exc:        # another process's commit won: the write is idempotent, again
+            commit()
+            return
+        except Exception as exc:
             if not is_concurrent_update(exc) or attempt + 1 == _COMMIT_ATTEMPTS:
                 raise
-            log.info("table %s: a concurrent commit (%s); writing again", table, first_line(exc))
+            log.info("%s: a concurrent commit (%s); again", what, first_line(exc))
             time.sleep(random.uniform(0.5, 2.0) * (attempt + 1))
-    register_table(spark, config, table)
 
 
 # Delta's optimistic commits: a write that loses to another process's commit on the same files
@@ -280,8 +286,17 @@ def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[s
 
 
 def _append_run(spark: SparkSession, config: Config, row: tuple) -> None:
+    """Append a run's row to ``runs``. A run that another job's reaper took for lost (its beats
+    silent past lost_after_s while it was alive, e.g. its driver stalled) loses that row, so that
+    every run keeps one row: what it says of itself at its end."""
     df = spark.createDataFrame([row], RUNS_SCHEMA)
     write_table(spark, df, config, "runs", partition_by=(), mode="append")
+    run_id = row[0]
+    if read_table(spark, config, "runs").where((F.col("run_id") == run_id) & (F.col("status") == "lost")).isEmpty():
+        return
+    committed(lambda: spark.sql(f"DELETE FROM {_delta_path_sql(config, 'runs')} "
+                                f"WHERE run_id = {_sql_literal(run_id)} AND status = 'lost'"), "table runs")
+    log.warning("run %s: its row as lost (written by another job) replaced by its own", run_id)
 
 
 class Heartbeat:
