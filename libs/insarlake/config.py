@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, get_args, get_origin, get_type_hints
 import yaml
 
 from insarlake.classify import ARCHITECTURES
-from insarlake.errors import ConfigError
+from insarlake.errors import ConfigError, first_line
 from insarlake.ingest.parse import INPUT_FORMATS, UNIT_TO_MM
 from insarlake.names import dataset_problem, identifier_problem
 
@@ -292,7 +292,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             profile = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p}: not valid YAML ({_first_line(exc)})") from None
+            raise ConfigError(f"config file {p}: not valid YAML ({first_line(exc)})") from None
         if not isinstance(profile, dict):
             raise ConfigError(f"config file {p}: must be a mapping of sections, got {type(profile).__name__}")
         data = _merge(data, profile, prefix="", origin=str(p))
@@ -306,10 +306,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             value = raw
         data = _merge(data, _nest(key.strip().split("."), value), prefix="", origin="--set")
     return _build(Config, data, prefix="")
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]
 
 
 def _nest(parts: list[str], value: Any) -> dict:

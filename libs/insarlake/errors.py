@@ -11,3 +11,10 @@ class ConfigError(InsarlakeError):
 
 class InputError(InsarlakeError):
     """A bad input file: names the file, the field and the problem."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (its type when it has none), at most 300 characters:
+    what a one-line error quotes of a library's exception (pyarrow's, Hadoop's trailers cut)."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlparse
 
-from insarlake.errors import ConfigError, InputError
+from insarlake.errors import ConfigError, InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -436,9 +436,3 @@ def storage_problem(exc: BaseException, lake: str | None = None) -> str | None:
             scheme = scheme or (where.split("://", 1)[0] if "://" in where else "this")
             return f"lake {where}: {problem.format(scheme=scheme)}"
     return None
-
-
-def first_line(exc: Exception) -> str:
-    """The first line of an exception's text, without pyarrow's long trailers."""
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]

@@ -31,7 +31,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from insarlake.config import Config
-from insarlake.files import LakeFiles, first_line, is_local_path, spark_settings
+from insarlake.errors import first_line
+from insarlake.files import LakeFiles, is_local_path, spark_settings
 from insarlake.modelstore import COMPLETE, ModelStore
 from insarlake.tracking import MlflowTracker, mlflow_wanted
 
