@@ -266,7 +266,7 @@ def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[s
     before it ends."""
     run = Run(job, config, datasets)
     log.info("run %s: job %s", run.run_id, job)
-    heartbeat = Heartbeat(spark, config, run, reap=True)
+    heartbeat = Heartbeat(spark, config, run)
     try:
         if not table_exists(spark, config, "runs"):      # so that run_status can name it from the start
             write_table(spark, spark.createDataFrame([], RUNS_SCHEMA), config, "runs", partition_by=(), mode="append")
@@ -303,12 +303,12 @@ def _append_run(spark: SparkSession, config: Config, row: tuple) -> None:
 class Heartbeat:
     """Appends ``run``'s heartbeat to ``run_heartbeats`` now (raising what the write raises: the
     lake is checked before any work), then every lake.run_heartbeat_s from a daemon thread (a
-    failed write there is logged, and tried again at the next beat). With ``reap``, the thread
-    first records the lost runs of the lake (``reap_lost_runs``), so that a job's start does not
+    failed write there is logged, and tried again at the next beat). Before its first beat the
+    thread records the lost runs of the lake (``reap_lost_runs``), so that a job's start does not
     wait for that housekeeping (~10 s of Delta reads in a new JVM)."""
 
-    def __init__(self, spark: SparkSession, config: Config, run: Run, reap: bool = False):
-        self.spark, self.config, self.run, self.reap = spark, config, run, reap
+    def __init__(self, spark: SparkSession, config: Config, run: Run):
+        self.spark, self.config, self.run = spark, config, run
         self._stopped = threading.Event()
         self._beat()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run.run_id[:8]}", daemon=True)
@@ -323,11 +323,10 @@ class Heartbeat:
 
         if not is_connect(self.spark):       # with the FAIR scheduler, beats never wait behind a long stage
             self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "insarlake_heartbeat")
-        if self.reap:
-            try:
-                reap_lost_runs(self.spark, self.config)
-            except Exception as exc:         # housekeeping: never what stops a job
-                log.warning("lost runs not recorded: %s", first_line(exc))
+        try:
+            reap_lost_runs(self.spark, self.config)
+        except Exception as exc:             # housekeeping: never what stops a job
+            log.warning("lost runs not recorded: %s", first_line(exc))
         while not self._stopped.wait(self.config.lake.run_heartbeat_s):
             try:
                 self._beat()
