@@ -53,7 +53,7 @@ def main() -> int:
                          "val_mse_last": result["history"][-1]["val_mse"]})
             sys.stdout.write(f"{rows[-1]}\n")
             sys.stdout.flush()
-        prepared.members.unpersist()
+        prepared.release()
     table = pd.DataFrame(rows)
     table["ratio_to_first"] = table.seconds_per_epoch / table.seconds_per_epoch.iloc[0]
     sys.stdout.write(f"{args.model} on {args.dataset} ({prepared.pixels} pixels), {args.epochs} epochs each:\n")

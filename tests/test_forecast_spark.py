@@ -21,8 +21,9 @@ from insarlake.temporal.softdtw import fill_missing
 
 @pytest.fixture(scope="module")
 def forecast_config(config):
+    # pixels_per_task: the 5,000-pixel scene in 4 partitions, more than the 2 cores
     return replace(config, forecast=replace(config.forecast, models=["dapf", "gru"], max_epochs=2, patience=2,
-                                            nodes_per_subgraph=600, samples=16, input_epochs=12, horizon_epochs=4,
+                                            nodes_per_subgraph=600, samples=16, pixels_per_task=1500, input_epochs=12, horizon_epochs=4,
                                             threads_per_process=1))
 
 
@@ -140,7 +141,7 @@ def test_training_sample_is_bounded_and_the_same_for_a_seed(spark, forecast_conf
         assert len(prepared.train_ids) == prepared.subgraphs     # the default samples all of a small scene
     finally:
         for p in (a, b):
-            p.members.unpersist()
+            p.release()
 
 
 def test_forecasts_are_the_same_for_one_or_three_partitions(spark, forecast_config, forecasted, prepared):
@@ -155,6 +156,29 @@ def test_forecasts_are_the_same_for_one_or_three_partitions(spark, forecast_conf
         out.append(rows.toPandas().sort_values(["pixel_id", "horizon"]).reset_index(drop=True))
     assert len(out[0]) == prepared.pixels * cfg.horizon_epochs
     pd.testing.assert_frame_equal(out[0], out[1])
+
+
+def test_per_subgraph_work_reads_the_cached_rows_without_a_shuffle(spark, forecast_config, forecasted, tmp_path):
+    from insarlake.forecast.model import ForecastModel
+    from insarlake.forecast.stage import forecast_future, task_count
+
+    model = forecast_store(forecast_config, "sim", "dapf").load_latest(ForecastModel.load)
+    # its own prepare: equal plans share one cache entry, which another fixture's release drops
+    prepared = prepare(spark, forecast_config, "sim", LakeFiles(str(tmp_path / "prep")))
+    try:
+        rows = forecast_future(prepared, model, forecast_config.forecast, "sim", "r")
+        plan = rows._jdf.queryExecution().executedPlan().toString()
+        above_cache = plan[:plan.index("InMemoryTableScan")]     # the nodes between the result and the cache
+        assert "Exchange" not in above_cache and "Sort " not in above_cache, plan
+        tasks = task_count(spark, prepared.pixels, forecast_config.forecast)
+        assert tasks == 4 and prepared.members.rdd.getNumPartitions() == tasks
+        assert rows.count() == prepared.pixels * forecast_config.forecast.horizon_epochs
+    finally:
+        prepared.release()
+    # one partition per pixels_per_task pixels once that outnumbers the cores
+    cfg = replace(forecast_config.forecast, pixels_per_task=1000)
+    assert task_count(spark, 10_500, cfg) == max(11, spark.sparkContext.defaultParallelism)
+    assert task_count(spark, 10, cfg) == spark.sparkContext.defaultParallelism
 
 
 def test_two_processes_train_as_one(spark, forecast_config, prepared):

@@ -218,6 +218,7 @@ class ForecastConfig:
     graph_cell_km: float
     nodes_per_subgraph: int
     halo_hops: int
+    pixels_per_task: int
     train_subgraphs: int
     batch_parts: int
     windows_per_part: int
@@ -521,7 +522,8 @@ def _check_forecast(f: ForecastConfig) -> None:
     if "dapf" not in f.models or any(m not in NEURAL_MODELS for m in f.models) or len(set(f.models)) != len(f.models):
         raise ConfigError(f"config key 'forecast.models' must list distinct models of {', '.join(NEURAL_MODELS)}, "
                           f"dapf included; got {f.models!r}")
-    for key in ("input_epochs", "horizon_epochs", "graph_k", "nodes_per_subgraph", "train_subgraphs", "batch_parts",
+    for key in ("input_epochs", "horizon_epochs", "graph_k", "nodes_per_subgraph", "pixels_per_task",
+                "train_subgraphs", "batch_parts",
                 "windows_per_part", "max_epochs", "patience", "num_processes", "threads_per_process", "samples",
                 "plot_pixels"):
         if getattr(f, key) < 1:

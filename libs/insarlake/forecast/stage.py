@@ -12,6 +12,11 @@ one's ``halo_hops``-hop halo. Every subgraph row carries its neighbours (``nbr``
 subgraph), so a subgraph's edges and halo travel with it. Training reads a bounded, seeded sample of
 ``train_subgraphs`` subgraphs (Parquet shards written by Spark); forecasting and evaluation run per
 subgraph in Spark.
+
+Partitions: the cell tasks and the subgraph rows are hash-partitioned into ``tasks`` partitions,
+one per ``forecast.pixels_per_task`` pixels (at least Spark's default parallelism), so a task's
+share stays bounded as the scene grows. ``Prepared.members`` is cached partitioned and sorted by
+subgraph: forecasting and evaluation group it by subgraph without another shuffle.
 """
 from __future__ import annotations
 
@@ -63,17 +68,26 @@ class Prepared:
     norm: Normalisation
     dates: list                    # (T,) dt.date
     t_years: np.ndarray            # (T,) years since the first epoch
-    members: DataFrame             # subgraph, pixel_id, slot, core, nbr, coords (normalised), series (gap-free mm)
+    members: DataFrame             # subgraph, pixel_id, slot, core, nbr, coords (normalised), series (gap-free mm);
+                                   # partitioned and sorted by subgraph, over a cached frame (``release``)
     shards: LakeFiles              # the training sample: Parquet by part (its core nodes), in the lake
     train_parts: dict              # {part: nodes} of the training sample
     train_ids: tuple               # (P,) subgraph id of each part of the training sample
     pixels: int
     edges: int                     # directed edges of the symmetric graph (each undirected edge twice)
     subgraphs: int
+    cached: DataFrame | None = None   # the persisted frame under ``members``
+
+    def release(self) -> None:
+        """Drop the cached subgraph rows."""
+        if self.cached is not None:
+            self.cached.unpersist()
 
 
-def gap_free(pixels: DataFrame, centre: tuple[float, float]) -> DataFrame:
-    """pixel_id, x_km, y_km, height, series (gap-free mm; NaN epochs interpolated as in TSKM)."""
+def gap_free(pixels: DataFrame, centre: tuple[float, float], horizon: int, t1: int) -> DataFrame:
+    """pixel_id, lon, lat, x_km, y_km, height, series (gap-free mm; NaN epochs interpolated as in
+    TSKM), and the parts of the normalisation's scale_mm: change_count and change_sumsq (count and
+    sum of squares, mm^2, of the pixel's ``horizon``-epoch changes over the epochs before ``t1``)."""
     lon0, lat0 = centre
 
     def fill(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -85,17 +99,28 @@ def gap_free(pixels: DataFrame, centre: tuple[float, float]) -> DataFrame:
             if bad.any():
                 raise InputError(f"pixels: pixel {b['pixel_id'].to_numpy()[bad][0]} has no valid displacement; "
                                  "forecasting needs at least one")
+            series = fill_missing(raw)
+            count, sumsq = change_moments(series, horizon, t1)
             x_m, y_m = to_local_m(b["lon"].to_numpy(), b["lat"].to_numpy(), lon0, lat0)
             yield pd.DataFrame({"pixel_id": b["pixel_id"].to_numpy(), "lon": b["lon"].to_numpy(),
                                 "lat": b["lat"].to_numpy(), "x_km": x_m / 1000.0, "y_km": y_m / 1000.0,
-                                "height": b["height"].to_numpy(np.float64), "series": list(fill_missing(raw))})
+                                "height": b["height"].to_numpy(np.float64), "series": list(series),
+                                "change_count": np.full(len(series), count, np.int64), "change_sumsq": sumsq})
 
     schema = ("pixel_id string, lon double, lat double, x_km double, y_km double, height double, "
-              "series array<double>")
+              "series array<double>, change_count long, change_sumsq double")
     return pixels.select("pixel_id", "lon", "lat", "height", "disp").mapInPandas(fill, schema)
 
 
-def subgraph_members(points: DataFrame, cfg: ForecastConfig) -> DataFrame:
+def task_count(spark: SparkSession, n_pixels: int, cfg: ForecastConfig) -> int:
+    """Partitions of the graph's cell tasks and of the subgraph rows: one per
+    ``cfg.pixels_per_task`` pixels, at least Spark's default parallelism."""
+    from insarlake.spark import default_parallelism
+
+    return max(default_parallelism(spark), math.ceil(n_pixels / cfg.pixels_per_task))
+
+
+def subgraph_members(points: DataFrame, cfg: ForecastConfig, tasks: int) -> DataFrame:
     """From ``points`` (pixel_id, lon, lat): subgraph (id "<cell x>_<cell y>_<part>"), pixel_id,
     slot (position in the subgraph: its own pixels first, then its halo), core (its own pixel; every
     pixel is core in exactly one subgraph), nbr (slots of the pixel's graph neighbours within the
@@ -104,7 +129,9 @@ def subgraph_members(points: DataFrame, cfg: ForecastConfig) -> DataFrame:
     One task per square cell of graph_cell_km (cells are at least that wide at the scene's highest
     latitude) gets the cell's pixels and every pixel of the 8 neighbouring cells within
     (halo_hops + 1) x graph_max_distance_m of it (per axis, a superset), which makes the kNN graph,
-    its METIS parts and their halos exact (``graph.cell_subgraphs``)."""
+    its METIS parts and their halos exact (``graph.cell_subgraphs``). The cells are spread over
+    ``tasks`` partitions (their input is small, their kNN and METIS work is not: Spark's adaptive
+    coalescing would leave a few tasks)."""
     abs_lat = points.agg(F.max(F.abs("lat"))).first()[0]
     cos_lat = max(math.cos(math.radians(abs_lat)), 1e-6)
     cell_lat = math.degrees(cfg.graph_cell_km * 1000.0 / EARTH_RADIUS_M)
@@ -151,7 +178,8 @@ def subgraph_members(points: DataFrame, cfg: ForecastConfig) -> DataFrame:
                                         "nbr": neighbour_lists(local, nodes.size)}))
         return pd.concat(frames, ignore_index=True)
 
-    return copies.groupBy("cell_x", "cell_y").applyInPandas(one, _MEMBERS_SCHEMA)
+    return (copies.repartition(tasks, "cell_x", "cell_y").groupBy("cell_x", "cell_y")
+            .applyInPandas(one, _MEMBERS_SCHEMA))
 
 
 def subgraph_arrays(group: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -183,30 +211,36 @@ def prepare(spark: SparkSession, config: Config, dataset: str, folder: LakeFiles
     # Exact (decimal) sums, so the statistics are the same to the last bit whatever the
     # partitioning and the order of the sums: a saved model's normalisation then matches a re-run's.
     centre = pixels.agg(*[F.avg(F.col(c).cast(_EXACT)).cast("double") for c in ("lon", "lat")]).first()
-    points = gap_free(pixels, (float(centre[0]), float(centre[1])))
-    H, t1 = split.horizon, split.t1
+    points = gap_free(pixels, (float(centre[0]), float(centre[1])), split.horizon, split.t1)
+    tasks = task_count(spark, n_pixels, cfg)
+    members = subgraph_members(pixels.select("pixel_id", "lon", "lat"), cfg, tasks)
+    graph = (members.repartition(tasks, "pixel_id").join(points.drop("lon", "lat").repartition(tasks, "pixel_id"),
+                                                         "pixel_id")
+             .repartition(tasks, "subgraph").sortWithinPartitions("subgraph", "slot")
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        return _prepared(spark, cfg, dataset, folder, graph, split, dates, t_years, n_pixels, tasks)
+    except BaseException:
+        graph.unpersist()
+        raise
+
+
+def _prepared(spark: SparkSession, cfg: ForecastConfig, dataset: str, folder: LakeFiles, graph: DataFrame,
+              split: WindowSplit, dates: list, t_years: np.ndarray, n_pixels: int, tasks: int) -> Prepared:
+    """``prepare``'s second half on the cached subgraph rows ``graph`` (``gap_free``'s columns by
+    subgraph): normalisation, counts, the training sample."""
     coord_cols = ("x_km", "y_km", "height")
-
-    def moments(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        """Per pixel: its coordinates (NaN height: missing) and the parts of scale_mm (count and
-        sum of squares of its H-epoch changes over the training epochs)."""
-        for b in batches:
-            if b.empty:
-                continue
-            count, sumsq = change_moments(np.stack(b["series"].to_numpy()), H, t1)
-            out = b[list(coord_cols)].astype(np.float64)
-            out["count"], out["sumsq"] = np.int64(count), sumsq
-            yield out
-
-    schema = ", ".join([f"{c} double" for c in coord_cols] + ["count long", "sumsq double"])
-    per_pixel = points.mapInPandas(moments, schema)
+    core = graph.where("core")
     finite = {c: F.when(~F.isnan(c), F.col(c)) for c in coord_cols}
-    total = per_pixel.agg(
+    total = core.agg(          # fills the cache; every pixel is core in one subgraph
+        F.count("*").alias("pixels"), F.sum(F.size("nbr")).alias("edges"),
         *[F.count(finite[c]).cast("double").alias(f"{c}_n") for c in coord_cols],
         *[F.sum(finite[c].cast(_EXACT)).cast("double").alias(f"{c}_s") for c in coord_cols],
         *[F.sum((finite[c] * finite[c]).cast(_EXACT)).cast("double").alias(f"{c}_s2") for c in coord_cols],
-        F.sum("count").alias("count"), F.sum(F.col("sumsq").cast(_EXACT)).cast("double").alias("sumsq"),
+        F.sum("change_count").alias("count"), F.sum(F.col("change_sumsq").cast(_EXACT)).cast("double").alias("sumsq"),
     ).first().asDict()
+    if total["pixels"] != n_pixels:
+        raise RuntimeError(f"forecast graph: {total['pixels']} pixels in subgraphs for {n_pixels} pixels")
     mean, std = [], []
     for c in coord_cols:
         n = total[f"{c}_n"] or 0.0
@@ -222,25 +256,24 @@ def prepare(spark: SparkSession, config: Config, dataset: str, folder: LakeFiles
 
     coords = F.array(*[((F.coalesce(F.col(c), F.lit(mu)) - mu) / sd).cast("float")
                        for c, mu, sd in zip(coord_cols, mean, std)])
-    members = (subgraph_members(pixels.select("pixel_id", "lon", "lat"), cfg)
-               .join(points.select("pixel_id", coords.alias("coords"), "series"), "pixel_id")
-               .persist(StorageLevel.MEMORY_AND_DISK))
-    counts = members.where("core").agg(F.count("*"), F.sum(F.size("nbr")), F.countDistinct("subgraph")).first()
-    if counts[0] != n_pixels:
-        raise RuntimeError(f"forecast graph: {counts[0]} pixels in subgraphs for {n_pixels} pixels")
-    log.info("forecast graph: %d pixels, %d edges (k %d within %.0f m), %d subgraphs", n_pixels, counts[1],
-             cfg.graph_k, cfg.graph_max_distance_m, counts[2])
-
-    chosen = (members.where("core").groupBy("subgraph").count()
-              .orderBy(F.xxhash64(F.lit(cfg.seed), "subgraph"), "subgraph").limit(cfg.train_subgraphs).collect())
+    members = graph.select("subgraph", "pixel_id", "slot", "core", "nbr", coords.alias("coords"), "series")
+    sizes = core.groupBy("subgraph").count().persist()        # one row per subgraph, one pass over the rows
+    try:
+        n_subgraphs = sizes.count()
+        chosen = (sizes.orderBy(F.xxhash64(F.lit(cfg.seed), "subgraph"), "subgraph").limit(cfg.train_subgraphs)
+                  .collect())
+    finally:
+        sizes.unpersist()
+    log.info("forecast graph: %d pixels, %d edges (k %d within %.0f m), %d subgraphs in %d partitions", n_pixels,
+             total["edges"], cfg.graph_k, cfg.graph_max_distance_m, n_subgraphs, tasks)
     sample = spark.createDataFrame([(r[0], i) for i, r in enumerate(chosen)], "subgraph string, part int")
     (members.where("core").join(F.broadcast(sample), "subgraph").select("part", "slot", "coords", "series", "nbr")
      .write.mode("overwrite").partitionBy("part").parquet(folder.uri("parts")))
-    log.info("forecast training sample: %d of %d subgraphs, %d pixels", len(chosen), counts[2],
+    log.info("forecast training sample: %d of %d subgraphs, %d pixels", len(chosen), n_subgraphs,
              sum(r[1] for r in chosen))
     return Prepared(dataset, split, norm, dates, t_years, members, folder.sub("parts"),
-                    {i: int(r[1]) for i, r in enumerate(chosen)}, tuple(r[0] for r in chosen), int(counts[0]),
-                    int(counts[1] or 0), int(counts[2]))
+                    {i: int(r[1]) for i, r in enumerate(chosen)}, tuple(r[0] for r in chosen), n_pixels,
+                    int(total["edges"] or 0), n_subgraphs, cached=graph)
 
 
 def train(prepared: Prepared, cfg: ForecastConfig, name: str) -> dict:
@@ -413,7 +446,7 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
         return replace(result, outputs=files.uri("outputs", dataset, run.run_id))
     finally:
         if prepared is not None:
-            prepared.members.unpersist()
+            prepared.release()
         work.discard()
 
 
