@@ -15,7 +15,13 @@ a + b x 10^8 x cores / 100 (the per-pixel work spread over 100 cores, the fixed 
 here, e.g. training on its bounded sample). With --compare-cores N it also re-runs size N (models
 reused) with local[1] and local[2] and prints the speed-up per stage and of the wall time.
 
+With --standalone the sizes run on a standalone cluster started here (one worker with every core):
+the driver has its own JVM, as on a real cluster, so its memory is measured apart from the
+executors' (in local mode the executors' blocks live in the driver's JVM); the executor JVM's
+peak is the column exec_jvm_mb and its Python workers count as the workers.
+
     .venv/bin/python benchmarks/scale.py --sizes 100000 300000 1000000 [--compare-cores 300000]
+    .venv/bin/python benchmarks/scale.py --sizes 100000 1000000 --standalone
     make bench-scale
 """
 from __future__ import annotations
@@ -36,6 +42,9 @@ import numpy as np
 import pandas as pd
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "libs"))
+from insarlake.standalone import Standalone  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_PIXELS, DEMO_SIDE_KM = 30_000, 20.0
 DEMO_SOURCES = {"subsidence": 3, "uplift": 1, "landslide": 3, "tunnel": 1, "postseismic": 1}
@@ -44,6 +53,9 @@ _STAGE = re.compile(r"stage (\S+) \.\.\.")
 # Stages that work on bounded samples (TSKM fit, classifier and forecaster training): with a single
 # size the cost model counts them as fixed costs.
 BOUNDED_STAGES = ("tskm_fit", ".train")
+# the processes whose peak RSS is sampled: the driver's JVM (in local mode the executors' too), the
+# Python driver, the largest other Python process, and a standalone cluster's executor JVM
+PEAKS = ("jvm", "python_driver", "python_worker", "executor_jvm")
 
 
 def scene_overrides(n_pixels: int) -> list[str]:
@@ -58,33 +70,39 @@ def scene_overrides(n_pixels: int) -> list[str]:
 
 class Sampler:
     """Peak RSS (bytes) per stage of the JVM, the Python driver and the largest other Python
-    process under one process tree."""
+    process under one process tree; with ``executor_pids`` (standalone workers) also the largest
+    JVM under those (the executor), and their Python processes count as workers."""
 
-    def __init__(self, root_pid: int):
+    def __init__(self, root_pid: int, executor_pids: list[int] | tuple = ()):
         self.root = psutil.Process(root_pid)
+        self.executors = [psutil.Process(pid) for pid in executor_pids]
         self.stage = "start"
         self.peaks: dict[str, dict[str, int]] = {}
         self.done = threading.Event()
 
     def _sample(self) -> None:
-        jvm = driver = worker = 0
+        jvm = driver = worker = executor = 0
         try:
             procs = [self.root, *self.root.children(recursive=True)]
+            remote = [c for e in self.executors for c in e.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
-        for p in procs:
+        for p in procs + remote:
             try:
                 name, cmd, rss = p.name(), " ".join(p.cmdline()), p.memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            if name == "java":
+            if name == "java" and p in remote:
+                executor = max(executor, rss)
+            elif name == "java":
                 jvm = max(jvm, rss)
             elif "python" in name and "jobs/pipeline.py" in cmd:
                 driver = max(driver, rss)
             elif "python" in name:
                 worker = max(worker, rss)
-        peak = self.peaks.setdefault(self.stage, {"jvm": 0, "python_driver": 0, "python_worker": 0})
-        for key, value in (("jvm", jvm), ("python_driver", driver), ("python_worker", worker)):
+        peak = self.peaks.setdefault(self.stage, {key: 0 for key in PEAKS})
+        for key, value in (("jvm", jvm), ("python_driver", driver), ("python_worker", worker),
+                           ("executor_jvm", executor)):
             peak[key] = max(peak[key], value)
 
     def run(self) -> None:
@@ -94,20 +112,25 @@ class Sampler:
 
 
 def run_pipeline(lake: Path, dataset: str, overrides: list[str], cores: int | None = None,
-                 source: Path | None = None) -> tuple[dict, dict, dict, float]:
+                 source: Path | None = None, cluster: tuple[list[str], list[int]] | None = None
+                 ) -> tuple[dict, dict, dict, float]:
     """(seconds per stage, rows per table, peak RSS per stage, wall seconds) of one pipeline run;
     with ``cores`` every process of the run (JVM, Python driver and workers) is pinned to that
     many CPUs (taskset), so that local[1] gets one core in all, not one task slot; with
-    ``source`` it ingests that folder instead of simulating the scene."""
+    ``source`` it ingests that folder instead of simulating the scene; with ``cluster``
+    (spark-submit options, worker pids) it runs on a standalone cluster."""
     extra = [a for kv in overrides for a in ("--set", kv)] + (["--input", str(source)] if source else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
+    submit, workers = cluster or ([], [])
+    if cluster:
+        env["PYSPARK_PYTHON"] = sys.executable          # the executors run on this host, in this venv
     pin = ["taskset", "-c", f"0-{cores - 1}"] if cores else []
-    cmd = [*pin, str(ROOT / "spark-submit.sh"), "jobs/pipeline.py", "--config", "conf/local.yaml", "--lake", str(lake),
-           "--dataset", dataset, *extra]
+    cmd = [*pin, str(ROOT / "spark-submit.sh"), *submit, "jobs/pipeline.py", "--config", "conf/local.yaml",
+           "--lake", str(lake), "--dataset", dataset, *extra]
     t0 = time.perf_counter()
     # spark-submit merges the Python driver's stderr (its log) into stdout: one stream to follow
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sampler = Sampler(proc.pid)
+    sampler = Sampler(proc.pid, workers)
     thread = threading.Thread(target=sampler.run, daemon=True)
     thread.start()
     lines: list[str] = []
@@ -141,15 +164,14 @@ def stage_table(size: int, label: str, seconds: dict, rows: dict, peaks: dict, w
     mb = 1024 ** 2
     records = [{"pixels": size, "run": label, "stage": stage, "seconds": sec,
                 **{k: round(v / mb) for k, v in peaks.get(stage, {}).items()}} for stage, sec in seconds.items()]
-    total = {k: round(max((p.get(k, 0) for p in peaks.values()), default=0) / mb)
-             for k in ("jvm", "python_driver", "python_worker")}
+    total = {k: round(max((p.get(k, 0) for p in peaks.values()), default=0) / mb) for k in PEAKS}
     records.append({"pixels": size, "run": label, "stage": "TOTAL (wall)", "seconds": round(wall, 1), **total})
     # the issue's end-to-end figure runs from ingest to forecasts: the wall time less the simulation
     simulate = sum(sec for stage, sec in seconds.items() if stage.startswith("simulate."))
     records.append({"pixels": size, "run": label, "stage": "INGEST TO FORECASTS (wall - simulate)",
                     "seconds": round(wall - simulate, 1)})
     table = pd.DataFrame(records).rename(columns={"jvm": "jvm_mb", "python_driver": "py_driver_mb",
-                                                  "python_worker": "py_worker_mb"})
+                                                  "python_worker": "py_worker_mb", "executor_jvm": "exec_jvm_mb"})
     table.attrs["rows"] = rows
     return table
 
@@ -201,6 +223,21 @@ def compare_cores(lake: Path, n: int, base: list[str], tables: list[pd.DataFrame
                      + table.to_string(float_format=lambda v: f"{v:.2f}") + "\n")
 
 
+def run_size(lake: Path, size: int, base: list[str], no_rerun: bool = False, reuse_raw: bool = False,
+             cluster: tuple[list[str], list[int]] | None = None) -> list[pd.DataFrame]:
+    """The stage tables of the first run (and the re-run) of the ``size``-pixel scene, printed as they end."""
+    raw = lake / "raw" / f"scale{size}"
+    source = raw if reuse_raw and raw.is_dir() else None
+    tables = []
+    for label in ["first"] if no_rerun else ["first", "rerun"]:
+        result = run_pipeline(lake, f"scale{size}", [*scene_overrides(size), *base], source=source, cluster=cluster)
+        tables.append(stage_table(size, label, *result))
+        sys.stdout.write(f"--- {size:,} pixels, {label} run: {result[3]:.0f} s; rows {result[1]}\n")
+        sys.stdout.write(tables[-1].to_string(index=False) + "\n")
+        sys.stdout.flush()
+    return tables
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="*", default=[100_000, 300_000, 1_000_000],
@@ -211,6 +248,11 @@ def main() -> int:
                    help="also re-run N pixels (models reused) with local[1] and local[2]; print the speed-ups")
     p.add_argument("--pin", action="store_true",
                    help="with --compare-cores: pin local[k] to k CPUs (taskset), driver and workers included")
+    p.add_argument("--standalone", action="store_true",
+                   help="run the sizes on a standalone cluster started here (one worker with every core): "
+                        "the driver in its own JVM, measured apart from the executor")
+    p.add_argument("--driver-memory", default="4g", help="with --standalone: the driver JVM's heap")
+    p.add_argument("--executor-memory", default="10g", help="with --standalone: the executor's heap")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     p.add_argument("--out", default=None, help="write the tables as CSV files into this folder")
     p.add_argument("--reuse-raw", action="store_true",
@@ -220,17 +262,19 @@ def main() -> int:
     lake = Path(args.lake or tempfile.mkdtemp(prefix="bench-scale-"))
     cores = psutil.cpu_count()
     base = ["forecast.evaluate=false", *args.overrides]
+    cluster, standalone = None, None
+    if args.standalone and args.sizes:
+        standalone = Standalone(Path(tempfile.mkdtemp(prefix="bench-standalone-")))
+        worker = standalone.start_worker(cores=cores, memory=args.executor_memory)
+        cluster = (["--master", standalone.url, "--driver-memory", args.driver_memory,
+                    "--conf", f"spark.executor.memory={args.executor_memory}"], [worker.pid])
     tables = []
-    for size in args.sizes:
-        runs = ["first"] if args.no_rerun else ["first", "rerun"]
-        raw = lake / "raw" / f"scale{size}"
-        source = raw if args.reuse_raw and raw.is_dir() else None
-        for label in runs:
-            result = run_pipeline(lake, f"scale{size}", [*scene_overrides(size), *base], source=source)
-            tables.append(stage_table(size, label, *result))
-            sys.stdout.write(f"--- {size:,} pixels, {label} run: {result[3]:.0f} s; rows {result[1]}\n")
-            sys.stdout.write(tables[-1].to_string(index=False) + "\n")
-            sys.stdout.flush()
+    try:
+        for size in args.sizes:
+            tables += run_size(lake, size, base, no_rerun=args.no_rerun, reuse_raw=args.reuse_raw, cluster=cluster)
+    finally:
+        if standalone is not None:
+            standalone.stop()
     if not tables:
         if args.compare_cores:
             compare_cores(lake, args.compare_cores, base, tables, pin=args.pin)

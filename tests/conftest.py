@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from insarlake.config import load_config
+from insarlake.standalone import free_port  # noqa: F401  (tests import it from here)
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED = PROJECT.parent / "shared"
@@ -81,14 +82,6 @@ def sim_scene(spark, config, tmp_path_factory):
     simulated = run_simulate(spark, config, "sim", raw_path(config, "sim"), Run("simulate", config))
     ingested = run_ingest(spark, config, raw_path(config, "sim"), "sim", Run("ingest", config))
     return simulated, ingested
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

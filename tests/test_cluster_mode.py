@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from conftest import PROJECT, SMALL_SCENE, free_port
+from conftest import PROJECT, SMALL_SCENE
+from insarlake.standalone import Standalone
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -33,57 +33,6 @@ COMPARED = {"clusters": (["pixel_id"], ["tskm_label", "cluster_id", "is_core"]),
             "hotspots": (["method", "hotspot_id"], ["n_pixels", "center_lon", "center_lat", "standard_distance_km",
                                                    "mean_velocity", "retained"]),
             "forecasts": (["pixel_id", "horizon"], ["mean", "p05", "p50", "p95"])}
-
-
-def _wait_for(path: Path, text: str, process: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while text not in path.read_text(errors="replace"):
-        assert process.poll() is None, path.read_text(errors="replace")[-3000:]
-        assert time.monotonic() < deadline, f"{text!r} not in {path} after {seconds} s"
-        time.sleep(0.5)
-
-
-class Standalone:
-    """A standalone cluster started from pyspark's own distribution: master URL, worker processes."""
-
-    def __init__(self, folder: Path):
-        import pyspark
-
-        home = Path(pyspark.__file__).parent
-        self.folder, self.spark_class = folder, str(home / "bin" / "spark-class")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
-        self.env.update(SPARK_HOME=str(home), PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
-        self.processes: list[subprocess.Popen] = []
-        self.workers: list[subprocess.Popen] = []
-        port = free_port()
-        self.url = f"spark://127.0.0.1:{port}"
-        master, log = self._start("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                  "--port", str(port), "--webui-port", str(free_port()))
-        _wait_for(log, "I have been elected leader", master)
-
-    def _start(self, name: str, *args: str) -> tuple[subprocess.Popen, Path]:
-        log = self.folder / f"{name}.log"
-        with open(log, "w") as out:
-            process = subprocess.Popen([self.spark_class, *args], stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                       start_new_session=True)
-        self.processes.append(process)
-        return process, log
-
-    def start_worker(self) -> subprocess.Popen:
-        """One more worker (1 core, 2 GB, its own work folder), once registered with the master."""
-        i = len(self.workers)
-        worker, log = self._start(f"worker{i}", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                                  "--cores", "1", "--memory", "2g", "--work-dir", str(self.folder / f"work{i}"),
-                                  "--webui-port", str(free_port()), self.url)
-        _wait_for(log, "Successfully registered with master", worker)
-        self.workers.append(worker)
-        return worker
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
