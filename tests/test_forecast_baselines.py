@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from insarlake.forecast import CLASSICAL_MODELS, NEURAL_MODELS
+from insarlake.forecast import CLASSICAL_MODELS, NEURAL_MODELS, RECORD_MODELS
 from insarlake.forecast import baselines as bl
 from insarlake.forecast.batch import GraphBatch
 
@@ -34,7 +34,7 @@ T_OUT = np.array([1.0, 2.0])
 
 
 def test_names_match_the_package():
-    assert bl.CLASSICAL == CLASSICAL_MODELS
+    assert bl.CLASSICAL == CLASSICAL_MODELS and bl.RECORD_BASELINES == RECORD_MODELS
     assert set(bl.NEURAL) == set(NEURAL_MODELS) - {"dapf"}
 
 
@@ -70,6 +70,42 @@ def test_classical_shapes_and_dispatch():
     np.testing.assert_array_equal(bl.linear_trend(history[:, -1:], t_in[-1:], t_out), np.repeat(history[:, -1:], 3, 1))
     # historical average repeats the window mean
     np.testing.assert_allclose(bl.historical_average(history, t_in, t_out)[:, 2], history.mean(axis=1))
+
+
+def test_harmonic_trend_continues_a_trend_with_an_annual_cycle_exactly():
+    # three years of 12-day epochs; pixel 0: 2 - 5 t + 3 sin 2πt - 1.5 cos 2πt; pixel 1: the same
+    # plus 7 mm everywhere (the intercept takes it); pixel 2: plus a step of 4 mm in its last 6 epochs
+    t = np.arange(0, 3.0, 12 / 365.25)
+    t_out = t[-1] + np.array([12, 24, 36]) / 365.25
+
+    def truth(x):
+        return 2 - 5 * x + 3 * np.sin(2 * np.pi * x) - 1.5 * np.cos(2 * np.pi * x)
+
+    step = np.where(np.arange(len(t)) >= len(t) - 6, 4.0, 0.0)
+    record = np.stack([truth(t), truth(t) + 7.0, truth(t) + step])
+    out = bl.harmonic_trend(record, t, t_out, 6)
+    np.testing.assert_allclose(out[0], truth(t_out), atol=1e-9)
+    np.testing.assert_allclose(out[1], truth(t_out) + 7.0, atol=1e-9)
+    # least squares is linear in the record: the step's forecast adds to the model's
+    np.testing.assert_allclose(out[2], truth(t_out) + bl.harmonic_trend(step[None], t, t_out, 6)[0], atol=1e-9)
+    # the window's mean residual carries the step forward: its forecast is closer to +4 than the fit alone
+    fit_alone = bl.harmonic_trend(step[None], t, t_out, len(t))[0]
+    assert np.all(np.abs(bl.harmonic_trend(step[None], t, t_out, 6)[0] - 4.0) < np.abs(fit_alone - 4.0))
+    # a window of every epoch: the mean residual of a least-squares fit with an intercept is 0
+    fit = bl.harmonic_trend(record, t, t_out, len(t))
+    X = bl.harmonic_design(t)
+    coef = np.linalg.solve(X.T @ X, X.T @ record[2])
+    np.testing.assert_allclose(fit[2], bl.harmonic_design(t_out) @ coef, atol=1e-9)
+
+
+def test_harmonic_trend_bad_input():
+    t = np.arange(8.0) / 10
+    with pytest.raises(ValueError, match="window_len"):
+        bl.harmonic_trend(np.zeros((2, 8)), t, np.array([1.0]), 9)
+    with pytest.raises(ValueError, match="t_out"):
+        bl.harmonic_trend(np.zeros((2, 8)), t, np.array([0.5]), 4)
+    with pytest.raises(ValueError, match="NaN"):
+        bl.harmonic_trend(np.full((2, 8), np.nan), t, np.array([1.0]), 4)
 
 
 def test_classical_bad_input():

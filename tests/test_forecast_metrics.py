@@ -125,3 +125,18 @@ def test_histogram_quantile_is_within_one_bin_of_numpy_and_adds_over_parts():
         fm.histogram_quantile([0, 0], 1.0, 0.5)
     with pytest.raises(ValueError):
         fm.histogram_quantile([1, 1], 1.0, 1.0)
+
+
+def test_sums_by_column_add_up_to_the_sums_of_all_elements():
+    from insarlake.forecast.metrics import SUM_KEYS, sufficient_sums, sufficient_sums_by_column
+
+    rng = np.random.default_rng(3)
+    y, pred = rng.normal(size=(50, 6)), rng.normal(size=(50, 6))
+    columns = sufficient_sums_by_column(y, pred)
+    whole = sufficient_sums(y, pred)
+    assert set(columns) == set(SUM_KEYS) and all(v.shape == (6,) for v in columns.values())
+    for key in SUM_KEYS:           # 300 float64 terms summed in two orders: a few ulps of the magnitudes
+        assert columns[key].sum() == pytest.approx(whole[key], rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(columns["sum_e2"][2], np.sum((pred[:, 2] - y[:, 2]) ** 2), rtol=1e-14)
+    with pytest.raises(ValueError, match=r"\(n, H\)"):
+        sufficient_sums_by_column(y[:, 0], pred[:, 0])

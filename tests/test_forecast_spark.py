@@ -24,11 +24,30 @@ def forecast_config(config):
     # pixels_per_task: the 5,000-pixel scene in 4 partitions, more than the 2 cores
     return replace(config, forecast=replace(config.forecast, models=["dapf", "gru"], max_epochs=2, patience=2,
                                             nodes_per_subgraph=600, samples=16, pixels_per_task=1500, input_epochs=12, horizon_epochs=4,
-                                            threads_per_process=1))
+                                            threads_per_process=1, monitoring_horizon_days=60))
 
 
 @pytest.fixture(scope="module")
-def forecasted(spark, forecast_config, sim_scene):
+def hotspot_members(spark, forecast_config, sim_scene):
+    """Pixel ids of a retained and of a rejected hotspot of dataset sim, written to the hotspots
+    tables as the hotspots stage writes them (other columns null): the forecast metrics' hotspot
+    subset must hold the retained one's pixels only."""
+    from insarlake.hotspots.stage import HOTSPOTS_SCHEMA, PIXELS_SCHEMA
+    from insarlake.lake import write_table
+
+    ids = sorted(read_table(spark, forecast_config, "pixels", ["sim"]).select("pixel_id").toPandas().pixel_id)
+    retained, rejected = ids[:300], ids[300:500]
+    rows = [{"dataset": "sim", "run_id": "r", "method": "significant", "hotspot_id": h, "n_pixels": len(m),
+             "retained": keep} for h, m, keep in ((1, retained, True), (2, rejected, False))]
+    write_table(spark, spark.createDataFrame([tuple(r.get(f.name) for f in HOTSPOTS_SCHEMA.fields) for r in rows],
+                                             HOTSPOTS_SCHEMA), forecast_config, "hotspots", ["sim"])
+    members = [("sim", "r", h, pid) for h, m in ((1, retained), (2, rejected)) for pid in m]
+    write_table(spark, spark.createDataFrame(members, PIXELS_SCHEMA), forecast_config, "hotspot_pixels", ["sim"])
+    return set(retained)
+
+
+@pytest.fixture(scope="module")
+def forecasted(spark, forecast_config, sim_scene, hotspot_members):
     run = Run("forecast", forecast_config)
     return run, run_forecast(spark, forecast_config, "sim", run, evaluate=True)
 
@@ -71,8 +90,10 @@ def test_classical_metrics_from_spark_equal_numpy_on_the_lake_series(spark, fore
         err_p.append(window[:, -1:] - y)
         err_ha.append(window.mean(axis=1, keepdims=True) - y)
         truth.append(y)
-    metrics = read_table(spark, forecast_config, "forecast_metrics", ["sim"]).toPandas().set_index("model")
-    assert set(metrics.index) == {"dapf", "gru", "historical_average", "persistence", "linear_trend"}
+    table = read_table(spark, forecast_config, "forecast_metrics", ["sim"]).toPandas()
+    metrics = table[(table.subset == "all") & table.horizon.isna() & (table.horizon_epochs == cfg.horizon_epochs)]
+    metrics = metrics.set_index("model")
+    assert set(metrics.index) == {"dapf", "gru", "historical_average", "persistence", "linear_trend", "harmonic_trend"}
     for name, err in (("persistence", err_p), ("historical_average", err_ha)):
         e = np.concatenate(err)
         y = np.concatenate(truth)
@@ -88,6 +109,99 @@ def test_classical_metrics_from_spark_equal_numpy_on_the_lake_series(spark, fore
     assert gru.training["interval_scale"] is None
     assert np.isnan(metrics.loc["persistence", "coverage_90"])
     assert metrics.loc["dapf", "train_seconds"] > 0
+
+
+def _harmonic_reference(record: np.ndarray, t: np.ndarray, t_out: np.ndarray, window: int) -> np.ndarray:
+    """Trend + annual sinusoid by the normal equations (not lstsq), level moved by the window's mean residual."""
+    X = np.stack([np.ones_like(t), t, np.sin(2 * np.pi * t), np.cos(2 * np.pi * t)], axis=1)
+    coef = np.linalg.solve(X.T @ X, X.T @ record.T)
+    Xo = np.stack([np.ones_like(t_out), t_out, np.sin(2 * np.pi * t_out), np.cos(2 * np.pi * t_out)], axis=1)
+    return (Xo @ coef).T + (record[:, -window:] - (X[-window:] @ coef).T).mean(axis=1, keepdims=True)
+
+
+def test_metrics_per_subset_and_horizon_equal_numpy_on_the_lake_series(spark, forecast_config, forecasted, record,
+                                                                        hotspot_members):
+    ids, series, dates = record
+    cfg = forecast_config.forecast
+    split = WindowSplit.of(len(dates), cfg.input_epochs, cfg.horizon_epochs, cfg.train_share, cfg.validation_share)
+    L, H = split.input_len, split.horizon
+    t = np.array([(d - dates[0]).days / 365.25 for d in dates])
+    # the moving subset: |slope| of each pixel's line over the training epochs only (np.polyfit)
+    slope = np.polyfit(t[:split.t1], series[:, :split.t1].T, 1)[0]
+    subsets = {"all": np.ones(len(ids), bool), "moving": np.abs(slope) > cfg.moving_mm_yr,
+               "hotspot": np.isin(ids, sorted(hotspot_members))}
+    assert 0 < subsets["moving"].sum() < len(ids) and subsets["hotspot"].sum() == 300
+    errors = {"persistence": [], "harmonic_trend": []}
+    truth = []
+    for s in split.starts("test"):
+        y = series[:, s + L:s + L + H]
+        errors["persistence"].append(series[:, s + L - 1:s + L] - y)
+        errors["harmonic_trend"].append(_harmonic_reference(series[:, :s + L], t[:s + L], t[s + L:s + L + H], L) - y)
+        truth.append(y)
+    table = read_table(spark, forecast_config, "forecast_metrics", ["sim"]).toPandas()
+    table = table[table.horizon_epochs == H]
+    assert set(table.subset) == set(subsets)
+    for (model, subset), rows in table.groupby(["model", "subset"]):
+        assert sorted(rows.horizon.dropna().astype(int)) == list(range(1, H + 1)) and rows.horizon.isna().sum() == 1
+        overall, steps = rows[rows.horizon.isna()].iloc[0], rows.dropna(subset=["horizon"])
+        assert overall["values"] == steps["values"].sum()
+        # the steps' squared errors add up to the whole: rmse^2 weighted by the values (float64 sums)
+        assert overall.rmse ** 2 == pytest.approx((steps.rmse ** 2 * steps["values"]).sum() / steps["values"].sum(),
+                                                  rel=1e-9)
+    for model, err in errors.items():
+        e = np.stack(err)                                           # (windows, n, H)
+        y = np.stack(truth)
+        for subset, mask in subsets.items():
+            got = table[(table.model == model) & (table.subset == subset)].set_index("horizon", drop=False)
+            em = e[:, mask]
+            overall = got[got.horizon.isna()].iloc[0]
+            assert overall["values"] == em.size
+            assert overall.rmse == pytest.approx(np.sqrt(np.mean(em ** 2)), rel=1e-6), (model, subset)
+            assert overall.mae == pytest.approx(np.mean(np.abs(em)), rel=1e-6), (model, subset)
+            for h in range(1, H + 1):
+                row = got[got.horizon == h].iloc[0]
+                assert row.rmse == pytest.approx(np.sqrt(np.mean(em[:, :, h - 1] ** 2)), rel=1e-6), (model, subset, h)
+                assert row["values"] == em[:, :, h - 1].size
+            assert np.isfinite(y[:, mask]).all()
+    dapf = table[(table.model == "dapf") & table.horizon.isna()]
+    assert ((dapf.coverage_90 >= 0) & (dapf.coverage_90 <= 1)).all() and len(dapf) == 3
+
+
+def test_the_monitoring_horizon_is_scored_with_models_of_its_own(spark, forecast_config, forecasted, record):
+    from insarlake.forecast.model import ForecastModel
+
+    _, _, dates = record
+    cfg = forecast_config.forecast
+    cadence_days = np.median(np.diff(dates[-11:])).days
+    steps = round(cfg.monitoring_horizon_days / cadence_days)
+    assert steps == 10 != cfg.horizon_epochs
+    table = read_table(spark, forecast_config, "forecast_metrics", ["sim"]).toPandas()
+    assert set(table.horizon_epochs) == {cfg.horizon_epochs, steps}
+    long = table[table.horizon_epochs == steps]
+    assert set(long.model) == set(table[table.horizon_epochs == cfg.horizon_epochs].model)
+    assert sorted(long.horizon.dropna().astype(int).unique()) == list(range(1, steps + 1))
+    # its models are saved apart; the product's DAPF keeps its horizon
+    saved = forecast_store(forecast_config, "sim", f"dapf_h{steps}").load_latest(ForecastModel.load)
+    assert saved.name == "dapf" and saved.split.horizon == steps
+    assert forecast_store(forecast_config, "sim", "dapf").load_latest(ForecastModel.load).split.horizon == 4
+    # a longer horizon is harder: persistence's error grows with the steps
+    persistence = long[(long.model == "persistence") & (long.subset == "all")].dropna(subset=["horizon"])
+    assert persistence.sort_values("horizon").rmse.iloc[-1] > persistence.sort_values("horizon").rmse.iloc[0]
+
+
+def test_the_printed_table_shows_the_subsets_side_by_side(forecasted):
+    from insarlake.forecast.stage import format_table
+
+    _, result = forecasted
+    blocks = format_table(result.metrics).split("\n\n")
+    assert [b.splitlines()[0] for b in blocks] == ["horizon 4 epochs:", "horizon 10 epochs:"]
+    for block in blocks:
+        lines = block.splitlines()[1:]
+        header = lines[0].split()
+        assert header[:2] == ["model", "rmse_all"]
+        for subset in ("all", "moving", "hotspot"):
+            assert {f"rmse_{subset}", f"mae_{subset}", f"cov90_{subset}", f"n_{subset}"} <= set(header)
+        assert len(lines) == 1 + 6                                   # one row per model
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +233,7 @@ def test_subgraphs_cover_every_pixel_once_and_their_edges_equal_a_whole_scene_kn
 
 def test_training_sample_is_bounded_and_the_same_for_a_seed(spark, forecast_config, sim_scene, prepared, tmp_path):
     cfg = replace(forecast_config, forecast=replace(forecast_config.forecast, train_subgraphs=3))
-    from insarlake.classify.stage import session_conf
+    from insarlake.spark import session_conf
 
     a = prepare(spark, cfg, "sim", LakeFiles(str(tmp_path / "a")))
     with session_conf(spark, "spark.sql.files.maxPartitionBytes", "65536"):     # other partitions, sum orders

@@ -41,3 +41,19 @@ def test_future_times_continue_at_the_recent_cadence():
     t = np.r_[np.arange(20) * 6.0, 120 + np.arange(1, 12) * 12.0] / 365.25
     assert np.allclose(future_times(t, len(t), 3) * 365.25, t[-1] * 365.25 + np.array([12.0, 24.0, 36.0]))
     assert np.allclose(future_times(t, len(t) - 1, 3), np.r_[t[-1], t[-1] + np.array([12.0, 24.0]) / 365.25])
+
+
+def test_monitoring_horizon_is_six_months_at_the_record_cadence():
+    from dataclasses import replace
+
+    from insarlake.config import load_config
+    from insarlake.forecast.stage import monitoring_horizon_epochs
+
+    cfg = load_config().forecast                      # 180 days, horizon_epochs 6
+    six_days = np.arange(100) * 6 / 365.25
+    assert monitoring_horizon_epochs(cfg, six_days) == 30
+    twelve_days = np.concatenate([six_days[:80], six_days[79] + np.arange(1, 21) * 12 / 365.25])
+    assert monitoring_horizon_epochs(cfg, twelve_days) == 15          # the recent cadence counts
+    assert monitoring_horizon_epochs(replace(cfg, monitoring_horizon_days=36.0), six_days) is None  # = horizon_epochs
+    assert monitoring_horizon_epochs(replace(cfg, monitoring_horizon_days=None), six_days) is None
+    assert monitoring_horizon_epochs(replace(cfg, monitoring_horizon_days=1.0), six_days) == 1

@@ -236,6 +236,8 @@ class ForecastConfig:
     hyper: dict
     retrain: bool
     plot_pixels: int
+    moving_mm_yr: float
+    monitoring_horizon_days: Optional[float]
 
 
 @dataclass(frozen=True)
@@ -540,6 +542,11 @@ def _check_forecast(f: ForecastConfig) -> None:
     for key in ("graph_max_distance_m", "learning_rate"):
         if not getattr(f, key) > 0:
             raise ConfigError(f"config key 'forecast.{key}' must be > 0; got {getattr(f, key)}")
+    if not f.moving_mm_yr >= 0:
+        raise ConfigError(f"config key 'forecast.moving_mm_yr' must be >= 0; got {f.moving_mm_yr}")
+    if f.monitoring_horizon_days is not None and not f.monitoring_horizon_days > 0:
+        raise ConfigError(f"config key 'forecast.monitoring_horizon_days' must be > 0 or null; "
+                          f"got {f.monitoring_horizon_days}")
     if not f.graph_cell_km * 1000.0 >= (f.halo_hops + 1) * f.graph_max_distance_m:
         raise ConfigError(f"config key 'forecast.graph_cell_km' must be >= (halo_hops + 1) x graph_max_distance_m "
                           f"/ 1000 = {(f.halo_hops + 1) * f.graph_max_distance_m / 1000:g} (a cell's subgraphs and "

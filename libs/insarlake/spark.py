@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -59,6 +60,26 @@ def default_parallelism(spark: SparkSession) -> int:
     if not is_connect(spark):
         return int(spark.sparkContext.defaultParallelism)
     return int(spark.conf.get("spark.sql.shuffle.partitions"))
+
+
+@contextmanager
+def session_conf(spark: SparkSession, key: str, value: str):
+    """Within the block the session's ``key`` is ``value``; its setting is restored after."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
+
+
+def delta_schema_merge(spark: SparkSession):
+    """A context in which Delta writes add new columns to an existing table (`classes` and
+    `classifier_metrics` gained ``target``; lakes written before keep working)."""
+    return session_conf(spark, "spark.databricks.delta.schema.autoMerge.enabled", "true")
 
 
 def _builder(config: Config) -> SparkSession.Builder:

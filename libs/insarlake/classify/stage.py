@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from insarlake.errors import InputError
 from insarlake.files import LakeFiles
 from insarlake.lake import Run, lake_files, model_store, read_table, write_table
 from insarlake.launch import run_training
+from insarlake.spark import delta_schema_merge, session_conf
 from insarlake.modelstore import ModelStore
 
 log = logging.getLogger(__name__)
@@ -265,30 +265,10 @@ def _load_cached(store: ModelStore, version: str, sha: str, threads: int) -> Cla
     return _LOADED[key]
 
 
-@contextmanager
-def session_conf(spark: SparkSession, key: str, value: str):
-    """Within the block the session's ``key`` is ``value``; its setting is restored after."""
-    before = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, before)
-
-
 def arrow_batch_rows(spark: SparkSession, rows: int):
     """A context in which Spark's Arrow batches to mapInArrow hold at most ``rows`` rows (the
     inference batch)."""
     return session_conf(spark, "spark.sql.execution.arrow.maxRecordsPerBatch", str(int(rows)))
-
-
-def delta_schema_merge(spark: SparkSession):
-    """A context in which Delta writes add new columns to an existing table (`classes` and
-    `classifier_metrics` gained ``target``; lakes written before keep working)."""
-    return session_conf(spark, "spark.databricks.delta.schema.autoMerge.enabled", "true")
 
 
 def predict(pixels: DataFrame, store: ModelStore, version: str, threshold: float, dataset: str, run_id: str,

@@ -3,5 +3,6 @@ predict the next epochs, with DAPF and the baselines it is compared with."""
 
 # Every model the forecast stage knows; the first is the product's forecaster.
 NEURAL_MODELS = ("dapf", "gru", "latent_ode", "gcn_gru")
-CLASSICAL_MODELS = ("historical_average", "persistence", "linear_trend")
-MODELS = NEURAL_MODELS + CLASSICAL_MODELS
+CLASSICAL_MODELS = ("historical_average", "persistence", "linear_trend")      # on the input window
+RECORD_MODELS = ("harmonic_trend",)                                           # on the whole record before it
+MODELS = NEURAL_MODELS + CLASSICAL_MODELS + RECORD_MODELS

@@ -11,6 +11,12 @@ Classical (``classical_forecast(name, history, t_in, t_out)``):
 * ``persistence``: the last input value (0 in normalised units);
 * ``linear_trend``: the least-squares line through the window (against t_in), evaluated at t_out.
 
+On the whole record (``harmonic_trend(record_mm, t_record, t_out, window_len)``, in mm):
+
+* ``harmonic_trend``: the model an InSAR analyst fits first, per pixel a + b t + c sin 2πt + d cos 2πt
+  (t in years) by least squares on every epoch before the forecast origin, evaluated at t_out, its
+  level moved by the mean residual of the input window (the last ``window_len`` epochs).
+
 Neural (``build(name, input_len, horizon, **hyper)``; forward -> (n, H), loss -> (sum over masked
 nodes, terms)):
 
@@ -33,8 +39,8 @@ from torchdiffeq import odeint
 from insarlake.forecast.batch import GraphBatch
 
 __all__ = [
-    "CLASSICAL", "NEURAL", "EPOCH_YEARS",
-    "historical_average", "persistence", "linear_trend", "classical_forecast",
+    "CLASSICAL", "NEURAL", "RECORD_BASELINES", "EPOCH_YEARS",
+    "historical_average", "persistence", "linear_trend", "classical_forecast", "harmonic_trend",
     "GruForecaster", "LatentOdeForecaster", "GcnGruForecaster", "build",
 ]
 
@@ -96,6 +102,30 @@ def classical_forecast(name: str, history, t_in, t_out) -> np.ndarray:
     if name not in _CLASSICAL:
         raise ValueError(f"unknown classical model {name!r} (known: {', '.join(CLASSICAL)})")
     return _CLASSICAL[name](history, t_in, t_out)
+
+
+def harmonic_design(t_years) -> np.ndarray:
+    """(T, 4) columns [1, t, sin 2πt, cos 2πt] of the trend-plus-annual model at ``t_years`` (T,)."""
+    t = np.asarray(t_years, dtype=np.float64)
+    phase = 2.0 * np.pi * t
+    return np.stack([np.ones_like(t), t, np.sin(phase), np.cos(phase)], axis=1)
+
+
+def harmonic_trend(record_mm, t_record, t_out, window_len: int) -> np.ndarray:
+    """(n, H) mm: each pixel's linear trend plus annual sinusoid fitted by least squares on its
+    record (n, M) mm at t_record (M,) years (every epoch before the forecast origin), evaluated at
+    t_out (H,) years, plus the mean residual of the last ``window_len`` epochs (the level the
+    forecast starts from). Fewer than 4 epochs: the minimum-norm least-squares fit."""
+    record, t_record, t_out = _check_classical(record_mm, t_record, t_out)
+    if not 1 <= window_len <= record.shape[1]:
+        raise ValueError(f"window_len must be in 1..{record.shape[1]}, got {window_len}")
+    design = harmonic_design(t_record)                                     # (M, 4)
+    coef, *_ = np.linalg.lstsq(design, record.T, rcond=None)               # (4, n)
+    residual = record[:, -window_len:] - (design[-window_len:] @ coef).T   # (n, L)
+    return (harmonic_design(t_out) @ coef).T + residual.mean(axis=1, keepdims=True)
+
+
+RECORD_BASELINES = ("harmonic_trend",)
 
 
 # -------------------------------------------------------------------------------------------- neural

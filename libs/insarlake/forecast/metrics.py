@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["rmse", "mae", "acc", "evs", "r2", "interval_coverage", "all_metrics", "sufficient_sums",
-           "metrics_from_sums", "SUM_KEYS", "histogram_quantile"]
+           "sufficient_sums_by_column", "metrics_from_sums", "SUM_KEYS", "histogram_quantile"]
 
 
 def _check(name: str, values, shape: tuple | None = None) -> np.ndarray:
@@ -54,10 +54,19 @@ SUM_KEYS = ("n", "sum_e", "sum_e2", "sum_abs_e", "sum_y", "sum_y2")
 def sufficient_sums(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """The sums every score is made of, over the elements of equal-shape arrays (e = y_pred - y_true):
     n, sum_e, sum_e2, sum_abs_e, sum_y, sum_y2. Sums of several blocks (Spark partitions) add up."""
-    e = np.asarray(y_pred, np.float64) - np.asarray(y_true, np.float64)
+    columns = sufficient_sums_by_column(np.reshape(y_true, (-1, 1)), np.reshape(y_pred, (-1, 1)))
+    return {key: float(value[0]) for key, value in columns.items()}
+
+
+def sufficient_sums_by_column(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.ndarray]:
+    """``sufficient_sums`` of each column of equal-shape (n, H) arrays: {key: (H,) float64}; the
+    scores of forecast step h from column h, of all steps from the sums over the columns."""
     y = np.asarray(y_true, np.float64)
-    return {"n": float(e.size), "sum_e": float(e.sum()), "sum_e2": float(np.square(e).sum()),
-            "sum_abs_e": float(np.abs(e).sum()), "sum_y": float(y.sum()), "sum_y2": float(np.square(y).sum())}
+    e = np.asarray(y_pred, np.float64) - y
+    if e.ndim != 2:
+        raise ValueError(f"y_true and y_pred must be (n, H) arrays, got shape {e.shape}")
+    return {"n": np.full(e.shape[1], float(e.shape[0])), "sum_e": e.sum(axis=0), "sum_e2": np.square(e).sum(axis=0),
+            "sum_abs_e": np.abs(e).sum(axis=0), "sum_y": y.sum(axis=0), "sum_y2": np.square(y).sum(axis=0)}
 
 
 def metrics_from_sums(n: float, sum_e: float, sum_e2: float, sum_abs_e: float, sum_y: float,

@@ -1,8 +1,8 @@
 """The forecast stage (Spark side): pixels -> spatial graph and subgraphs -> trained forecasters ->
 `forecasts` (DAPF: mean and quantiles of the epochs after the record) and `forecast_metrics` (every
-model on the test windows). Numerical work is in the pure modules: ``graph`` (kNN, METIS, halos),
-``windows`` (split, normalisation, batches), ``dapf`` and ``baselines`` (the models), ``metrics``,
-``train`` (distributed training).
+model on the test windows, per subset of pixels and per forecast step). Numerical work is in the
+pure modules: ``graph`` (kNN, METIS, halos), ``windows`` (split, normalisation, batches), ``dapf``
+and ``baselines`` (the models), ``metrics``, ``train`` (distributed training).
 
 Scale: nothing per pixel reaches the driver and nothing that grows with the scene is broadcast.
 The pixels are binned into square cells of ``graph_cell_km``; one task per cell gets the cell's
@@ -42,8 +42,9 @@ from insarlake.forecast.windows import Normalisation, WindowSplit, change_moment
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import to_local_m
 from insarlake.files import LakeFiles
-from insarlake.lake import Run, lake_files, read_table, write_table
+from insarlake.lake import Run, lake_files, read_table, table_exists, write_table
 from insarlake.launch import run_training
+from insarlake.spark import default_parallelism, delta_schema_merge
 from insarlake.temporal.softdtw import fill_missing
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ _EXACT = "decimal(38,12)"
 
 FORECASTS_SCHEMA = ("dataset string, run_id string, pixel_id string, date date, horizon int, "
                     "mean float, p05 float, p50 float, p95 float")
-_STATS_SCHEMA = ("model string, n double, sum_e double, sum_e2 double, sum_abs_e double, sum_y double, "
-                 "sum_y2 double, covered double, with_interval boolean")
+_STATS_SCHEMA = ("model string, subset string, horizon int, n double, sum_e double, sum_e2 double, "
+                 "sum_abs_e double, sum_y double, sum_y2 double, covered double, with_interval boolean")
 _MEMBERS_SCHEMA = "subgraph string, pixel_id string, slot int, core boolean, nbr array<int>"
 # quantiles written to `forecasts`; the 90 % interval is p05..p95
 QUANTILES = (0.05, 0.5, 0.95)
@@ -115,8 +116,6 @@ def gap_free(pixels: DataFrame, centre: tuple[float, float], horizon: int, t1: i
 def task_count(spark: SparkSession, n_pixels: int, cfg: ForecastConfig) -> int:
     """Partitions of the graph's cell tasks and of the subgraph rows: one per
     ``cfg.pixels_per_task`` pixels, at least Spark's default parallelism."""
-    from insarlake.spark import default_parallelism
-
     return max(default_parallelism(spark), math.ceil(n_pixels / cfg.pixels_per_task))
 
 
@@ -290,13 +289,15 @@ def train(prepared: Prepared, cfg: ForecastConfig, name: str) -> dict:
     return run_training(train_worker, args, cfg.num_processes, cfg.local_mode, cfg.use_gpu)
 
 
-def trained_model(prepared: Prepared, config: Config, name: str, run_id: str) -> ForecastModel:
-    """The saved model ``name`` of the dataset when it matches (dates, split, normalisation,
-    hyperparameters, interval calibration) and retrain is off; else a newly trained one, saved."""
+def trained_model(prepared: Prepared, config: Config, name: str, run_id: str, store_name: str | None = None
+                  ) -> ForecastModel:
+    """The saved model ``name`` of the dataset (in its store ``store_name``, default ``name``) when
+    it matches (dates, split, normalisation, hyperparameters, interval calibration) and retrain is
+    off; else a newly trained one, saved."""
     cfg = config.forecast
     hyper = dict(cfg.hyper.get(name, {}))
     dates = [d.isoformat() for d in prepared.dates]
-    store = forecast_store(config, prepared.dataset, name, prepared.members.sparkSession)
+    store = forecast_store(config, prepared.dataset, store_name or name, prepared.members.sparkSession)
 
     def matches(saved: ForecastModel) -> bool | str:
         calibrated = saved.training.get("interval_scale") is not None
@@ -320,18 +321,37 @@ def trained_model(prepared: Prepared, config: Config, name: str, run_id: str) ->
     return model
 
 
-def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig) -> pd.DataFrame:
-    """Test-window metrics of every model (neural ``models`` {name: ForecastModel} and the classical
-    baselines) over every subgraph, from sufficient statistics summed in Spark; the 90 % interval
-    coverage of the models with a forecast distribution (``model.forecast_distribution``)."""
-    from insarlake.forecast.baselines import classical_forecast
-    from insarlake.forecast.metrics import SUM_KEYS, metrics_from_sums, sufficient_sums
+SUBSETS = ("all", "moving", "hotspot")      # the pixels forecast_metrics scores, forecast.moving_mm_yr
+
+
+def hotspot_pixel_ids(spark: SparkSession, config: Config, dataset: str) -> DataFrame | None:
+    """pixel_id (distinct) of the dataset's retained hotspots, from the hotspots stage's tables;
+    None when the lake has none (the hotspot subset is then left out)."""
+    if not (table_exists(spark, config, "hotspots") and table_exists(spark, config, "hotspot_pixels")):
+        return None
+    retained = read_table(spark, config, "hotspots", [dataset]).where("retained").select("hotspot_id")
+    return (read_table(spark, config, "hotspot_pixels", [dataset]).join(retained, "hotspot_id")
+            .select("pixel_id").distinct())
+
+
+def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig, hotspot_ids: DataFrame | None = None
+                 ) -> pd.DataFrame:
+    """Test-window metrics of every model (neural ``models`` {name: ForecastModel}, the classical
+    baselines on the input window, ``harmonic_trend`` on the record before it) over every subgraph,
+    from sufficient statistics summed in Spark, per subset of pixels (SUBSETS: all; moving,
+    |velocity| > ``cfg.moving_mm_yr`` over the training epochs; hotspot, ``hotspot_ids``) and per
+    forecast step (``horizon`` 1..H; None: all steps); the 90 % interval coverage of the models
+    with a forecast distribution (``model.forecast_distribution``)."""
+    from insarlake.forecast.baselines import classical_forecast, harmonic_trend
+    from insarlake.forecast.metrics import SUM_KEYS, metrics_from_sums, sufficient_sums_by_column
+    from insarlake.timeseries import fit_velocity
 
     split, norm, t_years = prepared.split, prepared.norm, prepared.t_years
+    L, H = split.input_len, split.horizon
     starts = split.starts("test")
     payload = {name: m.to_payload() for name, m in models.items()}
     std_scales = {name: m.interval_scale for name, m in models.items()}
-    w_samples, samples, seed = cfg.predict_samples, cfg.samples, cfg.seed
+    w_samples, samples, seed, moving_mm_yr = cfg.predict_samples, cfg.samples, cfg.seed, cfg.moving_mm_yr
     bounds = (QUANTILES[0], QUANTILES[2])
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
@@ -340,38 +360,67 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig) -> pd.Da
         torch.set_num_threads(1)
         nets = {name: ForecastModel.from_payload(p).network for name, p in payload.items()}
         group, coords, series, local, core = subgraph_arrays(group)
+        velocity, _ = fit_velocity(t_years[:split.t1], series[:, :split.t1])
+        masks = {"all": core, "moving": core & (np.abs(velocity) > moving_mm_yr),
+                 "hotspot": core & group["in_hotspot"].to_numpy(bool)}
         acc, with_interval = {}, set()
         for start in starts:
-            batch, last = window_batch(series, coords, t_years, int(start), split, norm.scale_mm, local, mask=core)
-            y = series[core, start + split.input_len:start + split.input_len + split.horizon]
-            preds = {name: classical_forecast(name, batch.history.numpy(), batch.t_in.numpy(), batch.t_out.numpy())
+            start = int(start)
+            batch, last = window_batch(series, coords, t_years, start, split, norm.scale_mm, local, mask=core)
+            y = series[:, start + L:start + L + H]                                    # (n, H) mm, every node
+            preds = {name: last[:, None] + norm.scale_mm * classical_forecast(
+                         name, batch.history.numpy(), batch.t_in.numpy(), batch.t_out.numpy())
                      for name in CLASSICAL_MODELS}
-            covered = {}
+            preds["harmonic_trend"] = harmonic_trend(series[:, :start + L], t_years[:start + L],
+                                                     future_times(t_years, start + L, H), L)
+            inside = {}
             for name, net in nets.items():
-                preds[name], q = forecast_distribution(net, batch, bounds, w_samples, samples,
-                                                       torch.Generator().manual_seed(seed + int(start)),
-                                                       std_scales[name])
+                pred, q = forecast_distribution(net, batch, bounds, w_samples, samples,
+                                                torch.Generator().manual_seed(seed + start), std_scales[name])
+                preds[name] = last[:, None] + np.asarray(pred) * norm.scale_mm
                 if q is not None:
-                    lo, hi = (last[core, None] + q[i][core] * norm.scale_mm for i in (0, 1))
-                    covered[name] = float(((lo <= y) & (y <= hi)).sum())
+                    lo, hi = (last[:, None] + q[i] * norm.scale_mm for i in (0, 1))
+                    inside[name] = (lo <= y) & (y <= hi)
                     with_interval.add(name)
             for name, pred in preds.items():
-                sums = sufficient_sums(y, last[core, None] + np.asarray(pred)[core] * norm.scale_mm)
-                total = acc.setdefault(name, dict.fromkeys([*SUM_KEYS, "covered"], 0.0))
-                for key, value in [*sums.items(), ("covered", covered.get(name, 0.0))]:
-                    total[key] += value
-        return pd.DataFrame([{"model": name, **total, "with_interval": name in with_interval}
-                             for name, total in acc.items()], columns=_STATS_SCHEMA_COLUMNS)
+                for subset, mask in masks.items():
+                    if not mask.any():
+                        continue
+                    sums = sufficient_sums_by_column(y[mask], pred[mask])
+                    sums["covered"] = inside[name][mask].sum(axis=0) if name in inside else np.zeros(H)
+                    total = acc.setdefault((name, subset), {key: np.zeros(H) for key in (*SUM_KEYS, "covered")})
+                    for key, value in sums.items():
+                        total[key] += value
+        rows = [{"model": name, "subset": subset, "horizon": h + 1, **{k: v[h] for k, v in total.items()},
+                 "with_interval": name in with_interval}
+                for (name, subset), total in acc.items() for h in range(H)]
+        return pd.DataFrame(rows, columns=_STATS_SCHEMA_COLUMNS)
 
-    sums = (prepared.members.groupBy("subgraph").applyInPandas(one, _STATS_SCHEMA)
-            .groupBy("model").agg(*[F.sum(c).alias(c) for c in (*SUM_KEYS, "covered")],
-                                  F.max(F.col("with_interval").cast("int")).alias("with_interval")).toPandas())
+    members = prepared.members
+    if hotspot_ids is None:
+        members = members.withColumn("in_hotspot", F.lit(False))
+    else:
+        flagged = hotspot_ids.select("pixel_id", F.lit(True).alias("in_hotspot"))
+        members = (members.join(flagged, "pixel_id", "left")
+                   .withColumn("in_hotspot", F.coalesce("in_hotspot", F.lit(False))))
+    sums = (members.groupBy("subgraph").applyInPandas(one, _STATS_SCHEMA)
+            .groupBy("model", "subset", "horizon")
+            .agg(*[F.sum(c).alias(c) for c in (*SUM_KEYS, "covered")],
+                 F.max(F.col("with_interval").cast("int")).alias("with_interval")).toPandas())
+    keys = ["model", "subset"]
+    overall = sums.groupby(keys, as_index=False).agg({**{c: "sum" for c in (*SUM_KEYS, "covered")},
+                                                      "with_interval": "max"}).assign(horizon=None)
     rows = []
-    for r in sums.to_dict("records"):
-        rows.append({"model": r["model"], **metrics_from_sums(**{k: r[k] for k in SUM_KEYS}),
+    for r in pd.concat([overall, sums], ignore_index=True).to_dict("records"):
+        rows.append({"model": r["model"], "subset": r["subset"],
+                     "horizon": None if r["horizon"] is None or pd.isna(r["horizon"]) else int(r["horizon"]),
+                     **metrics_from_sums(**{k: r[k] for k in SUM_KEYS}),
                      "coverage_90": r["covered"] / r["n"] if r["with_interval"] else None,
                      "windows": len(starts), "values": int(r["n"])})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    order = {name: i for i, name in enumerate(SUBSETS)}
+    return (table.assign(_s=table["subset"].map(order), _h=table["horizon"].fillna(0))
+            .sort_values(["model", "_s", "_h"]).drop(columns=["_s", "_h"]).reset_index(drop=True))
 
 
 _STATS_SCHEMA_COLUMNS = [c.split()[0] for c in _STATS_SCHEMA.split(", ")]
@@ -442,7 +491,7 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
             run.count("forecast_subgraphs", prepared.subgraphs)
             run.count("forecast_train_subgraphs", len(prepared.train_parts))
         with files.staged("outputs", dataset, run.run_id) as outputs:
-            result = _train_predict_evaluate(spark, config, prepared, run, evaluate, outputs)
+            result = _train_predict_evaluate(spark, config, prepared, run, evaluate, outputs, work)
         return replace(result, outputs=files.uri("outputs", dataset, run.run_id))
     finally:
         if prepared is not None:
@@ -451,7 +500,7 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
 
 
 def _train_predict_evaluate(spark: SparkSession, config: Config, prepared: Prepared, run: Run, evaluate: bool,
-                            outputs: Path) -> ForecastResult:
+                            outputs: Path, work: LakeFiles) -> ForecastResult:
     from insarlake.forecast.pictures import plot_embeddings, plot_forecasts
 
     cfg, dataset, n_pixels = config.forecast, prepared.dataset, prepared.pixels
@@ -467,39 +516,108 @@ def _train_predict_evaluate(spark: SparkSession, config: Config, prepared: Prepa
             raise RuntimeError(f"forecasts: {n_rows} rows written for {n_pixels} pixels x {prepared.split.horizon} "
                                "epochs")   # every pixel exactly once per forecast epoch
         run.count("forecasts", n_rows)
-    table = None
-    if evaluate:
-        with run.stage("forecast.evaluate"):
-            table = score_models(prepared, models, cfg)
-            table["train_seconds"] = [models[m].training.get("seconds") if m in models else None for m in table.model]
-            table["best_epoch"] = [models[m].training.get("best_epoch") if m in models else None for m in table.model]
-
-            def value(v):
-                return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-
-            records = [(dataset, run.run_id, r.model, *[value(float(getattr(r, c))) if getattr(r, c) is not None else None
-                                                        for c in ("rmse_mm", "mae_mm", "acc", "evs", "r2", "coverage_90")],
-                        int(r.windows), int(r.values), value(r.train_seconds),
-                        None if r.best_epoch is None or pd.isna(r.best_epoch) else int(r.best_epoch))
-                       for r in table.itertuples()]
-            write_table(spark, spark.createDataFrame(records, METRICS_SCHEMA), config, "forecast_metrics", [dataset])
-            for r in table.itertuples():
-                run.metrics[f"forecast_{r.model}_rmse_mm"] = float(r.rmse_mm)
-            if "dapf" in set(table.model):
-                run.metrics["forecast_dapf_coverage_90"] = float(table.set_index("model").loc["dapf", "coverage_90"])
-            log.info("forecast metrics on %d test windows:\n%s", len(prepared.split.starts("test")), format_table(table))
+    table = evaluate_models(spark, config, prepared, models, run, work) if evaluate else None
     with run.stage("forecast.pictures"):
         plot_embeddings(prepared, models["dapf"], outputs / "forecast_embeddings.png")
         plot_forecasts(prepared, models["dapf"], cfg, outputs / "forecasts.png")
     return ForecastResult(dataset, n_pixels, n_rows, table, str(outputs))
 
 
-METRICS_SCHEMA = ("dataset string, run_id string, model string, rmse double, mae double, acc double, evs double, "
+def monitoring_horizon_epochs(cfg: ForecastConfig, t_years: np.ndarray) -> int | None:
+    """Forecast steps covering ``cfg.monitoring_horizon_days`` at the record's cadence (the median
+    of its last 10 intervals, as ``future_times``); None when the key is null or equals the
+    horizon_epochs evaluated already."""
+    if cfg.monitoring_horizon_days is None:
+        return None
+    cadence_days = float(np.median(np.diff(t_years[-11:]))) * 365.25
+    steps = max(1, int(round(cfg.monitoring_horizon_days / cadence_days)))
+    return None if steps == cfg.horizon_epochs else steps
+
+
+def evaluate_models(spark: SparkSession, config: Config, prepared: Prepared, models: dict, run: Run,
+                    work: LakeFiles) -> pd.DataFrame:
+    """`forecast_metrics` of the dataset: every model scored on the test windows (``score_models``)
+    with the configured horizon_epochs, then again with the monitoring horizon
+    (``forecast.monitoring_horizon_days``; its neural models saved apart, as ``<model>_h<steps>``,
+    so the product's models are untouched); the rows say which (``horizon_epochs``)."""
+    cfg, dataset = config.forecast, prepared.dataset
+    hotspot_ids = hotspot_pixel_ids(spark, config, dataset)
+    if hotspot_ids is None:
+        log.info("forecast metrics: no hotspots tables in the lake; the hotspot subset is left out")
+    with run.stage("forecast.evaluate"):
+        tables = [_with_training(score_models(prepared, models, cfg, hotspot_ids), models, cfg.horizon_epochs)]
+    steps = monitoring_horizon_epochs(cfg, prepared.t_years)
+    if steps is not None:
+        monitoring = replace(config, forecast=replace(cfg, horizon_epochs=steps))
+        try:
+            WindowSplit.of(len(prepared.dates), cfg.input_epochs, steps, cfg.train_share, cfg.validation_share)
+        except ValueError as exc:
+            log.warning("forecast metrics: no monitoring horizon of %d epochs (%s days) on this record: %s", steps,
+                        cfg.monitoring_horizon_days, exc)
+        else:
+            with run.stage("forecast.evaluate.monitoring"):
+                long = prepare(spark, monitoring, dataset, work.sub("monitoring"))
+                try:
+                    long_models = {name: trained_model(long, monitoring, name, run.run_id, f"{name}_h{steps}")
+                                   for name in cfg.models}
+                    tables.append(_with_training(score_models(long, long_models, monitoring.forecast, hotspot_ids),
+                                                 long_models, steps))
+                finally:
+                    long.release()
+    table = pd.concat(tables, ignore_index=True)
+
+    def value(v):
+        return None if v is None or pd.isna(v) else v
+
+    records = [(dataset, run.run_id, r.model, r.subset, None if pd.isna(r.horizon) else int(r.horizon),
+                int(r.horizon_epochs), *[value(float(getattr(r, c))) if getattr(r, c) is not None else None
+                                         for c in ("rmse_mm", "mae_mm", "acc", "evs", "r2", "coverage_90")],
+                int(r.windows), int(r.values), value(r.train_seconds),
+                None if r.best_epoch is None or pd.isna(r.best_epoch) else int(r.best_epoch))
+               for r in table.itertuples()]
+    with delta_schema_merge(spark):          # lakes written before the subset and horizon columns
+        write_table(spark, spark.createDataFrame(records, METRICS_SCHEMA), config, "forecast_metrics", [dataset])
+    overall = table[(table.subset == "all") & table.horizon.isna() & (table.horizon_epochs == cfg.horizon_epochs)]
+    overall = overall.set_index("model")
+    for name, r in overall.iterrows():
+        run.metrics[f"forecast_{name}_rmse_mm"] = float(r.rmse_mm)
+    if "dapf" in overall.index:
+        run.metrics["forecast_dapf_coverage_90"] = float(overall.loc["dapf", "coverage_90"])
+    log.info("forecast metrics on the test windows:\n%s", format_table(table))
+    return table
+
+
+def _with_training(table: pd.DataFrame, models: dict, horizon_epochs: int) -> pd.DataFrame:
+    """``table`` with the configuration's horizon_epochs and each neural model's training seconds and best epoch."""
+    return table.assign(
+        horizon_epochs=horizon_epochs,
+        train_seconds=[models[m].training.get("seconds") if m in models else None for m in table.model],
+        best_epoch=[models[m].training.get("best_epoch") if m in models else None for m in table.model])
+
+
+METRICS_SCHEMA = ("dataset string, run_id string, model string, subset string, horizon int, horizon_epochs int, "
+                  "rmse double, mae double, acc double, evs double, "
                   "r2 double, coverage_90 double, windows int, values long, train_seconds double, best_epoch int")
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The metrics as a text table shaped like the seed's Table 1 (best RMSE first)."""
-    cols = ["model", "rmse_mm", "mae_mm", "acc", "evs", "r2", "coverage_90", "train_seconds"]
-    t = table.reindex(columns=cols).sort_values("rmse_mm")
-    return t.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
+    """The metrics over all forecast steps as text tables shaped like the seed's Table 1, one per
+    evaluated horizon_epochs, the subsets side by side (RMSE, MAE, 90 % coverage and values of each;
+    best RMSE on all pixels first)."""
+    parts = []
+    for steps, one in table.groupby(table.get("horizon_epochs", pd.Series(0, index=table.index)), sort=True):
+        overall = one[one["horizon"].isna()]
+        wide = overall.pivot(index="model", columns="subset", values=["rmse_mm", "mae_mm", "coverage_90", "values"])
+        columns = {}
+        for subset in [s for s in SUBSETS if s in set(overall["subset"])]:
+            for metric, label in (("rmse_mm", "rmse"), ("mae_mm", "mae"), ("coverage_90", "cov90"), ("values", "n")):
+                columns[f"{label}_{subset}"] = wide[(metric, subset)]
+        out = pd.DataFrame(columns)
+        if "train_seconds" in overall:
+            out["train_seconds"] = overall.groupby("model")["train_seconds"].first()
+        out = out.sort_values("rmse_all").reset_index()
+        for column in [c for c in out if c.startswith("n_")]:
+            out[column] = out[column].map(lambda v: "-" if pd.isna(v) else f"{int(v):,}")
+        text = out.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
+        parts.append(text if not steps else f"horizon {int(steps)} epochs:\n{text}")
+    return "\n\n".join(parts)

@@ -1,7 +1,8 @@
 """Deformation forecasting (DAPF): train (or reuse) the model on the dataset's pixels and write
 `forecasts` (mean and p05/p50/p95 of the next forecast.horizon_epochs epochs for every pixel);
 with --evaluate, also train the baselines and write `forecast_metrics` (every model on the test
-windows) and print the table.
+windows, per subset of pixels: all, moving, hotspot, and per forecast step) and print the table
+(the subsets side by side).
 
     ./spark-submit.sh jobs/forecast.py --dataset demo
     ./spark-submit.sh jobs/forecast.py --dataset demo --evaluate
