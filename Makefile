@@ -60,6 +60,7 @@ bench: setup
 
 # The whole pipeline at 100k, 300k and 1M pixels (first run and re-run), per-stage time and memory,
 # cost model, one core against two (pinned); hours on 2 cores. Results in benchmarks/README.md.
+# The driver's memory apart from the executors': benchmarks/scale.py --sizes 100000 1000000 --standalone.
 bench-scale: setup
 	$(PY) benchmarks/scale.py --sizes 100000 300000 1000000 --compare-cores 300000 --pin --out benchmarks/out
 
