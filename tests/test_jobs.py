@@ -64,7 +64,8 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
         "WHERE dataset = 'jobdemo'\").first()\n"
         "s = spark.sql(\"SELECT count(DISTINCT method) AS n FROM insar.hotspot_scores WHERE dataset = 'jobdemo'\").first().n\n"
         "f = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.forecasts WHERE dataset = 'jobdemo'\").first().n\n"
-        "m = spark.sql(\"SELECT count(*) AS n FROM insar.forecast_metrics WHERE dataset = 'jobdemo'\").first().n\n"
+        "m = spark.sql(\"SELECT count(*) AS n FROM insar.forecast_metrics WHERE dataset = 'jobdemo' \"\n"
+        "              \"AND subset = 'all' AND horizon IS NULL\").first().n\n"
         "print(n, q, t, r, c, k, h.n, h.d, s, f, m)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     out = subprocess.run([sys.executable, "-c", query], cwd=tmp_path, env=env, text=True,
@@ -73,5 +74,5 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
     n, q, t, status, c, k, h_rows, h_pixels, methods, f, m = out.stdout.split()
     assert int(n) + int(q) == int(t) == 5000 and status == "succeeded" and int(c) == int(k) == int(n)
     assert int(h_rows) == int(h_pixels) <= int(n) and int(methods) == 3
-    assert int(f) == int(n) and int(m) == 4           # dapf + the three classical baselines
+    assert int(f) == int(n) and int(m) == 5           # dapf, the three classical baselines, harmonic_trend
     assert "forecast metrics" in done.stdout and "persistence" in done.stdout
