@@ -38,7 +38,8 @@ from insarlake.errors import InputError
 from insarlake.forecast import CLASSICAL_MODELS
 from insarlake.forecast.graph import cell_subgraphs, edges_from_neighbours, neighbour_lists
 from insarlake.forecast.model import ForecastModel, forecast_distribution, forecast_store
-from insarlake.forecast.windows import Normalisation, WindowSplit, change_moments, future_times, window_batch
+from insarlake.forecast.windows import (Normalisation, WindowSplit, cadence_years, change_moments, future_times,
+                                       window_batch)
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import to_local_m
 from insarlake.files import LakeFiles
@@ -524,12 +525,12 @@ def _train_predict_evaluate(spark: SparkSession, config: Config, prepared: Prepa
 
 
 def monitoring_horizon_epochs(cfg: ForecastConfig, t_years: np.ndarray) -> int | None:
-    """Forecast steps covering ``cfg.monitoring_horizon_days`` at the record's cadence (the median
-    of its last 10 intervals, as ``future_times``); None when the key is null or equals the
+    """Forecast steps covering ``cfg.monitoring_horizon_days`` at the record's cadence
+    (``cadence_years``, as ``future_times``); None when the key is null or equals the
     horizon_epochs evaluated already."""
     if cfg.monitoring_horizon_days is None:
         return None
-    cadence_days = float(np.median(np.diff(t_years[-11:]))) * 365.25
+    cadence_days = cadence_years(t_years) * 365.25
     steps = max(1, int(round(cfg.monitoring_horizon_days / cadence_days)))
     return None if steps == cfg.horizon_epochs else steps
 

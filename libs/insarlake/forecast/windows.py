@@ -111,6 +111,10 @@ def future_times(t_years: np.ndarray, first: int, horizon: int) -> np.ndarray:
     known = t_years[first:first + horizon]
     if len(known) == horizon:
         return known
-    step = float(np.median(np.diff(t_years[-11:])))
-    extra = t_years[-1] + step * np.arange(1, horizon - len(known) + 1)
+    extra = t_years[-1] + cadence_years(t_years) * np.arange(1, horizon - len(known) + 1)
     return np.concatenate([known, extra])
+
+
+def cadence_years(t_years: np.ndarray) -> float:
+    """The record's acquisition cadence in years: the median of its last 10 intervals."""
+    return float(np.median(np.diff(t_years[-11:])))
