@@ -56,6 +56,7 @@ bench: setup
 	$(PY) benchmarks/hotspot_scenes.py --set temporal.sample_size=60 --set temporal.silhouette_size=60
 	./spark-submit.sh jobs/forecast.py --config conf/local.yaml --dataset demo --evaluate
 	$(PY) benchmarks/forecast_scaling.py --lake lake --dataset demo --sizes 250 500 1000 2000
+	$(PY) benchmarks/forecast_noise_floor.py
 	$(PY) benchmarks/tskm_fit.py
 
 # The whole pipeline at 100k, 300k and 1M pixels (first run and re-run), per-stage time and memory,

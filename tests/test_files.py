@@ -222,3 +222,35 @@ def test_a_version_whose_save_was_cut_short_is_never_read(files):
     files.write_text('{"files": [1]}', *store.parts, "run1", COMPLETE)
     with pytest.raises(IncompleteModel, match=r"_complete\.json is not"):
         store.check_complete("run1")
+
+
+def test_a_forecaster_saved_by_an_older_format_is_trained_anew_not_an_error(tmp_path):
+    """Format 1 (before DAPF's record prior) is recognised as outdated: reusable() returns None (the
+    model is trained anew) where loading it for use fails in one line; an unknown format is refused."""
+    from insarlake.forecast.baselines import build
+    from insarlake.forecast.model import FORMAT_VERSION, ForecastModel
+    from insarlake.forecast.windows import Normalisation, WindowSplit
+    from insarlake.modelstore import OutdatedModel
+
+    split = WindowSplit(input_len=4, horizon=2, n_epochs=40, t1=28, t2=34)
+    norm = Normalisation(1.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    model = ForecastModel("gru", {}, split, norm, [], build("gru", 4, 2))
+    store = ModelStore(LakeFiles(str(tmp_path)), "forecast", "demo", "gru")
+    store.save("run1", model.save)
+    assert store.reusable(ForecastModel.load, lambda m: True)[1] == "run1"
+    folder = Path(store.uri("run1"))
+    meta = json.loads((folder / "model.json").read_text())
+
+    def rewrite(version: int) -> None:     # as an older or newer insarlake would have saved it
+        text = json.dumps({**meta, "format_version": version})
+        (folder / "model.json").write_text(text)
+        complete = json.loads((folder / COMPLETE).read_text())
+        complete["files"]["model.json"] = len(text.encode())
+        (folder / COMPLETE).write_text(json.dumps(complete))
+
+    for version, error in ((FORMAT_VERSION - 1, OutdatedModel), (FORMAT_VERSION + 1, InputError)):
+        rewrite(version)
+        with pytest.raises(error, match=f"format_version {version}"):
+            store.load("run1", ForecastModel.load)
+    rewrite(FORMAT_VERSION - 1)
+    assert store.reusable(ForecastModel.load, lambda m: True) is None

@@ -98,6 +98,32 @@ def test_harmonic_trend_continues_a_trend_with_an_annual_cycle_exactly():
     np.testing.assert_allclose(fit[2], bl.harmonic_design(t_out) @ coef, atol=1e-9)
 
 
+def test_harmonic_fit_within_the_record_and_the_trend_alone_before_a_year():
+    """harmonic_fit is harmonic_trend at any times: inside the record it is the least-squares fit
+    (plus the window's mean residual); over less than a year of record the sinusoid is left out and
+    the fit is the least-squares line (a sinusoid fitted on 8 months swings: here by tens of mm)."""
+    t = np.arange(0, 2.0, 12 / 365.25)
+    rng = np.random.default_rng(0)
+    record = 1.5 - 4 * t + 2 * np.sin(2 * np.pi * t + 0.3) + rng.normal(0, 0.5, (3, len(t)))
+    X = bl.harmonic_design(t)
+    coef = np.linalg.solve(X.T @ X, X.T @ record.T)                       # (4, 3) normal equations
+    inside = bl.harmonic_fit(record, t, t[5:40], len(t))
+    np.testing.assert_allclose(inside, (X[5:40] @ coef).T, atol=1e-9)
+    t_out = t[-1] + np.array([12, 24]) / 365.25
+    np.testing.assert_allclose(bl.harmonic_fit(record, t, t_out, 6), bl.harmonic_trend(record, t, t_out, 6), atol=0)
+    short = t < 0.7                                                       # 8 months: the line alone
+    line = np.polynomial.polynomial.polyfit(t[short], record[:, short].T, 1)   # (2, 3)
+    t_next = t[short][-1] + np.array([12, 24]) / 365.25
+    expected = line[0][:, None] + line[1][:, None] * t_next
+    np.testing.assert_allclose(bl.harmonic_trend(record[:, short], t[short], t_next, int(short.sum())), expected,
+                               atol=1e-9)
+    with_sinusoid = bl.harmonic_fit(record[:, short], t[short], t_next, int(short.sum()), annual=True)
+    assert np.abs(with_sinusoid - expected).max() > 1.0
+    assert bl.harmonic_design(t, annual=False).shape == (len(t), 2)
+    with pytest.raises(ValueError, match="t_eval"):
+        bl.harmonic_fit(record, t, np.array([np.nan]), 4)
+
+
 def test_harmonic_trend_bad_input():
     t = np.arange(8.0) / 10
     with pytest.raises(ValueError, match="window_len"):

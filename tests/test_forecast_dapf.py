@@ -49,7 +49,8 @@ def random_batch(rows=6, cols=8, L=10, H=4, seed=0, masked_fraction=0.25) -> Gra
     t_in = ((torch.arange(L) - (L - 1)) * 6 * DAY_YR).float()
     t_out = (torch.arange(1, H + 1) * 6 * DAY_YR).float()
     mask = torch.rand(n, generator=g) >= masked_fraction
-    return GraphBatch(coords, history, t_in, t_out, edge_index, torch.randn(n, H, generator=g), mask)
+    record = 0.5 * torch.randn(n, L + H, generator=g)
+    return GraphBatch(coords, history, t_in, t_out, edge_index, torch.randn(n, H, generator=g), mask, record)
 
 
 def randomised_flow(seed=0, cond_dim=1) -> RealNVP:
@@ -284,7 +285,8 @@ def test_masked_out_nodes_change_nothing_in_the_loss():
     base, base_terms = model.loss(batch, torch.Generator().manual_seed(3))
     target = batch.target.clone()
     target[off] = torch.tensor([1e3, float("nan"), -5.0, 7.0])
-    perturbed = GraphBatch(batch.coords, batch.history, batch.t_in, batch.t_out, batch.edge_index, target, batch.mask)
+    perturbed = GraphBatch(batch.coords, batch.history, batch.t_in, batch.t_out, batch.edge_index, target, batch.mask,
+                           batch.record)
     loss, terms = model.loss(perturbed, torch.Generator().manual_seed(3))
     assert float(loss.detach()) == float(base.detach()) and terms == base_terms
     loss.backward()
@@ -292,7 +294,8 @@ def test_masked_out_nodes_change_nothing_in_the_loss():
     on = int(torch.nonzero(batch.mask)[0])                        # a counted node does change it
     target = batch.target.clone()
     target[on] += 1.0
-    changed = GraphBatch(batch.coords, batch.history, batch.t_in, batch.t_out, batch.edge_index, target, batch.mask)
+    changed = GraphBatch(batch.coords, batch.history, batch.t_in, batch.t_out, batch.edge_index, target, batch.mask,
+                         batch.record)
     assert float(model.loss(changed, torch.Generator().manual_seed(3))[0].detach()) != float(base.detach())
 
 
@@ -363,7 +366,7 @@ def test_dapf_learns_node_dependent_linear_trends_beyond_persistence():
         last = hist[:, -1:].clone()
         return GraphBatch(coords, hist - last, (k_in * 6 * DAY_YR).float(), (k_out * 6 * DAY_YR).float(),
                           edge_index, target - last)
-    model = Dapf(L, H, latent_dim=8, hidden_units=32, ode_hidden=32)
+    model = Dapf(L, H, latent_dim=8, hidden_units=32, ode_hidden=32, record_prior=False)    # the seed's model
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     for step in range(250):
         batch = draw()
@@ -394,3 +397,74 @@ def test_build_and_input_checks():
     no_target = GraphBatch(batch.coords, batch.history, batch.t_in, batch.t_out, batch.edge_index)
     with pytest.raises(ValueError, match="target"):
         model.loss(no_target)
+
+
+def test_record_prior_starts_as_the_record_model_and_needs_the_record():
+    """With record_prior the untrained mean is the record model's forecast exactly (the ODE's mean
+    head starts at zero), every parameter still gets a gradient, and the record moves the forecast;
+    without it (the seed's DAPF) the record is ignored."""
+    batch = random_batch()
+    L = batch.input_len
+    torch.manual_seed(0)
+    model = Dapf(L, batch.horizon).eval()
+    with torch.no_grad():
+        assert torch.equal(model(batch), batch.record[:, L:])
+        mean, std = model.predictive(batch, 0)
+        assert torch.equal(mean, batch.record[:, L:]) and (std > 0).all()
+    model.train()
+    model.loss(batch, torch.Generator().manual_seed(1))[0].backward()
+    assert model.ode.mean_head.weight.grad.abs().max() > 0
+    with torch.no_grad():                     # a trained head: the record is an input, not only an offset
+        model.ode.mean_head.weight.normal_()
+        moved = GraphBatch(batch.coords, batch.history, batch.t_in, batch.t_out, batch.edge_index,
+                           record=batch.record + torch.linspace(0, 1, L + batch.horizon))
+        shift = model(moved) - model(batch)
+        assert not torch.allclose(shift, moved.record[:, L:] - batch.record[:, L:])
+    bare = GraphBatch(batch.coords, batch.history, batch.t_in, batch.t_out, batch.edge_index)
+    with pytest.raises(ValueError, match="batch.record is required"):
+        model(bare)
+    seed = Dapf(L, batch.horizon, record_prior=False).eval()
+    with torch.no_grad():
+        assert torch.equal(seed(bare), seed(batch))
+    with pytest.raises(ValueError, match="record must be"):
+        GraphBatch(batch.coords, batch.history, batch.t_in, batch.t_out, batch.edge_index,
+                   record=batch.record[:, :L])
+
+
+@pytest.mark.slow
+def test_record_prior_learns_where_the_ground_departs_from_the_record_model():
+    """Pixels accelerating (displacement ~ a t^2, a set by position): the record model (trend plus
+    annual sinusoid fitted on the whole past) lags behind; DAPF on top of it, trained on windows of
+    the first 70 % of the record, cuts its error on the last windows by more than half, and beats
+    the seed's DAPF trained the same way."""
+    from insarlake.forecast.windows import WindowSplit, window_batch
+
+    rng = np.random.default_rng(4)
+    coords, edge_index = grid_graph(8, 16)
+    n, T, L, H = coords.shape[0], 160, 12, 6
+    t = np.arange(T) * 12 * DAY_YR
+    accel = 3.0 * (1.0 + np.sin(1.5 * coords[:, 0].numpy()))[:, None]        # mm / yr^2
+    series = -accel * t ** 2 + 2.0 * np.sin(2 * np.pi * t) - 5.0 * t
+    split = WindowSplit.of(T, L, H, 0.7, 0.15)
+
+    def window(start):
+        noisy = series + 0.3 * rng.standard_normal(series.shape)
+        return window_batch(noisy, coords.numpy(), t, start, split, 1.0, edge_index.numpy())[0]
+
+    errors = {}
+    for record_prior in (True, False):
+        torch.manual_seed(0)
+        model = Dapf(L, H, latent_dim=8, record_prior=record_prior)
+        opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+        for step in range(150):
+            batch = window(int(rng.choice(split.starts("train"))))
+            opt.zero_grad()
+            (model.loss(batch, torch.Generator().manual_seed(step))[0] / n).backward()
+            opt.step()
+        model.eval()
+        tests = [window(int(s)) for s in split.starts("test")]
+        with torch.no_grad():
+            errors[record_prior] = np.mean([float(((model(b) - b.target) ** 2).mean()) for b in tests])
+    record_model = np.mean([float(((b.record[:, L:] - b.target) ** 2).mean()) for b in tests])
+    print(f"test MSE: record model {record_model:.3f}, DAPF on it {errors[True]:.3f}, seed DAPF {errors[False]:.3f}")
+    assert errors[True] < 0.5 * record_model and errors[True] < errors[False]

@@ -38,6 +38,10 @@ class IncompleteModel(InputError):
     """A model version whose save did not finish (no or another ``_complete.json``)."""
 
 
+class OutdatedModel(InputError):
+    """A whole model version in a format an older insarlake wrote and this one does not read."""
+
+
 @contextmanager
 def temporary_folder(prefix: str = "insarlake-") -> Iterator[Path]:
     """A local temporary folder, removed when the block ends (also on error)."""
@@ -150,7 +154,7 @@ class ModelStore:
             return None
         try:
             model = self.load(version, read)
-        except IncompleteModel as exc:       # e.g. saved by an older insarlake, without _complete.json
+        except (IncompleteModel, OutdatedModel) as exc:   # e.g. saved by an older insarlake
             log.warning("%s (trained anew)", exc)
             return None
         verdict = matches(model)

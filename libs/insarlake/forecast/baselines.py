@@ -15,7 +15,9 @@ On the whole record (``harmonic_trend(record_mm, t_record, t_out, window_len)``,
 
 * ``harmonic_trend``: the model an InSAR analyst fits first, per pixel a + b t + c sin 2πt + d cos 2πt
   (t in years) by least squares on every epoch before the forecast origin, evaluated at t_out, its
-  level moved by the mean residual of the input window (the last ``window_len`` epochs).
+  level moved by the mean residual of the input window (the last ``window_len`` epochs); on a record
+  shorter than a year, the trend alone. ``harmonic_fit`` evaluates the same fit at any times (DAPF's
+  ``record`` input: the fit at the window's input epochs and forecast times).
 
 Neural (``build(name, input_len, horizon, **hyper)``; forward -> (n, H), loss -> (sum over masked
 nodes, terms)):
@@ -40,7 +42,7 @@ from insarlake.forecast.batch import GraphBatch
 
 __all__ = [
     "CLASSICAL", "NEURAL", "RECORD_BASELINES", "EPOCH_YEARS",
-    "historical_average", "persistence", "linear_trend", "classical_forecast", "harmonic_trend",
+    "historical_average", "persistence", "linear_trend", "classical_forecast", "harmonic_fit", "harmonic_trend",
     "GruForecaster", "LatentOdeForecaster", "GcnGruForecaster", "build",
 ]
 
@@ -48,22 +50,30 @@ EPOCH_YEARS = 6.0 / 365.25      # one Sentinel-1 revisit: the default time unit 
 
 
 # ----------------------------------------------------------------------------------------- classical
-def _check_classical(history, t_in, t_out) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated float64 copies: history (n, L), t_in (L,) increasing, t_out (H,) increasing after t_in."""
+def _check_series(history, t_in) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float64 copies: history (n, L) finite, t_in (L,) finite and strictly increasing."""
     history = np.asarray(history, dtype=np.float64)
     t_in = np.asarray(t_in, dtype=np.float64)
-    t_out = np.asarray(t_out, dtype=np.float64)
     if history.ndim != 2 or history.shape[1] == 0:
         raise ValueError(f"history must be (n, L) with L >= 1, got shape {history.shape}")
     if t_in.shape != (history.shape[1],):
         raise ValueError(f"t_in must be (L={history.shape[1]},), got shape {t_in.shape}")
-    if t_out.ndim != 1 or t_out.size == 0:
-        raise ValueError(f"t_out must be (H,) with H >= 1, got shape {t_out.shape}")
-    for name, values in (("history", history), ("t_in", t_in), ("t_out", t_out)):
+    for name, values in (("history", history), ("t_in", t_in)):
         if not np.isfinite(values).all():
             raise ValueError(f"{name} has NaN or infinite values")
     if (np.diff(t_in) <= 0).any():
         raise ValueError("t_in must be strictly increasing")
+    return history, t_in
+
+
+def _check_classical(history, t_in, t_out) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated float64 copies: history (n, L), t_in (L,) increasing, t_out (H,) increasing after t_in."""
+    history, t_in = _check_series(history, t_in)
+    t_out = np.asarray(t_out, dtype=np.float64)
+    if t_out.ndim != 1 or t_out.size == 0:
+        raise ValueError(f"t_out must be (H,) with H >= 1, got shape {t_out.shape}")
+    if not np.isfinite(t_out).all():
+        raise ValueError("t_out has NaN or infinite values")
     if (np.diff(t_out) <= 0).any() or t_out[0] <= t_in[-1]:
         raise ValueError("t_out must be strictly increasing and after the last input epoch t_in[-1]")
     return history, t_in, t_out
@@ -104,25 +114,44 @@ def classical_forecast(name: str, history, t_in, t_out) -> np.ndarray:
     return _CLASSICAL[name](history, t_in, t_out)
 
 
-def harmonic_design(t_years) -> np.ndarray:
-    """(T, 4) columns [1, t, sin 2πt, cos 2πt] of the trend-plus-annual model at ``t_years`` (T,)."""
+ANNUAL_MIN_SPAN_YEARS = 1.0     # the record an annual sinusoid is fitted on
+
+
+def harmonic_design(t_years, annual: bool = True) -> np.ndarray:
+    """(T, 4) columns [1, t, sin 2πt, cos 2πt] of the trend-plus-annual model at ``t_years`` (T,);
+    without ``annual``, (T, 2): the trend's [1, t]."""
     t = np.asarray(t_years, dtype=np.float64)
     phase = 2.0 * np.pi * t
-    return np.stack([np.ones_like(t), t, np.sin(phase), np.cos(phase)], axis=1)
+    columns = [np.ones_like(t), t] + ([np.sin(phase), np.cos(phase)] if annual else [])
+    return np.stack(columns, axis=1)
+
+
+def harmonic_fit(record_mm, t_record, t_eval, window_len: int, annual: bool | None = None) -> np.ndarray:
+    """(n, E) mm: each pixel's linear trend plus annual sinusoid (the trend alone without
+    ``annual``) fitted by least squares on its record (n, M) mm at t_record (M,) years, evaluated at
+    any times t_eval (E,) years, plus the mean residual of the record's last ``window_len`` epochs
+    (the level a forecast starts from). Fewer epochs than terms: the minimum-norm least-squares fit.
+    ``annual`` None: the sinusoid when the record spans at least ANNUAL_MIN_SPAN_YEARS (over a
+    shorter record it is not told apart from the trend, and its extrapolation swings)."""
+    t_eval = np.asarray(t_eval, dtype=np.float64)
+    if t_eval.ndim != 1 or t_eval.size == 0 or not np.isfinite(t_eval).all():
+        raise ValueError(f"t_eval must be (E,) finite with E >= 1, got shape {t_eval.shape}")
+    record, t_record = _check_series(record_mm, t_record)
+    if annual is None:
+        annual = bool(t_record[-1] - t_record[0] >= ANNUAL_MIN_SPAN_YEARS)
+    if not 1 <= window_len <= record.shape[1]:
+        raise ValueError(f"window_len must be in 1..{record.shape[1]}, got {window_len}")
+    design = harmonic_design(t_record, annual)                             # (M, 4)
+    coef, *_ = np.linalg.lstsq(design, record.T, rcond=None)               # (4, n)
+    residual = record[:, -window_len:] - (design[-window_len:] @ coef).T   # (n, L)
+    return (harmonic_design(t_eval, annual) @ coef).T + residual.mean(axis=1, keepdims=True)
 
 
 def harmonic_trend(record_mm, t_record, t_out, window_len: int) -> np.ndarray:
-    """(n, H) mm: each pixel's linear trend plus annual sinusoid fitted by least squares on its
-    record (n, M) mm at t_record (M,) years (every epoch before the forecast origin), evaluated at
-    t_out (H,) years, plus the mean residual of the last ``window_len`` epochs (the level the
-    forecast starts from). Fewer than 4 epochs: the minimum-norm least-squares fit."""
-    record, t_record, t_out = _check_classical(record_mm, t_record, t_out)
-    if not 1 <= window_len <= record.shape[1]:
-        raise ValueError(f"window_len must be in 1..{record.shape[1]}, got {window_len}")
-    design = harmonic_design(t_record)                                     # (M, 4)
-    coef, *_ = np.linalg.lstsq(design, record.T, rcond=None)               # (4, n)
-    residual = record[:, -window_len:] - (design[-window_len:] @ coef).T   # (n, L)
-    return (harmonic_design(t_out) @ coef).T + residual.mean(axis=1, keepdims=True)
+    """(n, H) mm: ``harmonic_fit`` of the record (n, M) mm at t_record (M,) years (every epoch
+    before the forecast origin) evaluated at the forecast times t_out (H,) years, after the record."""
+    _check_classical(record_mm, t_record, t_out)
+    return harmonic_fit(record_mm, t_record, t_out, window_len)
 
 
 RECORD_BASELINES = ("harmonic_trend",)

@@ -13,6 +13,9 @@ Shapes: n nodes, L input epochs, H forecast epochs, E directed edges.
 * target (n, H) float32 or None: future displacement minus the last input value, / ``scale_mm``.
 * mask (n,) bool: nodes whose loss and forecasts count (halo nodes, present only so that border
   nodes see their neighbours, are False).
+* record (n, L + H) float32 or None: the whole record's model (``harmonic_trend``'s trend plus
+  annual sinusoid, fitted on every epoch before the forecast origin) at the input and forecast
+  epochs, minus the last input value, / ``scale_mm``: what a pixel's full past says, beyond the window.
 
 Forecasts in mm are ``last_value_mm + prediction * scale_mm``.
 """
@@ -33,6 +36,7 @@ class GraphBatch:
     edge_index: torch.Tensor
     target: Optional[torch.Tensor] = None
     mask: Optional[torch.Tensor] = None
+    record: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         n = self.coords.shape[0]
@@ -52,6 +56,9 @@ class GraphBatch:
             self.mask = torch.ones(n, dtype=torch.bool)
         elif self.mask.shape != (n,):
             raise ValueError(f"mask must be (n={n},), got {tuple(self.mask.shape)}")
+        span = self.history.shape[1] + self.t_out.numel()
+        if self.record is not None and self.record.shape != (n, span):
+            raise ValueError(f"record must be (n={n}, L + H={span}), got {tuple(self.record.shape)}")
 
     @property
     def n_nodes(self) -> int:

@@ -17,6 +17,12 @@ candidate edges; all displacements in the batch's normalised units):
    torchdiffeq's fixed-step rk4 over the rescaled time t_out / t_out[-1] in (0, 1]; each z(t_h) is
    decoded to a mean (minus the decoding of z(0), so the mean forecast is 0 at t = 0) and a log-std
    (n, H): q(Y) is Gaussian.
+5. The whole record (``record_prior``, on by default; off is the seed's model): the window holds
+   L epochs, a pixel's record hundreds. ``batch.record`` (n, L + H), each pixel's trend plus annual
+   sinusoid fitted on every epoch before the forecast origin (``harmonic_trend``) at the input and
+   forecast epochs, joins the history as a node feature of the GCN and of z0, and q(Y)'s mean is
+   that fit's forecast plus the ODE's decoding, whose head starts at zero: training starts from the
+   record model and learns where the ground departs from it (neighbours, recent change).
 
 Loss (sum over masked nodes of per-node terms, each term's per-epoch values averaged over its
 epochs so that a weight means the same whatever L and H), with default weights:
@@ -30,7 +36,8 @@ term                   per node                                                 
 ``series``             0.5 * mean_tau (decoded history - history)^2 (unit-variance NLL)  0.1
 ``flow_nll``           -mean_tau log p(coords, history[:, tau]) under the flow (Eq. 3)  0.01
 ``entropy``            -H[q(Y | W, S)] per epoch                                        0.01
-``prior``              -E_q[log N(Y; 0, 1)] per epoch (closed form)                     0.01
+``prior``              -E_q[log N(Y; 0, 1)] per epoch (closed form; with record_prior,  0.01
+                       of Y minus the record model's forecast)
 ``mse``                (mean forecast - target)^2 per epoch                             1
 ``nll``                -log N(target; mean, std) per epoch (calibrates the log-std)     1
 =====================  ==============================================================  =======
@@ -404,7 +411,8 @@ class Dapf(nn.Module):
     Hyperparameters: latent_dim M (W and the ODE state), hidden_units (flow coupling nets, GCN,
     decoders, z0 net), flow_layers (coupling layers), ode_hidden (dynamics MLP), ode_steps_per_horizon
     (rk4 steps over [0, t_out[-1]]; None: one per forecast epoch), graph_coupling (neighbour term in
-    dz/dt), and the loss weights listed in the module docstring.
+    dz/dt), record_prior (forecast on top of ``batch.record``, step 5) and the loss weights listed
+    in the module docstring.
     """
 
     def __init__(self, input_len: int, horizon: int, latent_dim: int = 16, hidden_units: int = 32,
@@ -412,7 +420,7 @@ class Dapf(nn.Module):
                  graph_coupling: bool = True, kl_weight: float = 0.01, adjacency_weight: float = 0.1,
                  series_weight: float = 0.1, flow_weight: float = 0.01, entropy_weight: float = 0.01,
                  prior_weight: float = 0.01, mse_weight: float = 1.0, nll_weight: float = 1.0,
-                 time_unit_years: float = 6.0 / 365.25):
+                 time_unit_years: float = 6.0 / 365.25, record_prior: bool = True):
         super().__init__()
         for name, value in (("input_len", input_len), ("horizon", horizon), ("latent_dim", latent_dim),
                             ("hidden_units", hidden_units), ("flow_layers", flow_layers), ("ode_hidden", ode_hidden)):
@@ -427,15 +435,20 @@ class Dapf(nn.Module):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"the {name} weight must be finite and >= 0, got {value!r}")
         self.input_len, self.horizon, self.latent_dim = input_len, horizon, latent_dim
+        self.record_prior = bool(record_prior)
+        n_record = input_len + horizon if self.record_prior else 0     # batch.record as node features
         self.flow = RealNVP(FLOW_DIM, flow_layers, hidden_units, cond_dim=1)
-        self.encoder = VgaeEncoder(3 + input_len, hidden_units, latent_dim)
+        self.encoder = VgaeEncoder(3 + input_len + n_record, hidden_units, latent_dim)
         self.series_decoder = nn.Sequential(nn.Linear(latent_dim, hidden_units), nn.Tanh(),
                                             nn.Linear(hidden_units, input_len))
         # z0 sees W, the window and its epoch spacing (in time units): the forecast times are
         # physical, so a record whose cadence changes (6 -> 12 days) is integrated over its real span
         self.time_unit_years = float(time_unit_years)
-        self.ode = OdeForecaster(latent_dim + input_len + 1, latent_dim, ode_hidden, ode_steps_per_horizon,
-                                 graph_coupling, time_unit=self.time_unit_years)
+        self.ode = OdeForecaster(latent_dim + input_len + 1 + n_record, latent_dim, ode_hidden,
+                                 ode_steps_per_horizon, graph_coupling, time_unit=self.time_unit_years)
+        if self.record_prior:      # the forecast starts as the record model's; training learns the departure
+            nn.init.zeros_(self.ode.mean_head.weight)
+            nn.init.zeros_(self.ode.mean_head.bias)
 
     # -- pieces ----------------------------------------------------------------------------------
     def _check(self, batch: GraphBatch, need_target: bool = False) -> None:
@@ -447,6 +460,17 @@ class Dapf(nn.Module):
         _check_edge_index(batch.edge_index, batch.n_nodes, "batch.edge_index")
         if need_target and batch.target is None:
             raise ValueError("batch.target is required for the loss")
+        if self.record_prior and batch.record is None:
+            raise ValueError("batch.record is required: this model forecasts on top of the record model "
+                             "(record_prior=True)")
+
+    def _prior(self, batch: GraphBatch) -> torch.Tensor | None:
+        """The record model's forecast (n, H) the mean is added to, or None (record_prior off)."""
+        return batch.record[:, batch.input_len:] if self.record_prior else None
+
+    def _node_features(self, batch: GraphBatch) -> list[torch.Tensor]:
+        """[history (n, L)] and, with record_prior, [record (n, L + H)]."""
+        return [batch.history] + ([batch.record] if self.record_prior else [])
 
     def _flow_inputs(self, batch: GraphBatch):
         """x (n, L, 4) = [coords, history[:, tau]], cond (n, L, 1) = t_in[tau] / span in [-1, 0]."""
@@ -461,16 +485,21 @@ class Dapf(nn.Module):
         u, log_det = self.flow(x, cond)
         prob = dynamic_adjacency(u, batch.edge_index)                   # (E, L) p(A = 1)
         mean_prob = prob.mean(-1) if prob.shape[1] else prob.new_zeros(prob.shape[0])
-        features = torch.cat([batch.coords, batch.history], dim=-1)
+        features = torch.cat([batch.coords, *self._node_features(batch)], dim=-1)
         mu, logvar = self.encoder(features, batch.edge_index, 2.0 * mean_prob)
         return {"u": u, "log_det": log_det, "mean_prob": mean_prob, "mu": mu, "logvar": logvar,
                 "edge_weight": 2.0 * mean_prob}
 
     def _forecast(self, w: torch.Tensor, batch: GraphBatch, edge_weight: torch.Tensor):
-        history = batch.history.expand(w.shape[:-1] + batch.history.shape[-1:])
+        """(mean, log_std) (..., n, H) from W (..., n, M): the ODE's, its mean added to the record
+        model's forecast with record_prior."""
+        nodes = [f.expand(w.shape[:-1] + f.shape[-1:]) for f in self._node_features(batch)]
         span = (batch.t_in[-1] - batch.t_in[0]) / max(batch.input_len - 1, 1) / self.time_unit_years
-        spacing = history.new_full(history.shape[:-1] + (1,), float(span))
-        return self.ode(torch.cat([w, history, spacing], dim=-1), batch.t_out, batch.edge_index, edge_weight)
+        spacing = w.new_full(w.shape[:-1] + (1,), float(span))
+        mean, log_std = self.ode(torch.cat([w, nodes[0], spacing, *nodes[1:]], dim=-1), batch.t_out,
+                                 batch.edge_index, edge_weight)
+        prior = self._prior(batch)
+        return (mean if prior is None else mean + prior), log_std
 
     # -- public ----------------------------------------------------------------------------------
     def embed(self, batch: GraphBatch) -> torch.Tensor:
@@ -504,13 +533,14 @@ class Dapf(nn.Module):
         mu, logvar = enc["mu"], enc["logvar"]
         w = mu + torch.exp(0.5 * logvar) * _randn(mu.shape, mu, generator)
         mean, log_std = self._forecast(w, batch, enc["edge_weight"])
+        prior = self._prior(batch)
         per_node = {
             "kl_w": kl_standard_normal(mu, logvar),
             "adjacency": adjacency_reconstruction_nll(w, batch.edge_index, enc["mean_prob"].detach()),
             "series": series_reconstruction_nll(self.series_decoder(w), batch.history),
             "flow_nll": flow_negative_log_likelihood(enc["u"], enc["log_det"]),
             "entropy": gaussian_negative_entropy(log_std),
-            "prior": gaussian_prior_cross_entropy(mean, log_std),
+            "prior": gaussian_prior_cross_entropy(mean if prior is None else mean - prior, log_std),
             "mse": squared_error(mean, target),
             "nll": gaussian_nll(mean, log_std, target),
         }

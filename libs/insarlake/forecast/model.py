@@ -19,9 +19,11 @@ from insarlake.config import Config
 from insarlake.errors import InputError
 from insarlake.forecast.windows import Normalisation, WindowSplit
 from insarlake.lake import model_store
-from insarlake.modelstore import ModelStore
+from insarlake.modelstore import ModelStore, OutdatedModel
 
-FORMAT_VERSION = 1
+# 2: DAPF forecasts on top of the record model (hyper record_prior, default on); version 1 files
+# (an empty hyper meant the seed's DAPF) are not reused: the model is trained anew.
+FORMAT_VERSION = 2
 
 
 def forecast_store(config: Config, dataset: str, name: str, spark=None) -> ModelStore:
@@ -130,6 +132,9 @@ class ForecastModel:
     @classmethod
     def from_payload(cls, payload: dict, where: str = "forecast model") -> "ForecastModel":
         meta = payload["meta"]
+        if isinstance(meta, dict) and meta.get("format_version") in range(1, FORMAT_VERSION):
+            raise OutdatedModel(f"{where}: format_version {meta['format_version']} of an older insarlake, "
+                                f"expected {FORMAT_VERSION}")
         try:
             if meta.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"format_version {meta.get('format_version')}, expected {FORMAT_VERSION}")

@@ -39,7 +39,7 @@ from insarlake.forecast import CLASSICAL_MODELS
 from insarlake.forecast.graph import cell_subgraphs, edges_from_neighbours, neighbour_lists
 from insarlake.forecast.model import ForecastModel, forecast_distribution, forecast_store
 from insarlake.forecast.windows import (Normalisation, WindowSplit, cadence_years, change_moments, future_times,
-                                       window_batch)
+                                       record_fit, window_batch)
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import to_local_m
 from insarlake.files import LakeFiles
@@ -343,7 +343,7 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig, hotspot_
     |velocity| > ``cfg.moving_mm_yr`` over the training epochs; hotspot, ``hotspot_ids``) and per
     forecast step (``horizon`` 1..H; None: all steps); the 90 % interval coverage of the models
     with a forecast distribution (``model.forecast_distribution``)."""
-    from insarlake.forecast.baselines import classical_forecast, harmonic_trend
+    from insarlake.forecast.baselines import classical_forecast
     from insarlake.forecast.metrics import SUM_KEYS, metrics_from_sums, sufficient_sums_by_column
     from insarlake.timeseries import fit_velocity
 
@@ -367,13 +367,14 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig, hotspot_
         acc, with_interval = {}, set()
         for start in starts:
             start = int(start)
-            batch, last = window_batch(series, coords, t_years, start, split, norm.scale_mm, local, mask=core)
+            fit = record_fit(series, t_years, start, split)                            # (n, L + H) mm
+            batch, last = window_batch(series, coords, t_years, start, split, norm.scale_mm, local, mask=core,
+                                       record_mm=fit)
             y = series[:, start + L:start + L + H]                                    # (n, H) mm, every node
             preds = {name: last[:, None] + norm.scale_mm * classical_forecast(
                          name, batch.history.numpy(), batch.t_in.numpy(), batch.t_out.numpy())
                      for name in CLASSICAL_MODELS}
-            preds["harmonic_trend"] = harmonic_trend(series[:, :start + L], t_years[:start + L],
-                                                     future_times(t_years, start + L, H), L)
+            preds["harmonic_trend"] = fit[:, L:]
             inside = {}
             for name, net in nets.items():
                 pred, q = forecast_distribution(net, batch, bounds, w_samples, samples,

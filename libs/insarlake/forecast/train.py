@@ -81,7 +81,7 @@ def train_worker(args: dict) -> dict:
     import torch.distributed as dist
 
     from insarlake.forecast.model import build_network
-    from insarlake.forecast.windows import WindowSplit, window_batch
+    from insarlake.forecast.windows import WindowSplit, annual_record_starts, window_batch
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -107,6 +107,11 @@ def train_worker(args: dict) -> dict:
     for q in params:   # every rank all-reduces a gradient for every parameter, used or not
         q.grad = torch.zeros_like(q)
     train_starts = split.starts("train")
+    if getattr(model, "record_prior", False):
+        # a model on top of the record model learns its departures where that model is the one it
+        # meets later: windows before a year of record (a trend fitted on months) would teach it to
+        # distrust a fit that the validation, test and future windows do not have
+        train_starts = annual_record_starts(train_starts, split, t_years)
     val_starts = split.starts("validation")
     batch_parts, n_windows = int(args["batch_parts"]), int(args["windows_per_part"])
 

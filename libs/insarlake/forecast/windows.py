@@ -82,15 +82,45 @@ def change_moments(series_mm: np.ndarray, horizon: int, last_epoch: int) -> tupl
     return int(d.shape[1]), np.square(d, dtype=np.float64).sum(axis=1)
 
 
+def record_fit(series_mm: np.ndarray, t_years: np.ndarray, start: int, split: WindowSplit) -> np.ndarray:
+    """(n, L + H) mm: the record model (``baselines.harmonic_fit``: trend plus annual sinusoid) of
+    each row of series_mm (n, T) fitted on every epoch before the forecast origin of the window at
+    ``start`` (epochs [0, start + L)), at the window's input epochs and its H forecast times
+    (``future_times``: after the record's end, at its cadence). Its last H columns are the
+    ``harmonic_trend`` forecast (before a year of record, early training windows, the trend alone)."""
+    from insarlake.forecast.baselines import harmonic_fit
+
+    L, H = split.input_len, split.horizon
+    origin = start + L
+    times = np.concatenate([t_years[start:origin], future_times(t_years, origin, H)])
+    return harmonic_fit(series_mm[:, :origin], t_years[:origin], times, L)
+
+
+def annual_record_starts(starts: np.ndarray, split: WindowSplit, t_years: np.ndarray) -> np.ndarray:
+    """The window starts among ``starts`` whose origin has at least ``ANNUAL_MIN_SPAN_YEARS`` of
+    record behind it, where ``record_fit`` is the full trend-plus-annual model that validation,
+    test and future windows meet; all of ``starts`` when none has (a record shorter than that)."""
+    from insarlake.forecast.baselines import ANNUAL_MIN_SPAN_YEARS
+
+    starts = np.asarray(starts)
+    span = t_years[starts + split.input_len - 1] - t_years[0]
+    kept = starts[span >= ANNUAL_MIN_SPAN_YEARS]
+    return kept if kept.size else starts
+
+
 def window_batch(series_mm: np.ndarray, coords: np.ndarray, t_years: np.ndarray, start: int, split: WindowSplit,
                  scale_mm: float, edge_index: np.ndarray, mask: np.ndarray | None = None,
-                 with_target: bool = True) -> tuple[GraphBatch, np.ndarray]:
+                 with_target: bool = True, record_mm: np.ndarray | None = None) -> tuple[GraphBatch, np.ndarray]:
     """(GraphBatch, last_mm (n,)) of the window at ``start`` for one subgraph: series_mm (n, T) gap-free
     mm; coords (n, 3) normalised; t_years (T,); edge_index (2, E) local. Without target, the window
-    may end at the record's end (start + L == T) to forecast the future."""
+    may end at the record's end (start + L == T) to forecast the future. ``record_mm`` (n, L + H):
+    ``record_fit`` of the window when the caller has it (computed here otherwise)."""
     L, H = split.input_len, split.horizon
     last = series_mm[:, start + L - 1]
     history = (series_mm[:, start:start + L] - last[:, None]) / scale_mm
+    if record_mm is None:
+        record_mm = record_fit(series_mm, t_years, start, split)
+    record = (record_mm - last[:, None]) / scale_mm
     t0 = t_years[start + L - 1]
     target = None
     if with_target:
@@ -101,7 +131,8 @@ def window_batch(series_mm: np.ndarray, coords: np.ndarray, t_years: np.ndarray,
                        t_in=torch.from_numpy((t_years[start:start + L] - t0).astype(np.float32)),
                        t_out=torch.from_numpy(t_out.astype(np.float32)),
                        edge_index=torch.from_numpy(np.ascontiguousarray(edge_index, np.int64)), target=target,
-                       mask=None if mask is None else torch.from_numpy(np.asarray(mask, bool)))
+                       mask=None if mask is None else torch.from_numpy(np.asarray(mask, bool)),
+                       record=torch.from_numpy(record.astype(np.float32)))
     return batch, last
 
 
