@@ -62,6 +62,8 @@ def test_window_record_is_the_harmonic_trend_of_the_past_in_batch_units():
     given = np.ones((4, 13))
     batch, last = window_batch(series, np.zeros((4, 3), np.float32), t, 60, split, 2.5, edges, record_mm=given)
     np.testing.assert_allclose(batch.record.numpy(), (1.0 - last[:, None]) / 2.5 * np.ones((1, 13)), rtol=1e-6)
+    bare, _ = window_batch(series, np.zeros((4, 3), np.float32), t, 60, split, 2.5, edges, with_record=False)
+    assert bare.record is None and np.array_equal(bare.history.numpy(), batch.history.numpy())
 
 
 def test_record_prior_training_windows_start_after_a_year_of_record():

@@ -325,6 +325,15 @@ def trained_model(prepared: Prepared, config: Config, name: str, run_id: str, st
 SUBSETS = ("all", "moving", "hotspot")      # the pixels forecast_metrics scores, forecast.moving_mm_yr
 
 
+def moving_pixels(series_mm: np.ndarray, t_years: np.ndarray, split: WindowSplit, moving_mm_yr: float) -> np.ndarray:
+    """(n,) bool: the ``moving`` subset, |least-squares velocity| > moving_mm_yr over the training
+    epochs only (before ``split.t1``, so the test windows do not choose their pixels), of series_mm (n, T)."""
+    from insarlake.timeseries import fit_velocity
+
+    velocity, _ = fit_velocity(t_years[:split.t1], series_mm[:, :split.t1])
+    return np.abs(velocity) > moving_mm_yr
+
+
 def hotspot_pixel_ids(spark: SparkSession, config: Config, dataset: str) -> DataFrame | None:
     """pixel_id (distinct) of the dataset's retained hotspots, from the hotspots stage's tables;
     None when the lake has none (the hotspot subset is then left out)."""
@@ -345,7 +354,6 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig, hotspot_
     with a forecast distribution (``model.forecast_distribution``)."""
     from insarlake.forecast.baselines import classical_forecast
     from insarlake.forecast.metrics import SUM_KEYS, metrics_from_sums, sufficient_sums_by_column
-    from insarlake.timeseries import fit_velocity
 
     split, norm, t_years = prepared.split, prepared.norm, prepared.t_years
     L, H = split.input_len, split.horizon
@@ -361,8 +369,7 @@ def score_models(prepared: Prepared, models: dict, cfg: ForecastConfig, hotspot_
         torch.set_num_threads(1)
         nets = {name: ForecastModel.from_payload(p).network for name, p in payload.items()}
         group, coords, series, local, core = subgraph_arrays(group)
-        velocity, _ = fit_velocity(t_years[:split.t1], series[:, :split.t1])
-        masks = {"all": core, "moving": core & (np.abs(velocity) > moving_mm_yr),
+        masks = {"all": core, "moving": core & moving_pixels(series, t_years, split, moving_mm_yr),
                  "hotspot": core & group["in_hotspot"].to_numpy(bool)}
         acc, with_interval = {}, set()
         for start in starts:

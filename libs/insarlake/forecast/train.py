@@ -106,14 +106,22 @@ def train_worker(args: dict) -> dict:
     optimiser = torch.optim.Adam(params, lr=float(args["learning_rate"]))
     for q in params:   # every rank all-reduces a gradient for every parameter, used or not
         q.grad = torch.zeros_like(q)
+    needs_record = bool(getattr(model, "record_prior", False))     # reads GraphBatch.record
     train_starts = split.starts("train")
-    if getattr(model, "record_prior", False):
+    if needs_record:
         # a model on top of the record model learns its departures where that model is the one it
         # meets later: windows before a year of record (a trend fitted on months) would teach it to
         # distrust a fit that the validation, test and future windows do not have
         train_starts = annual_record_starts(train_starts, split, t_years)
-    val_starts = split.starts("validation")
     batch_parts, n_windows = int(args["batch_parts"]), int(args["windows_per_part"])
+
+    def batch_at(part: int, start: int):
+        coords, series, local_edges = data[part]
+        return window_batch(series, coords, t_years, int(start), split, scale, local_edges,
+                            with_record=needs_record)[0]
+
+    # the validation windows are the same every epoch (and for the interval calibration): built once
+    val_batches = [batch_at(p, start) for p in data for start in split.starts("validation")]
 
     def all_sum(values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64)
@@ -134,12 +142,10 @@ def train_worker(args: dict) -> dict:
             for p in step_parts:
                 if p not in data:
                     continue
-                coords, series, local_edges = data[p]
                 for w in range(n_windows):
                     key = _seed(seed, epoch, p, w)
                     start = int(train_starts[np.random.default_rng(key).integers(len(train_starts))])
-                    batch, _ = window_batch(series, coords, t_years, start, split, scale, local_edges)
-                    loss, _ = model.loss(batch, torch.Generator().manual_seed(key))
+                    loss, _ = model.loss(batch_at(p, start), torch.Generator().manual_seed(key))
                     (loss / count).backward()
                     loss_sum += float(loss.detach())
             if distributed:
@@ -152,11 +158,9 @@ def train_worker(args: dict) -> dict:
         model.eval()
         sq, n = 0.0, 0
         with torch.no_grad():
-            for p, (coords, series, local_edges) in data.items():
-                for start in val_starts:
-                    batch, _ = window_batch(series, coords, t_years, int(start), split, scale, local_edges)
-                    sq += float(((model(batch) - batch.target) ** 2).sum())
-                    n += batch.target.numel()
+            for batch in val_batches:
+                sq += float(((model(batch) - batch.target) ** 2).sum())
+                n += batch.target.numel()
         loss_total, sq, n = all_sum([epoch_loss, sq, float(n)])
         val_mse = sq / max(n, 1.0)
         history.append({"epoch": epoch, "train_loss": loss_total / max(epoch_count, 1), "val_mse": val_mse})
@@ -180,29 +184,27 @@ def train_worker(args: dict) -> dict:
     interval_scale = None
     if args.get("calibrate_interval") and hasattr(model, "predictive"):
         model.load_state_dict(best_state)
-        interval_scale = _interval_scale(model, data, val_starts, split, t_years, scale, all_sum)
+        interval_scale = _interval_scale(model, val_batches, all_sum)
         if rank == 0:
             log.info("%s: predictive std x %.3f covers 90 %% of the validation values", args["model"], interval_scale)
     return {"state_dict": best_state, "history": history, "best_epoch": best_epoch, "seconds": seconds,
             "world_size": world, "interval_scale": interval_scale}
 
 
-def _interval_scale(model, data: dict, starts, split, t_years, scale_mm: float, all_sum) -> float:
+def _interval_scale(model, batches: list, all_sum) -> float:
     """The factor c such that mean +- 1.645 c std of the model's one-pass predictive distribution
-    holds 90 % of the validation values of every rank's parts: the 0.9 quantile of |target - mean|
-    / std (from a histogram summed over ranks) / 1.645. Validation windows only, never test ones."""
+    holds 90 % of the validation values of every rank's parts (``batches``, this rank's validation
+    windows): the 0.9 quantile of |target - mean| / std (from a histogram summed over ranks) /
+    1.645. Validation windows only, never test ones."""
     import torch
 
     from insarlake.forecast.metrics import histogram_quantile
-    from insarlake.forecast.windows import window_batch
 
     model.eval()
     counts = np.zeros(_Z_BINS)
     with torch.no_grad():
-        for coords, series, local_edges in data.values():
-            for start in starts:
-                batch, _ = window_batch(series, coords, t_years, int(start), split, scale_mm, local_edges)
-                mean, std = model.predictive(batch, 0)
-                z = ((batch.target - mean).abs() / std).numpy().ravel()
-                counts += np.histogram(np.minimum(z, _Z_MAX * (1 - 1e-12)), bins=_Z_BINS, range=(0.0, _Z_MAX))[0]
+        for batch in batches:
+            mean, std = model.predictive(batch, 0)
+            z = ((batch.target - mean).abs() / std).numpy().ravel()
+            counts += np.histogram(np.minimum(z, _Z_MAX * (1 - 1e-12)), bins=_Z_BINS, range=(0.0, _Z_MAX))[0]
     return histogram_quantile(all_sum(counts.tolist()), _Z_MAX, 0.9) / _Z90

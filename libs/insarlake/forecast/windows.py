@@ -110,17 +110,22 @@ def annual_record_starts(starts: np.ndarray, split: WindowSplit, t_years: np.nda
 
 def window_batch(series_mm: np.ndarray, coords: np.ndarray, t_years: np.ndarray, start: int, split: WindowSplit,
                  scale_mm: float, edge_index: np.ndarray, mask: np.ndarray | None = None,
-                 with_target: bool = True, record_mm: np.ndarray | None = None) -> tuple[GraphBatch, np.ndarray]:
+                 with_target: bool = True, record_mm: np.ndarray | None = None,
+                 with_record: bool = True) -> tuple[GraphBatch, np.ndarray]:
     """(GraphBatch, last_mm (n,)) of the window at ``start`` for one subgraph: series_mm (n, T) gap-free
     mm; coords (n, 3) normalised; t_years (T,); edge_index (2, E) local. Without target, the window
     may end at the record's end (start + L == T) to forecast the future. ``record_mm`` (n, L + H):
-    ``record_fit`` of the window when the caller has it (computed here otherwise)."""
+    ``record_fit`` of the window when the caller has it (computed here otherwise; a least-squares
+    fit over the record, ~30x the rest of the batch: ``with_record=False`` for a model that does not
+    read ``batch.record``, which is then None)."""
     L, H = split.input_len, split.horizon
     last = series_mm[:, start + L - 1]
     history = (series_mm[:, start:start + L] - last[:, None]) / scale_mm
-    if record_mm is None:
-        record_mm = record_fit(series_mm, t_years, start, split)
-    record = (record_mm - last[:, None]) / scale_mm
+    record = None
+    if with_record:
+        if record_mm is None:
+            record_mm = record_fit(series_mm, t_years, start, split)
+        record = torch.from_numpy(((record_mm - last[:, None]) / scale_mm).astype(np.float32))
     t0 = t_years[start + L - 1]
     target = None
     if with_target:
@@ -132,7 +137,7 @@ def window_batch(series_mm: np.ndarray, coords: np.ndarray, t_years: np.ndarray,
                        t_out=torch.from_numpy(t_out.astype(np.float32)),
                        edge_index=torch.from_numpy(np.ascontiguousarray(edge_index, np.int64)), target=target,
                        mask=None if mask is None else torch.from_numpy(np.asarray(mask, bool)),
-                       record=torch.from_numpy(record.astype(np.float32)))
+                       record=record)
     return batch, last
 
 
