@@ -26,11 +26,12 @@ PROJECT = Path(__file__).resolve().parents[1]
 # Each job of the scheduled pipeline, in order, with the tables whose rows of its dataset it writes.
 STAGE_TABLES = {
     "simulate": ("truth",),
-    "ingest": ("epochs", "pixels", "quarantine"),
+    "ingest": ("epochs", "pixels", "quarantine", "geometries"),
     "cluster": ("covariogram", "clusters"),
     "classify": ("classifier_metrics", "classes"),
     "hotspots": ("hotspots", "hotspot_pixels", "hotspot_scores"),
     "forecast": ("forecasts",),
+    "sites": ("site_hotspots", "sites"),
 }
 # Columns that name a run or a model version (different in every run by design), left out when a
 # re-run's rows are compared with an uninterrupted run's.

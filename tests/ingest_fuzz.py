@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from insarlake.cli import one_line
 from insarlake.ingest import stage
+from insarlake.ingest.geometry import geometry_datasets
 
 # The epoch columns of an EGMS header: YYYYMMDD.
 _EPOCH = re.compile(rb"^\d{8}$")
@@ -203,13 +204,17 @@ def dry_ingest(folder: Path, max_missing_share: float = 0.2) -> Outcome:
     if not paths:
         return Outcome(error=f"input {folder}: no {'/'.join(stage.DATA_SUFFIXES)} files found")
     headers = [row for p in paths for row in stage.file_headers(p, "auto", {})]
-    errors = sorted((source, error) for source, _, error in headers if error)
+    errors = sorted((source, error) for source, _, _, _, error in headers if error)
     if errors:
         return Outcome(error=one_line(errors[0][1]))
-    dates = sorted({d for _, ds, _ in headers for d in ds})
+    by_track: dict = {}
+    for _, ds, track, _, _ in headers:
+        by_track.setdefault(track, set()).update(ds)
+    dates = {track: sorted(ds) for track, ds in by_track.items()}
+    names = geometry_datasets("fuzz", list(dates), split=True)
     frames = []
     for p in paths:
-        for frame in stage.parse_file(p, "auto", dates, "fuzz", "mm", max_missing_share, {}):
+        for frame in stage.parse_file(p, "auto", dates, names, "mm", max_missing_share, {}):
             pa.Table.from_pandas(frame, schema=_arrow_schema(), preserve_index=False)
             if frame["file_error"].notna().any():
                 return Outcome(error=one_line(frame["file_error"].dropna().iloc[0]))
@@ -217,7 +222,8 @@ def dry_ingest(folder: Path, max_missing_share: float = 0.2) -> Outcome:
     rows = pd.concat(frames, ignore_index=True)
     valid = rows[rows["reason"].isna()].sort_values(["source", "row_number"])
     assert valid["pixel_id"].notna().all() and np.isfinite(valid[["lon", "lat"]].to_numpy()).all()
-    assert all(len(d) == len(dates) and np.isfinite(d).any() for d in valid["disp"])
+    epochs = {names[track]: len(ds) for track, ds in dates.items()}
+    assert all(len(d) == epochs[ds] and np.isfinite(d).any() for d, ds in zip(valid["disp"], valid["dataset"]))
     duplicate = valid["pixel_id"].duplicated()
     reasons = Counter(r.split(":")[0] for rs in rows["reason"].dropna() for r in rs.split("; "))
     reasons["duplicate pixel_id"] += int(duplicate.sum())

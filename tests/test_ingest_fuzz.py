@@ -92,7 +92,7 @@ def test_the_known_failures_of_the_old_parser(burst):
 def test_a_file_that_disappears_is_named(tmp_path, burst):
     gone = tmp_path / "gone.csv"
     rows = stage.file_headers(str(gone), "auto", {})
-    assert len(rows) == 1 and rows[0][1] is None and rows[0][2].startswith(f"file {gone}: unreadable")
+    assert len(rows) == 1 and rows[0][1] is None and rows[0][-1].startswith(f"file {gone}: unreadable")
 
 
 # ---------------------------------------------------------------- names

@@ -100,6 +100,9 @@ class IngestConfig:
     format: str
     max_missing_share: float
     displacement_unit: str
+    split_tracks: bool
+    overlap_distance_m: float
+    overlap_max_rms_mm: float
 
 
 @dataclass(frozen=True)

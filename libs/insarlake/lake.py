@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 # What a lake's root holds: its tables, and its folders of files (see the layout above). A
 # non-empty folder holding none of them (and no marker) is refused as a lake (LakeFiles.check_lake).
 TABLES = ("pixels", "epochs", "quarantine", "runs", "run_heartbeats", "truth", "clusters", "covariogram", "classes",
-          "classifier_metrics", "hotspots", "hotspot_pixels", "hotspot_scores", "forecasts", "forecast_metrics")
+          "classifier_metrics", "hotspots", "hotspot_pixels", "hotspot_scores", "forecasts", "forecast_metrics",
+          "geometries", "sites", "site_hotspots")
 LAKE_ENTRIES = TABLES + ("raw", "models", "outputs", "work", "_catalog")
 
 
@@ -182,6 +183,15 @@ def read_table(spark: SparkSession, config: Config, table: str, datasets: list[s
     df = spark.read.format("delta").load(table_path(config, table))
     if datasets:
         df = df.where(df.dataset.isin(list(datasets)))
+    return df
+
+
+def analysis_pixels(spark: SparkSession, config: Config, dataset: str) -> DataFrame:
+    """The pixels of ``dataset`` that the analysis stages use: every row of `pixels` except the
+    second measurements of points where bursts overlap (``duplicate_of`` set; ingest/overlap.py)."""
+    df = read_table(spark, config, "pixels", [dataset])
+    if "duplicate_of" in df.columns:        # lakes ingested before the column existed have none
+        df = df.where(F.col("duplicate_of").isNull())
     return df
 
 

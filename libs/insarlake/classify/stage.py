@@ -31,7 +31,7 @@ from insarlake.classify.model import STATIC_FEATURES, Architecture, ClassifierMo
 from insarlake.config import ClassifyConfig, Config
 from insarlake.errors import InputError
 from insarlake.files import LakeFiles
-from insarlake.lake import Run, lake_files, model_store, read_table, write_table
+from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, write_table
 from insarlake.launch import run_training
 from insarlake.spark import delta_schema_merge, session_conf
 from insarlake.modelstore import ModelStore
@@ -392,7 +392,7 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
     model store, pictures to the run's outputs in the lake; the training shards' work folder is
     removed at the end, also on failure."""
     cfg = config.classify
-    raw_pixels = read_table(spark, config, "pixels", [dataset])
+    raw_pixels = analysis_pixels(spark, config, dataset)
     pixels = with_features(raw_pixels)
     clusters = read_table(spark, config, "clusters", [dataset])
     dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]

@@ -43,7 +43,7 @@ from insarlake.forecast.windows import (Normalisation, WindowSplit, cadence_year
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import to_local_m
 from insarlake.files import LakeFiles
-from insarlake.lake import Run, lake_files, read_table, table_exists, write_table
+from insarlake.lake import Run, analysis_pixels, lake_files, read_table, table_exists, write_table
 from insarlake.launch import run_training
 from insarlake.spark import default_parallelism, delta_schema_merge
 from insarlake.temporal.softdtw import fill_missing
@@ -196,7 +196,7 @@ def prepare(spark: SparkSession, config: Config, dataset: str, folder: LakeFiles
     """Gap-free series, graph and subgraphs, split and normalisation; writes the training sample
     (``forecast.train_subgraphs`` subgraphs chosen by a seeded hash) as Parquet into ``folder``."""
     cfg = config.forecast
-    pixels = read_table(spark, config, "pixels", [dataset])
+    pixels = analysis_pixels(spark, config, dataset)
     dates = [r.date for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
     if not dates:
         raise InputError(f"dataset {dataset}: no epochs; run ingest first")

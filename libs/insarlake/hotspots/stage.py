@@ -29,7 +29,7 @@ from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.split import split_candidate
-from insarlake.lake import Run, lake_files, read_table, table_exists, write_table
+from insarlake.lake import Run, analysis_pixels, lake_files, read_table, table_exists, write_table
 from insarlake.temporal.covariogram import correlation_length_km
 from insarlake.spatial.dbscan import dbscan
 
@@ -86,7 +86,7 @@ class Detection:
 def labelled_pixels(spark: SparkSession, config: Config, dataset: str) -> tuple[DataFrame, str]:
     """pixels (pixel_id, lon, lat, velocity, disp) with ``label``: classes.predicted_cluster, or
     clusters.cluster_id when configured or when the dataset has no classes; and the source name."""
-    pixels = read_table(spark, config, "pixels", [dataset]).select("pixel_id", "lon", "lat", "velocity", "disp")
+    pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "velocity", "disp")
     source = config.hotspots.labels
     if source == "classes" and (not table_exists(spark, config, "classes")
                                 or read_table(spark, config, "classes", [dataset]).limit(1).count() == 0):

@@ -11,7 +11,6 @@ files. A single file must fit in an executor's memory (EGMS bursts are ~10 MB).
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 from dataclasses import dataclass
@@ -26,9 +25,9 @@ from pyspark.errors import AnalysisException
 
 from insarlake.config import Config, IngestConfig
 from insarlake.errors import InputError
-from insarlake.ingest import parse
+from insarlake.ingest import geometry, overlap, parse
 from insarlake.files import LakeFiles, spark_settings
-from insarlake.lake import Run, local_path, write_table
+from insarlake.lake import Run, lake_files, local_path, read_table, table_exists, write_table
 from insarlake.spark import default_parallelism
 from insarlake.tiling import add_tile_id, tile_order
 
@@ -39,32 +38,44 @@ DATA_SUFFIXES = (".csv", ".zip", ".parquet")
 HEADER_SCHEMA = T.StructType([
     T.StructField("source", T.StringType()),
     T.StructField("dates", T.ArrayType(T.DateType())),
+    T.StructField("track", T.IntegerType()),
+    T.StructField("burst", T.StringType()),
     T.StructField("error", T.StringType()),
 ])
+
+# The viewing geometry of each pixel (ingest/geometry.py): from the file name, and the pass
+# direction from the row's LOS vector.
+GEOMETRY_FIELDS = [T.StructField("track", T.IntegerType()), T.StructField("pass_direction", T.StringType()),
+                   T.StructField("burst", T.StringType()), T.StructField("swath", T.StringType()),
+                   T.StructField("release", T.StringType()), T.StructField("release_version", T.IntegerType())]
+GEOMETRY_COLUMNS = [f.name for f in GEOMETRY_FIELDS]
 
 PARSED_SCHEMA = T.StructType(
     [T.StructField("dataset", T.StringType()), T.StructField("source", T.StringType()),
      T.StructField("row_number", T.LongType()), T.StructField("pixel_id", T.StringType())]
     + [T.StructField(c, T.DoubleType()) for c in parse.NUMERIC_STATIC]
     + [T.StructField("disp", T.ArrayType(T.FloatType())),
-       T.StructField("attributes", T.MapType(T.StringType(), T.DoubleType())),
-       T.StructField("reason", T.StringType()),
+       T.StructField("attributes", T.MapType(T.StringType(), T.DoubleType()))]
+    + GEOMETRY_FIELDS
+    + [T.StructField("reason", T.StringType()),
        T.StructField("file_error", T.StringType())])
 
 QUARANTINE_COLUMNS = ["dataset", "source", "row_number", "pixel_id", "reason"]
 PIXEL_COLUMNS = (["dataset", "pixel_id", "lon", "lat", "height", "velocity", "velocity_std", "coherence",
                   "incidence_angle", "los_east", "los_north", "los_up", "disp", "attributes",
-                  "source", "row_number", "tile_id"])
+                  *GEOMETRY_COLUMNS, "duplicate_of", "source", "row_number", "tile_id"])
 
 
 @dataclass(frozen=True)
 class IngestResult:
     dataset: str
     input_rows: int
-    pixels: int
+    pixels: int             # duplicates included
     quarantined: int
-    epochs: int
+    epochs: int             # of the dataset with the most
     files: int
+    datasets: tuple = ()    # the datasets analysed: (dataset,), or one per track of the input
+    duplicates: int = 0     # pixels with duplicate_of set (overlapping bursts)
 
 
 def open_input(uri: str, settings: Mapping[str, str] | None = None):
@@ -103,7 +114,11 @@ def list_files(spark: SparkSession, input_path: str) -> list[str]:
 
 def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: str, run: Run,
                fmt: str | None = None) -> IngestResult:
-    """Ingest ``input_path`` as ``dataset`` (replacing that dataset's rows in every table)."""
+    """Ingest ``input_path`` as ``dataset`` (replacing that dataset's rows in every table).
+
+    An input of several tracks (EGMS file names) is split into one dataset per track
+    (``ingest.split_tracks``): ``<dataset>-t022``, ... (``geometry.geometry_datasets``), each with
+    its own epochs; the table ``geometries`` lists them under ``dataset``."""
     fmt = fmt or config.ingest.format
     with run.stage("ingest.list"):
         files = list_files(spark, input_path)
@@ -113,10 +128,17 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
 
     settings = spark_settings(config, spark)        # endpoints and credentials for the tasks' reads
     with run.stage("ingest.headers"):
-        dates = _epoch_dates(files_df, fmt, settings)
+        headers = _input_geometries(files_df, fmt, settings)
+        names = geometry.geometry_datasets(dataset, list(headers.dates), config.ingest.split_tracks)
+        dates = _dates_by_dataset(headers, names)
+        replaced = sorted({dataset, *names.values(), *_previous_geometry_datasets(spark, config, dataset)})
+        run.datasets = sorted({*run.datasets, *names.values()})
+        if len(names) > 1:
+            log.info("the input holds %d tracks: datasets %s", len(names), ", ".join(sorted(names.values())))
 
     with run.stage("ingest.parse"):
-        parsed = _parse_files(files_df, fmt, dates, dataset, config.ingest, settings).persist()
+        parsed = _parse_files(files_df, fmt, {t: dates[names[t]] for t in names}, names, config.ingest,
+                              settings).persist()
         errors = parsed.where(F.col("file_error").isNotNull()).select("file_error").limit(1).collect()
         if errors:
             parsed.unpersist()
@@ -135,67 +157,155 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
                       .unionByName(duplicates.select(*QUARANTINE_COLUMNS)))
         pixels = ranked.where(F.col("_rank") == 1).drop("_rank", "_first", "reason")
 
-    with run.stage("ingest.partition"):
-        pixels = add_tile_id(pixels, config.partition).persist()
-        n_pixels = pixels.count()
-        n_files = max(1, math.ceil(n_pixels / config.partition.pixels_per_file))
-        tiles = [r.tile_id for r in pixels.select("tile_id").distinct().collect()]
-        laid_out = (pixels.join(F.broadcast(tile_order(spark, tiles)), "tile_id")
-                    .repartitionByRange(n_files, "tile_order")
-                    .sortWithinPartitions("tile_order", "pixel_id").select(*PIXEL_COLUMNS))
+    work = lake_files(config, spark).sub("work", "ingest", dataset, run.run_id)
+    try:
+        with run.stage("ingest.overlap"):
+            pixels, n_duplicates = _flag_overlap(pixels, headers, names, config.ingest, work)
 
-    with run.stage("ingest.write"):
-        spark_dates = [(dataset, i, d) for i, d in enumerate(dates)]
-        epochs = spark.createDataFrame(spark_dates, "dataset string, idx int, date date")
-        write_table(spark, epochs, config, "epochs", datasets=[dataset])
-        write_table(spark, laid_out, config, "pixels", datasets=[dataset])
-        quarantine = quarantine.persist()
-        n_quarantined = quarantine.count()
-        write_table(spark, quarantine, config, "quarantine", datasets=[dataset])
-    for df in (parsed, pixels, quarantine):
-        df.unpersist()
+        with run.stage("ingest.partition"):
+            pixels = add_tile_id(pixels, config.partition).persist()
+            n_pixels = pixels.count()
+            n_files = max(1, math.ceil(n_pixels / config.partition.pixels_per_file))
+            tiles = [r.tile_id for r in pixels.select("tile_id").distinct().collect()]
+            laid_out = (pixels.join(F.broadcast(tile_order(spark, tiles)), "tile_id")
+                        .repartitionByRange(n_files, "tile_order")
+                        .sortWithinPartitions("tile_order", "pixel_id").select(*PIXEL_COLUMNS))
+
+        with run.stage("ingest.write"):
+            epochs = spark.createDataFrame([(name, i, d) for name, ds in dates.items() for i, d in enumerate(ds)],
+                                           "dataset string, idx int, date date")
+            write_table(spark, epochs, config, "epochs", datasets=replaced)
+            write_table(spark, laid_out, config, "pixels", datasets=replaced)
+            quarantine = quarantine.persist()
+            n_quarantined = quarantine.count()
+            write_table(spark, quarantine, config, "quarantine", datasets=replaced)
+            write_table(spark, _geometries(pixels, dataset, dates), config, "geometries", datasets=[dataset])
+        for df in (parsed, pixels, quarantine):
+            df.unpersist()
+    finally:
+        work.discard()
 
     if input_rows != n_pixels + n_quarantined:  # a bug, never bad input: stop loudly
         raise RuntimeError(f"ingest lost rows: input {input_rows} != pixels {n_pixels} + quarantine {n_quarantined}")
     run.count("input_rows", input_rows)
     run.count("pixels", n_pixels)
     run.count("quarantine", n_quarantined)
-    run.count("epochs", len(dates))
-    return IngestResult(dataset, input_rows, n_pixels, n_quarantined, len(dates), len(files))
+    run.count("overlap_duplicates", n_duplicates)
+    run.count("epochs", max(len(d) for d in dates.values()))
+    return IngestResult(dataset, input_rows, n_pixels, n_quarantined, max(len(d) for d in dates.values()),
+                        len(files), tuple(sorted(dates)), n_duplicates)
 
 
-def _epoch_dates(files_df: DataFrame, fmt: str, settings: Mapping[str, str]) -> list[dt.date]:
-    """The sorted union of the epoch dates of every file in ``files_df`` (column path), read on
-    executors; the first file-level problem (by source) raises InputError. Only the union (and
-    the number of distinct epoch counts) reaches the driver."""
-    def headers(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+@dataclass(frozen=True)
+class InputGeometries:
+    """What the headers of an input say: per track (None: no track in the file name) the sorted
+    union of its files' epoch dates and the bursts present."""
+    dates: dict
+    bursts: dict
+
+
+def _input_geometries(files_df: DataFrame, fmt: str, settings: Mapping[str, str]) -> InputGeometries:
+    """Per track, the sorted union of the epoch dates of its files in ``files_df`` (column path),
+    and its bursts, read on executors; the first file-level problem (by source) raises
+    InputError. Only these unions reach the driver."""
+    def read(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             rows = [row for path in batch["path"] for row in file_headers(path, fmt, settings)]
-            yield pd.DataFrame(rows, columns=["source", "dates", "error"])
+            yield pd.DataFrame(rows, columns=[f.name for f in HEADER_SCHEMA.fields])
 
-    summary = files_df.mapInPandas(headers, HEADER_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    summary = files_df.mapInPandas(read, HEADER_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         error = summary.where(F.col("error").isNotNull()).orderBy("source").select("error").first()
         if error is not None:
             raise InputError(error.error)
-        dates = sorted(r.date for r in summary.select(F.explode("dates").alias("date")).distinct().collect())
-        n_sets = summary.select(F.size("dates").alias("n")).distinct().count()
+        dates: dict = {}
+        for r in summary.select("track", F.explode("dates").alias("date")).distinct().collect():
+            dates.setdefault(r.track, []).append(r.date)
+        bursts: dict = {}
+        for r in summary.select("track", "burst").distinct().collect():
+            bursts.setdefault(r.track, set()).add(r.burst)
+        n_sets = summary.select("track", F.size("dates").alias("n")).distinct().count()
     finally:
         summary.unpersist()
-    if n_sets > 1:
-        log.warning("files have different epoch sets; the dataset uses the union of %d dates", len(dates))
-    return dates
+    if n_sets > len(dates):
+        log.warning("files of one track have different epoch sets; each track uses the union of its files' dates")
+    return InputGeometries({t: sorted(d) for t, d in dates.items()}, bursts)
+
+
+def _dates_by_dataset(headers: InputGeometries, names: dict) -> dict:
+    """The sorted union of the epoch dates of the tracks each dataset holds."""
+    out: dict = {}
+    for track, dates in headers.dates.items():
+        out.setdefault(names[track], set()).update(dates)
+    return {name: sorted(ds) for name, ds in sorted(out.items())}
+
+
+def _previous_geometry_datasets(spark: SparkSession, config: Config, dataset: str) -> list[str]:
+    """The datasets an earlier ingest of ``dataset`` split its input into (replaced now too)."""
+    if not table_exists(spark, config, "geometries"):
+        return []
+    rows = read_table(spark, config, "geometries", [dataset]).select("geometry_dataset").distinct().collect()
+    return [r.geometry_dataset for r in rows]
+
+
+def _flag_overlap(pixels: DataFrame, headers: InputGeometries, names: dict, cfg: IngestConfig,
+                  work: LakeFiles) -> tuple[DataFrame, int]:
+    """``pixels`` with ``duplicate_of`` (overlap.py) and how many are set; only the datasets whose
+    input holds two or more bursts are searched (intermediate files in ``work``)."""
+    searched = sorted({names[t] for t, bursts in headers.bursts.items() if len({b for b in bursts if b}) > 1})
+    # (only bursts of one track are compared: overlap.find_twins)
+    if not searched:
+        return pixels.withColumn("duplicate_of", F.lit(None).cast("string")), 0
+    candidates = pixels.where(F.col("dataset").isin(searched))
+    twins = overlap.find_twins(candidates, cfg.overlap_distance_m, cfg.overlap_max_rms_mm, work)
+    links = overlap.duplicate_of(candidates, twins, work)
+    n = links.count()
+    log.info("overlapping bursts: %d pixels measured twice (duplicate_of set) in %s", n, ", ".join(searched))
+    return pixels.join(links, ["dataset", "pixel_id"], "left"), n
+
+
+def _geometries(pixels: DataFrame, dataset: str, dates: dict) -> DataFrame:
+    """One row per dataset analysed from ``dataset``'s input: its track (null when it pools several,
+    ``ingest.split_tracks`` false: ``tracks`` lists them), pass direction (the most common among its
+    pixels), bursts, swaths, releases, pixel and duplicate counts, mean LOS
+    vector and epochs (the ``geometries`` table)."""
+    spark = pixels.sparkSession
+    epochs = spark.createDataFrame(
+        [(name, len(d), d[0], d[-1]) for name, d in dates.items()],
+        "geometry_dataset string, n_epochs int, first_date date, last_date date")
+    direction = (pixels.where(F.col("pass_direction").isNotNull())
+                 .groupBy(F.col("dataset").alias("geometry_dataset"), "pass_direction").count()
+                 .groupBy("geometry_dataset").agg(F.max(F.struct("count", "pass_direction")).alias("m"))
+                 .select("geometry_dataset", F.col("m.pass_direction").alias("pass_direction")))
+    summary = (pixels.groupBy(F.col("dataset").alias("geometry_dataset"))
+               .agg(F.sort_array(F.collect_set("track")).alias("tracks"),
+                    F.sort_array(F.collect_set("burst")).alias("bursts"),
+                    F.sort_array(F.collect_set("swath")).alias("swaths"),
+                    F.sort_array(F.collect_set("release")).alias("releases"),
+                    F.count(F.lit(1)).alias("n_pixels"),
+                    F.count("duplicate_of").alias("n_duplicates"),
+                    *[F.round(F.avg(c), 6).alias(c) for c in ("los_east", "los_north", "los_up")]))
+    return (epochs.join(summary, "geometry_dataset", "left").join(direction, "geometry_dataset", "left")
+            .select(F.lit(dataset).alias("dataset"), "geometry_dataset",
+                    F.when(F.size("tracks") == 1, F.col("tracks")[0]).alias("track"), "tracks", "pass_direction", "bursts",
+                    "swaths", "releases", F.coalesce("n_pixels", F.lit(0)).alias("n_pixels"),
+                    F.coalesce("n_duplicates", F.lit(0)).alias("n_duplicates"), "los_east", "los_north", "los_up",
+                    "n_epochs", "first_date", "last_date"))
 
 
 def file_headers(path: str, fmt: str, settings: Mapping[str, str]) -> list[tuple]:
-    """(source, epoch dates, None) per table of one file, reading only its header; one
-    (file, None, error line) on a file-level problem (HEADER_SCHEMA rows)."""
+    """(source, epoch dates, track, burst, None) per table of one file, reading only its header;
+    one (file, None, None, None, error line) on a file-level problem (HEADER_SCHEMA rows)."""
     try:
         with open_input(path, settings) as fh:
             specs = parse.file_specs(local_path(path), fh, fmt)
-        return [(source, list(spec.epoch_dates), None) for source, spec in specs.items()]
+        out = []
+        for source, spec in specs.items():
+            where = geometry.file_geometry(source)
+            out.append((source, list(spec.epoch_dates), where.track, where.burst, None))
+        return out
     except (InputError, OSError) as exc:
-        return [(local_path(path), None, _file_error(path, exc))]
+        return [(local_path(path), None, None, None, _file_error(path, exc))]
 
 
 def _file_error(path: str, exc: Exception) -> str:
@@ -205,36 +315,44 @@ def _file_error(path: str, exc: Exception) -> str:
     return f"file {local_path(path)}: unreadable ({str(exc) or type(exc).__name__})"
 
 
-def _parse_files(files_df: DataFrame, fmt: str, dates: list[dt.date], dataset: str,
-                 cfg: IngestConfig, settings: Mapping[str, str]) -> DataFrame:
+def _parse_files(files_df: DataFrame, fmt: str, dates: dict, names: dict, cfg: IngestConfig,
+                 settings: Mapping[str, str]) -> DataFrame:
     """Every row of every file in ``files_df`` (column path) in PARSED_SCHEMA, one mapInPandas
     task per partition of files; each task reads its files' headers itself, so the function sent
-    to tasks holds only the dataset's epoch dates and a few settings (not per-file data)."""
+    to tasks holds only each track's epoch dates and dataset and a few settings (not per-file data)."""
     unit, max_missing_share = cfg.displacement_unit, cfg.max_missing_share
 
     def parse_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for path in batch["path"]:
-                yield from parse_file(path, fmt, dates, dataset, unit, max_missing_share, settings)
+                yield from parse_file(path, fmt, dates, names, unit, max_missing_share, settings)
 
     return files_df.mapInPandas(parse_files, PARSED_SCHEMA)
 
 
-def parse_file(path: str, fmt: str, dates: list[dt.date], dataset: str, unit: str,
-                max_missing_share: float, settings: Mapping[str, str]) -> Iterator[pd.DataFrame]:
-    """Rows of one file (PARSED_SCHEMA); a file-level problem gives one row with ``file_error``."""
+def parse_file(path: str, fmt: str, dates: dict, names: dict, unit: str, max_missing_share: float,
+               settings: Mapping[str, str]) -> Iterator[pd.DataFrame]:
+    """Rows of one file (PARSED_SCHEMA), each table aligned with its track's epoch ``dates`` and
+    named with its track's dataset (``names``); a file-level problem gives one row with
+    ``file_error`` (in the dataset of tracks unknown, or any)."""
     try:
         data = read_bytes(path, settings)
         specs = parse.file_specs(local_path(path), data, fmt)
         first_row = {}
         for source, chunk, _ in parse.iter_tables(local_path(path), data, fmt):
+            where = geometry.file_geometry(source)
             start = first_row.get(source, 1)
             first_row[source] = start + len(chunk)
-            out = parse.canonical_rows(chunk, specs[source], dates, dataset=dataset, first_row=start,
-                                       unit=unit, max_missing_share=max_missing_share)
+            out = parse.canonical_rows(chunk, specs[source], dates[where.track], dataset=names[where.track],
+                                       first_row=start, unit=unit, max_missing_share=max_missing_share)
+            out["track"] = pd.array([where.track] * len(out), dtype="Int32")
+            out["pass_direction"] = geometry.pass_direction(out["los_east"].to_numpy())
+            out["burst"], out["swath"], out["release"] = where.burst, where.swath, where.release
+            out["release_version"] = pd.array([where.release_version] * len(out), dtype="Int32")
             out["file_error"] = None
-            yield out
+            yield out[[f.name for f in PARSED_SCHEMA.fields]]
     except (InputError, OSError) as exc:
         row = {f.name: None for f in PARSED_SCHEMA.fields}
-        row.update(dataset=dataset, source=local_path(path), row_number=0, file_error=_file_error(path, exc))
+        row.update(dataset=names.get(None, next(iter(names.values()))), source=local_path(path), row_number=0,
+                   file_error=_file_error(path, exc))
         yield pd.DataFrame([row], columns=list(row)).astype({"row_number": "int64"})

@@ -4,8 +4,10 @@ On the embedded default (`make run`): simulate a demo scene, ingest it, cluster 
 space (co-variogram, TSKM, DBSCAN per TSKM cluster), train the cluster classifiers (or reuse saved
 ones) and label every pixel, then find the hotspots (and score them against the truth of a simulated
 scene), and forecast the next epochs of every pixel with DAPF (with forecast.evaluate, also score
-it against the baselines on the test windows). With --input it ingests that data instead of
-simulating. Ends with a summary: tables written, row counts, results, time per stage.
+it against the baselines on the test windows), and join the hotspots into sites. With --input it
+ingests that data instead of simulating; an input of several tracks is analysed one track at a
+time (a run per track's dataset, `<dataset>-t022`...), then one run joins their hotspots into sites
+(`sites`, `site_hotspots`). Ends with a summary: tables written, row counts, results, time per stage.
 
     ./spark-submit.sh jobs/pipeline.py --config conf/local.yaml      # demo scene (make run)
     ./spark-submit.sh jobs/pipeline.py --input ../shared/data/egms --dataset egms
@@ -22,6 +24,7 @@ from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.ingest.stage import run_ingest
 from insarlake.lake import lake_root, raw_path, recorded_run
 from insarlake.simulate.stage import run_simulate
+from insarlake.sites.stage import run_sites
 from insarlake.temporal.stage import run_cluster
 
 log = logging.getLogger("insarlake.jobs.pipeline")
@@ -29,7 +32,7 @@ log = logging.getLogger("insarlake.jobs.pipeline")
 
 def format_summary(run, lake: str) -> str:
     """A short text report of a run: row counts per table and seconds per stage."""
-    lines = [f"insarlake pipeline run {run.run_id} on dataset(s) {', '.join(run.datasets)}", f"lake: {lake}",
+    lines = [f"insarlake {run.job} run {run.run_id} on dataset(s) {', '.join(run.datasets)}", f"lake: {lake}",
              "rows written:"]
     width = max(map(len, [*run.counts, *run.metrics, *run.seconds, ""]))
     lines += [f"  {name:<{width}} {count:>12,}" for name, count in run.counts.items()]
@@ -49,22 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def analyse(spark, config, dataset: str, run):
+    """The analysis stages of one dataset (one viewing geometry): cluster, classify, hotspots,
+    forecast; returns the forecast result."""
+    run_cluster(spark, config, dataset, run)
+    run_classify(spark, config, dataset, run)
+    run_hotspots(spark, config, dataset, run)
+    return run_forecast(spark, config, dataset, run, evaluate=config.forecast.evaluate)
+
+
 def main(argv=None) -> int:
     args, config, spark = start_job(build_parser(), argv)
     dataset = args.dataset or config.dataset
+    forecasts = []
     with recorded_run(spark, config, "pipeline", [dataset]) as run:
         source = args.input
         if source is None:
             source = raw_path(config, dataset)
             run_simulate(spark, config, dataset, source, run)
-        run_ingest(spark, config, source, dataset, run, fmt=args.format)
-        run_cluster(spark, config, dataset, run)
-        run_classify(spark, config, dataset, run)
-        run_hotspots(spark, config, dataset, run)
-        forecast = run_forecast(spark, config, dataset, run, evaluate=config.forecast.evaluate)
-    sys.stdout.write(format_summary(run, lake_root(config)))
-    if forecast.metrics is not None:
-        sys.stdout.write(f"forecast metrics (mm, test windows):\n{format_table(forecast.metrics)}\n")
+        ingest = run_ingest(spark, config, source, dataset, run, fmt=args.format)
+        split = ingest.datasets != (dataset,)
+        if not split:
+            forecasts.append(analyse(spark, config, dataset, run))
+            run_sites(spark, config, dataset, run)
+    runs = [run]
+    if split:       # one run per track's dataset, then one joining their hotspots into sites
+        for geometry_dataset in ingest.datasets:
+            with recorded_run(spark, config, "pipeline", [geometry_dataset]) as track_run:
+                forecasts.append(analyse(spark, config, geometry_dataset, track_run))
+            runs.append(track_run)
+        with recorded_run(spark, config, "sites", [dataset]) as sites_run:
+            run_sites(spark, config, dataset, sites_run)
+        runs.append(sites_run)
+    for each in runs:
+        sys.stdout.write(format_summary(each, lake_root(config)))
+    for forecast in forecasts:
+        if forecast.metrics is not None:
+            sys.stdout.write(f"forecast metrics of {forecast.dataset} (mm, test windows):\n"
+                             f"{format_table(forecast.metrics)}\n")
     return 0
 
 

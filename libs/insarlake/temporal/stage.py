@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 
 from insarlake.config import Config
 from insarlake.errors import InputError
-from insarlake.lake import Run, lake_files, model_store, read_table, write_table
+from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, write_table
 from insarlake.modelstore import ModelStore
 from insarlake.spatial.stage import cluster_in_space, map_sample, plot_clusters
 from insarlake.temporal.covariogram import covariogram, plot_covariogram
@@ -186,7 +186,7 @@ def plot_centroids(model: TskmModel, path: Path) -> Path:
 def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> ClusterResult:
     """TSKM label and DBSCAN cluster for every pixel of ``dataset``, plus its co-variogram;
     replaces the dataset's rows in `clusters` and `covariogram`."""
-    pixels = read_table(spark, config, "pixels", [dataset]).select("pixel_id", "lon", "lat", "tile_id", "disp")
+    pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "tile_id", "disp")
     dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
     if not dates:
         raise InputError(f"dataset {dataset}: no epochs in the lake (ingest it first)")
