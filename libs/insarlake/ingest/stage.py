@@ -4,10 +4,12 @@ bad rows → `quarantine`. Input rows = pixels + quarantined, always (checked).
 Files are listed with Spark's binaryFile source (any Hadoop file system: local, s3a, abfss, dbfs)
 and read on executors one file per task by the pure parser in ``parse.py``. A first pass reads
 only headers, on executors: every file-level problem stops the job before anything is written,
-and the dataset's epochs are the union of all files' dates (an epoch a file lacks is NaN for its
-pixels). The driver receives only that union and the first error; the parsing task of a file
-reads the file's header again itself, so what a task is sent does not grow with the number of
-files. A single file must fit in an executor's memory (EGMS bursts are ~10 MB).
+and each track's epochs are the union of its files' dates (an epoch a file lacks is NaN for its
+pixels; an input of several tracks becomes one dataset per track, ``geometry.py``). The driver
+receives only those unions and the first error; the parsing task of a file reads the file's
+header again itself, so what a task is sent does not grow with the number of files. A single
+file must fit in an executor's memory (EGMS bursts are ~10 MB). Points measured twice where
+bursts overlap are flagged after validation (``overlap.py``).
 """
 from __future__ import annotations
 
