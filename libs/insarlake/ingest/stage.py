@@ -133,7 +133,8 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
         headers = _input_geometries(files_df, fmt, settings)
         names = geometry.geometry_datasets(dataset, list(headers.dates), config.ingest.split_tracks)
         dates = _dates_by_dataset(headers, names)
-        replaced = sorted({dataset, *names.values(), *_previous_geometry_datasets(spark, config, dataset)})
+        earlier = recorded_geometries(spark, config, dataset)["geometry_dataset"]     # replaced now too
+        replaced = sorted({dataset, *names.values(), *earlier})
         run.datasets = sorted({*run.datasets, *names.values()})
         if len(names) > 1:
             log.info("the input holds %d tracks: datasets %s", len(names), ", ".join(sorted(names.values())))
@@ -193,9 +194,10 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
     run.count("pixels", n_pixels)
     run.count("quarantine", n_quarantined)
     run.count("overlap_duplicates", n_duplicates)
-    run.count("epochs", max(len(d) for d in dates.values()))
-    return IngestResult(dataset, input_rows, n_pixels, n_quarantined, max(len(d) for d in dates.values()),
-                        len(files), tuple(sorted(dates)), n_duplicates)
+    n_epochs = max(len(d) for d in dates.values())
+    run.count("epochs", n_epochs)
+    return IngestResult(dataset, input_rows, n_pixels, n_quarantined, n_epochs, len(files), tuple(sorted(dates)),
+                        n_duplicates)
 
 
 @dataclass(frozen=True)
@@ -242,12 +244,14 @@ def _dates_by_dataset(headers: InputGeometries, names: dict) -> dict:
     return {name: sorted(ds) for name, ds in sorted(out.items())}
 
 
-def _previous_geometry_datasets(spark: SparkSession, config: Config, dataset: str) -> list[str]:
-    """The datasets an earlier ingest of ``dataset`` split its input into (replaced now too)."""
+def recorded_geometries(spark: SparkSession, config: Config, dataset: str) -> pd.DataFrame:
+    """(geometry_dataset, track, pass_direction) of the last ingest of ``dataset`` from the table
+    `geometries`, sorted by geometry_dataset; no rows when there is none."""
+    columns = ["geometry_dataset", "track", "pass_direction"]
     if not table_exists(spark, config, "geometries"):
-        return []
-    rows = read_table(spark, config, "geometries", [dataset]).select("geometry_dataset").distinct().collect()
-    return [r.geometry_dataset for r in rows]
+        return pd.DataFrame(columns=columns)
+    rows = read_table(spark, config, "geometries", [dataset]).select(*columns).toPandas()
+    return rows.sort_values("geometry_dataset", ignore_index=True)
 
 
 def _flag_overlap(pixels: DataFrame, headers: InputGeometries, names: dict, cfg: IngestConfig,

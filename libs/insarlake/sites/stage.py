@@ -32,6 +32,7 @@ from scipy.sparse.csgraph import connected_components
 
 from insarlake.config import Config
 from insarlake.errors import InputError
+from insarlake.ingest.stage import recorded_geometries
 from insarlake.lake import Run, read_table, table_exists, write_table
 from insarlake.sites.decompose import decompose_los
 
@@ -59,14 +60,12 @@ class SitesResult:
     decomposed: int         # sites with east / up velocities
 
 
-def geometry_datasets(spark: SparkSession, config: Config, dataset: str) -> pd.DataFrame:
-    """(geometry_dataset, track, pass_direction) of ``dataset`` from `geometries`; a dataset
-    ingested as one pool (or before the table existed) is its own single geometry."""
-    if table_exists(spark, config, "geometries"):
-        rows = (read_table(spark, config, "geometries", [dataset])
-                .select("geometry_dataset", "track", "pass_direction").toPandas())
-        if len(rows):
-            return rows.sort_values("geometry_dataset", ignore_index=True)
+def site_geometries(spark: SparkSession, config: Config, dataset: str) -> pd.DataFrame:
+    """(geometry_dataset, track, pass_direction) of ``dataset`` (``recorded_geometries``); a
+    dataset ingested before the table existed is its own single geometry."""
+    rows = recorded_geometries(spark, config, dataset)
+    if len(rows):
+        return rows
     return pd.DataFrame({"geometry_dataset": [dataset], "track": [None], "pass_direction": [None]})
 
 
@@ -160,7 +159,7 @@ def run_sites(spark: SparkSession, config: Config, dataset: str, run: Run) -> Si
     """Link the retained hotspots of ``dataset``'s geometries into sites; write `site_hotspots`
     and `sites` (replacing the dataset's rows)."""
     with run.stage("sites.link"):
-        geometries = geometry_datasets(spark, config, dataset)
+        geometries = site_geometries(spark, config, dataset)
         if not table_exists(spark, config, "hotspots"):
             raise InputError(f"dataset {dataset}: no hotspots table (run jobs/hotspots.py first)")
         evidence = hotspot_evidence(spark, config, geometries).persist()
