@@ -15,9 +15,12 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import Counter
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -80,17 +83,19 @@ def job_command(job: str, lake: Path, dataset: str, overrides: list[str] = ()) -
 
 
 def run_job(command: list[str], kill_after_write: int | None = None, delay_s: float = 0.0,
-            timeout_s: float = 900.0, extra_env: dict[str, str] | None = None) -> JobRun:
+            timeout_s: float = 900.0, extra_env: dict[str, str] | None = None,
+            fault: Callable[[], None] | None = None) -> JobRun:
     """Run ``command`` in its own process group (with ``extra_env`` added to its environment);
     with ``kill_after_write`` = i, SIGKILL the group ``delay_s`` after its i-th write event
-    (0-based). Returns when every process of it has ended."""
+    (0-based), or call ``fault`` then instead (kill something else: the catalog server, an
+    executor). Returns when every process of the job has ended."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")} | (extra_env or {})
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT / "libs"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
                             start_new_session=True, env=env, cwd=PROJECT)
-    killer = threading.Timer(timeout_s, _kill_group, (proc.pid,))
-    killer.start()
+    timers = [threading.Timer(timeout_s, _kill_group, (proc.pid,))]
+    timers[0].start()
     lines, writes, run_id = [], [], None
     try:
         for line in proc.stdout:
@@ -100,12 +105,12 @@ def run_job(command: list[str], kill_after_write: int | None = None, delay_s: fl
             if m := _WRITE.search(line):
                 writes.append(m.group(1) or m.group(2))
                 if kill_after_write is not None and len(writes) == kill_after_write + 1:
-                    killer.cancel()
-                    killer = threading.Timer(delay_s, _kill_group, (proc.pid,))
-                    killer.start()
+                    timers.append(threading.Timer(delay_s, fault or partial(_kill_group, proc.pid)))
+                    timers[-1].start()
         returncode = proc.wait()
     finally:
-        killer.cancel()
+        for timer in timers:
+            timer.cancel()
         _kill_group(proc.pid)                # whatever of the group is left (a JVM, Python workers)
     return JobRun(command[1].rsplit("/", 1)[-1].removesuffix(".py"), returncode, time.perf_counter() - t0,
                   run_id, writes, "".join(lines))
@@ -115,6 +120,101 @@ def _kill_group(pgid: int) -> None:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
+        pass
+
+
+# A notebook's part in the concurrent trials: query the lake's catalog every 2 s until the file
+# argv[1] exists, then print one JSON line {"answers": [[time, pixels], ...], "errors": [...]}.
+CATALOG_READER = """
+import json, os, sys, time
+from insarlake.config import load_config
+from insarlake.spark import get_session
+spark = get_session(load_config(overrides=sys.argv[2:]))
+answers, errors = [], []
+while not os.path.exists(sys.argv[1]):
+    try:
+        tables = {r.tableName for r in spark.sql("SHOW TABLES IN insar").collect()}
+        n = spark.sql("SELECT count(*) AS n FROM insar.pixels").first().n if "pixels" in tables else -1
+        answers.append([time.time(), n])
+    except Exception as exc:
+        errors.append(str(exc)[:300])
+    time.sleep(2)
+print(json.dumps({"answers": answers, "errors": errors}))
+"""
+
+
+def served_catalog() -> list[str]:
+    """Settings for a lake whose catalog a Derby network server serves at a free port."""
+    from insarlake.standalone import free_port
+
+    return ["catalog.kind=server", f"catalog.server=localhost:{free_port()}"]
+
+
+def catalog_command(action: str, lake: Path, settings: list[str]) -> subprocess.CompletedProcess:
+    """``python -m insarlake.catalog start|status|stop`` for ``lake`` with ``settings``."""
+    return subprocess.run([sys.executable, "-m", "insarlake.catalog", action, "--lake", str(lake),
+                           *[a for s in settings for a in ("--set", s)]], cwd=PROJECT, text=True,
+                          capture_output=True, timeout=120)
+
+
+def start_catalog_reader(lake: Path, settings: list[str], stop_file: Path) -> subprocess.Popen:
+    """A process that queries ``lake``'s catalog every 2 s (CATALOG_READER) until ``stop_file`` exists."""
+    return subprocess.Popen([sys.executable, "-c", CATALOG_READER, str(stop_file), f"lake.path={lake}", *FAST,
+                             *settings], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def reader_answers(reader: subprocess.Popen, stop_file: Path) -> dict:
+    """Stop the catalog reader; what it printed: {"answers": [[time, pixels], ...], "errors": [...]}."""
+    import json
+
+    stop_file.touch()
+    out, err = reader.communicate(timeout=300)
+    lines = out.strip().splitlines()
+    if not lines:
+        raise AssertionError(f"the catalog reader printed nothing: {err[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def kill_listener(port: int) -> list[int]:
+    """SIGKILL whatever process of this machine listens on TCP ``port`` (the catalog server); its pids."""
+    import psutil
+
+    pids = sorted({c.pid for c in psutil.net_connections("tcp")
+                   if c.pid and c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN})
+    for pid in pids:
+        _kill(pid)
+    return pids
+
+
+def kill_an_executor(workers: list[subprocess.Popen], rng: np.random.Generator) -> list[int]:
+    """SIGKILL one executor JVM of the standalone ``workers`` (chosen with ``rng``) and its Python
+    workers, as a lost machine or an out-of-memory kill would; the pids killed."""
+    import psutil
+
+    executors = [p for w in workers for p in psutil.Process(w.pid).children(recursive=True)
+                 if "CoarseGrainedExecutorBackend" in " ".join(_cmdline(p))]
+    if not executors:
+        return []
+    victim = executors[int(rng.integers(len(executors)))]
+    pids = [victim.pid, *(c.pid for c in victim.children(recursive=True))]
+    for pid in pids:
+        _kill(pid)
+    return pids
+
+
+def _cmdline(process) -> list[str]:
+    import psutil
+
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
         pass
 
 
@@ -168,6 +268,28 @@ def same_rows(a, b) -> bool:
             if not _same(x, y):
                 return False
     return True
+
+
+def row_differences(a, b) -> int:
+    """How many rows of two table_rows frames have no equal in the other (rows lost plus rows
+    added; 0 when they hold the same rows); a missing table counts as no rows."""
+    def keys(frame) -> Counter:
+        if frame is None:
+            return Counter()
+        return Counter(repr(tuple(_plain(v) for v in row)) for row in frame.itertuples(index=False))
+    ka, kb = keys(a), keys(b)
+    if (a is not None and b is not None) and list(a.columns) != list(b.columns):
+        return len(a) + len(b)
+    return sum(((ka - kb) + (kb - ka)).values())
+
+
+def _plain(value):
+    """``value`` with arrays as lists and dicts sorted, so that its repr compares rows."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return sorted((k, _plain(v)) for k, v in value.items())
+    return value
 
 
 def _same(x, y) -> bool:

@@ -180,6 +180,25 @@ def test_storage_failures_of_spark_become_one_line(message, line):
     assert storage_problem(ValueError("division by zero"), "s3a://b/lake") is None
 
 
+def test_the_catalog_server_gone_mid_job_is_one_line_not_a_storage_failure(capsys):
+    """A Derby network server killed while a job runs (what the job sees, as Spark's Hive client
+    wrote it in a trial) is named as the catalog server, not as the lake's storage."""
+    from insarlake.catalog import server_problem
+    from insarlake.cli import run_job
+
+    message = ("org.apache.hadoop.hive.ql.metadata.HiveException: Unable to fetch table runs. "
+               "java.net.ConnectException : Error connecting to server localhost on port 59,731 with message "
+               "Connection refused.")
+    got = server_problem(RuntimeError(message))
+    assert got.startswith("catalog server at localhost:59731 does not answer (catalog.kind=server)")
+    assert server_problem(RuntimeError("java.net.UnknownHostException: minio.invalid")) is None
+
+    def job(argv):
+        raise RuntimeError(message)
+    assert run_job(job, []) == 2
+    assert capsys.readouterr().err == f"error: {got}\n"
+
+
 def test_a_corrupt_model_in_the_bucket_is_named_by_its_uri(s3_server):
     from insarlake.classify.model import Architecture, ClassifierModel, Normalisation, build
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -126,6 +127,23 @@ def stop(config: Config) -> bool:
     while is_running(config) and time.monotonic() < deadline:
         time.sleep(0.2)
     return True
+
+
+# The Derby network client's message when the server does not answer (Derby writes the port with
+# a thousands separator: "port 1,527").
+_NO_SERVER = re.compile(r"Error connecting to server (\S+) on port ([\d,.\u00a0\u202f]+)")
+
+
+def server_problem(exc: BaseException) -> str | None:
+    """One line for an exception that says the catalog server stopped answering in the middle of a
+    job (killed, stopped, its machine gone); None for any other exception."""
+    match = _NO_SERVER.search(f"{exc}")
+    if match is None:
+        return None
+    port = re.sub(r"\D", "", match.group(2))
+    return (f"catalog server at {match.group(1)}:{port} does not answer (catalog.kind=server): the job stopped, "
+            "every table keeps its last whole write; re-run the job (it starts the server) or start it with "
+            "`make catalog-server`")
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -84,9 +84,10 @@ def datasets_or_all(spark, config: Config, dataset: str | None) -> list[str]:
 
 
 def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a job's main; an InsarlakeError, or a storage failure of Spark or Hadoop (no connector
-    for the lake's scheme, missing bucket or credentials, access denied, unreachable endpoint),
-    becomes one 'error: ...' line and exit status 2."""
+    """Run a job's main; an InsarlakeError, a storage failure of Spark or Hadoop (no connector
+    for the lake's scheme, missing bucket or credentials, access denied, unreachable endpoint), or
+    the catalog server gone, becomes one 'error: ...' line and exit status 2."""
+    from insarlake.catalog import server_problem
     from insarlake.files import storage_problem
 
     try:
@@ -95,7 +96,7 @@ def run_job(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         sys.stderr.write(f"error: {one_line(str(exc))}\n")
         return 2
     except Exception as exc:
-        problem = storage_problem(exc, _JOB.get("lake"))
+        problem = server_problem(exc) or storage_problem(exc, _JOB.get("lake"))
         if problem is None:
             raise
         log.debug("storage failure", exc_info=True)
