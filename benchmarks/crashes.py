@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from crashes import (FAST, STAGE_TABLES, job_command, kill_plan, problems_after_kill,  # noqa: E402
-                     problems_after_rerun, run_job, table_rows)
+                     problems_after_rerun, report, run_job, table_rows)
 
 log = logging.getLogger("benchmarks.crashes")
 DATASET = "crash"
@@ -74,13 +74,8 @@ def main(argv=None) -> int:
         all_problems += [f"{job}: {p}" for p in problems + after_rerun]
         log.info("%s: %d trials, %d killed, problems %s", job, args.kills, len(killed), problems + after_rerun)
 
-    print("| job | trials | killed | killed after writing | problems after a kill | re-run = uninterrupted |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(map(str, row)) + " |")
-    for problem in all_problems:
-        print("PROBLEM", problem)
-    return 1 if all_problems else 0
+    return report(["job", "trials", "killed", "killed after writing", "problems after a kill",
+                   "re-run = uninterrupted"], rows, all_problems)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from crashes import (FAST, STAGE_TABLES, catalog_command, job_command, kill_an_executor, kill_listener,  # noqa: E402
-                     kill_plan, reader_answers, row_differences, run_job, served_catalog, start_catalog_reader,
+                     kill_plan, reader_answers, report, row_differences, run_job, served_catalog, start_catalog_reader,
                      table_rows)
 
 log = logging.getLogger("benchmarks.lake_faults")
@@ -67,14 +68,9 @@ def main(argv=None) -> int:
         problems += [f"{kind}: {p}" for p in found]
         log.info("%s: %s, problems %s", kind, counts, found)
 
-    print("| trial | trials | faults landed | runs the fault stopped | tables equal to the uninterrupted run's "
-          "| rows lost or added | catalog queries answered during the writes (errors) |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(map(str, row)) + " |")
-    for problem in problems:
-        print("PROBLEM", problem)
-    return 1 if problems else 0
+    return report(["trial", "trials", "faults landed", "runs the fault stopped",
+                   "tables equal to the uninterrupted run's", "rows lost or added",
+                   "catalog queries answered during the writes (errors)"], rows, problems)
 
 
 def _config(lake: Path, settings=()):
@@ -101,16 +97,30 @@ def _tables(spark, config, dataset: str) -> dict:
     return {t: table_rows(spark, config, t, dataset) for tables in STAGE_TABLES.values() for t in tables}
 
 
-def _compare(spark, config, expected: dict, datasets) -> tuple[int, int, int]:
-    """(tables equal to ``expected``, tables compared, rows by which the others differ)."""
-    equal = total = differing = 0
-    for dataset in datasets:
-        for table, rows in _tables(spark, config, dataset).items():
-            total += 1
-            differences = row_differences(rows, expected[dataset][table])
-            equal += differences == 0
-            differing += differences
-    return equal, total, differing
+@dataclass
+class Tally:
+    """What the trials of one kind found: tables equal to the uninterrupted run's, tables
+    compared, rows by which the others differ, problems."""
+    equal: int = 0
+    total: int = 0
+    differing: int = 0
+    problems: list = field(default_factory=list)
+
+    def add(self, spark, config, expected: dict, datasets, trial: str) -> None:
+        """Compare the trial lake's tables of ``datasets`` with ``expected``; check its runs."""
+        for dataset in datasets:
+            for table, rows in _tables(spark, config, dataset).items():
+                differences = row_differences(rows, expected[dataset][table])
+                self.total += 1
+                self.equal += differences == 0
+                self.differing += differences
+        self.problems += [f"{trial}: {p}" for p in _run_problems(spark, config)]
+
+    def cells(self) -> tuple[str, int]:
+        return f"{self.equal} of {self.total}", self.differing
+
+    def found(self) -> list[str]:
+        return self.problems + ([f"{self.differing} rows lost or added"] if self.differing else [])
 
 
 def _run_problems(spark, config) -> list[str]:
@@ -140,8 +150,7 @@ def _pipelines_at_once(lake: Path, settings, kill_after=None, delay_s=0.0, fault
 
 def concurrent_trial(spark, folder: Path, trials: int, rng, max_delay_s: float):
     expected = _reference(spark, folder / "reference", DATASETS)
-    equal = total = differing = answered = errors = 0
-    found = []
+    tally, answered, errors = Tally(), 0, 0
     for i in range(trials):
         lake, settings = folder / f"trial{i}", served_catalog()
         stop_file = folder / f"stop{i}"
@@ -154,21 +163,16 @@ def concurrent_trial(spark, folder: Path, trials: int, rng, max_delay_s: float):
         queried = reader_answers(reader, stop_file)
         answered += sum(t < ended for t, _ in queried["answers"])
         errors += len(queried["errors"])
-        found += [f"trial {i}: {r.job} exit {r.returncode}: {r.log[-300:]}" for r in done if r.returncode]
-        config = _config(lake, settings)
-        e, t, d = _compare(spark, config, expected, DATASETS)
-        equal, total, differing = equal + e, total + t, differing + d
-        found += [f"trial {i}: {p}" for p in _run_problems(spark, config)]
+        tally.problems += [f"trial {i}: {r.job} exit {r.returncode}: {r.log[-300:]}" for r in done if r.returncode]
+        tally.add(spark, _config(lake, settings), expected, DATASETS, f"trial {i}")
         catalog_command("stop", lake, settings)
-    return (trials, 0, f"{equal} of {total}", differing, f"{answered} ({errors})"), found + (
-        [f"{differing} rows lost or added"] if differing else [])
+    return (trials, 0, *tally.cells(), f"{answered} ({errors})"), tally.found()
 
 
 def catalog_kill_trial(spark, folder: Path, trials: int, rng, max_delay_s: float):
     expected = _reference(spark, folder / "reference", DATASETS)
     writes = expected["writes"]
-    equal = total = differing = landed = stopped = 0
-    found, moments = [], Counter()
+    tally, landed, stopped, moments = Tally(), 0, 0, Counter()
     for i in range(trials):
         lake, settings = folder / f"trial{i}", served_catalog()
         port = int(settings[1].rsplit(":", 1)[1])
@@ -182,17 +186,14 @@ def catalog_kill_trial(spark, folder: Path, trials: int, rng, max_delay_s: float
             if run.returncode == 2 and CATALOG_LINE in run.log:
                 stopped += 1
             elif run.returncode != 0:
-                found.append(f"trial {i}: {run.job} exit {run.returncode} without the catalog line: {run.log[-500:]}")
+                tally.problems.append(f"trial {i}: {run.job} exit {run.returncode} without the catalog line: "
+                                      f"{run.log[-500:]}")
         again = _pipelines_at_once(lake, settings)            # the first to start restarts the server
-        found += [f"trial {i}: re-run exit {r.returncode}: {r.log[-300:]}" for r in again if r.returncode]
-        config = _config(lake, settings)
-        e, t, d = _compare(spark, config, expected, DATASETS)
-        equal, total, differing = equal + e, total + t, differing + d
-        found += [f"trial {i}: {p}" for p in _run_problems(spark, config)]
+        tally.problems += [f"trial {i}: re-run exit {r.returncode}: {r.log[-300:]}" for r in again if r.returncode]
+        tally.add(spark, _config(lake, settings), expected, DATASETS, f"trial {i}")
         catalog_command("stop", lake, settings)
     log.info("catalog-kill: server killed after writing %s", dict(moments))
-    return (landed, stopped, f"{equal} of {total}", differing, "-"), found + (
-        [f"{differing} rows lost or added"] if differing else [])
+    return (landed, stopped, *tally.cells(), "-"), tally.found()
 
 
 def executor_kill_trial(spark, folder: Path, trials: int, rng, max_delay_s: float):
@@ -208,8 +209,7 @@ def executor_kill_trial(spark, folder: Path, trials: int, rng, max_delay_s: floa
                       f"spark.executor.memory: 1g, spark.pyspark.python: '{sys.executable}'}}"]
         expected = _reference(spark, folder / "reference", DATASETS[:1], on_cluster)
         writes = expected["writes"]
-        equal = total = differing = landed = 0
-        found, moments = [], Counter()
+        tally, landed, moments = Tally(), 0, Counter()
         for i in range(trials):
             lake = folder / f"trial{i}"
             after, delay_s = kill_plan(rng, len(writes), max_delay_s)
@@ -220,18 +220,14 @@ def executor_kill_trial(spark, folder: Path, trials: int, rng, max_delay_s: floa
                 landed += 1
                 moments[writes[after]] += 1
             if done.returncode:
-                found.append(f"trial {i}: exit {done.returncode}: {done.log[-500:]}")
-            config = _config(lake)
-            e, t, d = _compare(spark, config, expected, DATASETS[:1])
-            equal, total, differing = equal + e, total + t, differing + d
-            found += [f"trial {i}: {p}" for p in _run_problems(spark, config)]
+                tally.problems.append(f"trial {i}: exit {done.returncode}: {done.log[-500:]}")
+            tally.add(spark, _config(lake), expected, DATASETS[:1], f"trial {i}")
             log.info("executor-kill trial %d: killed %s after writing %s; exit %d", i, killed, writes[after],
                      done.returncode)
     finally:
         cluster.stop()
     log.info("executor-kill: executors killed after writing %s", dict(moments))
-    return (landed, 0, f"{equal} of {total}", differing, "-"), found + (
-        [f"{differing} rows lost or added"] if differing else [])
+    return (landed, 0, *tally.cells(), "-"), tally.found()
 
 
 if __name__ == "__main__":

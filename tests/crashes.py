@@ -357,6 +357,18 @@ def problems_after_rerun(spark, config, job: str, dataset: str, expected: dict, 
     return found
 
 
+def report(header: list[str], rows: list[tuple], problems: list[str]) -> int:
+    """Print a benchmark's markdown table and its problems (lines ``PROBLEM ...``); exit status 1
+    when there are any."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(map(str, row)) + " |")
+    for problem in problems:
+        print("PROBLEM", problem)
+    return 1 if problems else 0
+
+
 def reachable_models(files, dataset: str) -> list[str]:
     """Every model version a reader reaches (named by a latest.json), checked whole (raises
     IncompleteModel); their URIs."""

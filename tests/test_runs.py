@@ -90,6 +90,41 @@ def test_a_dead_run_is_told_from_a_live_one_and_recorded_lost_once(spark, config
         == ["lost"]
 
 
+def test_a_reaper_killed_half_way_is_finished_by_the_next(spark, config):
+    """A reaper killed after recording a run lost, before removing its leftovers and heartbeats
+    (found by benchmarks/crashes.py: a classify run's training shards were left for good): the
+    next reaper removes them, then the heartbeats; a run that succeeded keeps its outputs."""
+    half, done, dataset = "a" * 32, "b" * 32, "half_reaped"
+    with recorded_run(spark, config, "test", [dataset]):
+        pass
+    files = lake_files(config)
+    for run_id, status in ((half, "lost"), (done, "succeeded")):
+        _beat(spark, config, run_id, dataset, age_s=3600.0)
+        files.write_text("x", "work", "classify", dataset, run_id, "shard.parquet")
+        files.write_text("x", "outputs", dataset, run_id, "map.png")
+        row = (run_id, "classify", [dataset], dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 1), status, None,
+               config.hash, "{}", None, None, None)
+        write_table(spark, spark.createDataFrame([row], RUNS_SCHEMA), config, "runs", partition_by=(), mode="append")
+    assert reap_lost_runs(spark, config) == []                     # no new row: both are recorded
+    assert not files.exists("work", "classify", dataset, half) and not files.exists("outputs", dataset, half)
+    assert files.exists("outputs", dataset, done, "map.png")       # (its work folder: its own stage's)
+    beats = {r.run_id for r in read_table(spark, config, "run_heartbeats").select("run_id").collect()}
+    assert not beats & {half, done}
+    assert {r.status for r in spark.sql(f"SELECT status FROM insar.runs WHERE run_id IN ('{half}', '{done}')")
+            .collect()} == {"lost", "succeeded"}
+
+
+def test_a_run_never_reaps_itself(spark, config):
+    """A job's reaper runs in its heartbeat thread before its second beat; when the reaping outlasts
+    lost_after_s its own run looks lost, and must not be taken for lost (nor its files removed)."""
+    own, dataset = "c" * 32, "self_reaped"
+    _beat(spark, config, own, dataset, age_s=3600.0)
+    lake_files(config).write_text("x", "work", "classify", dataset, own, "shard.parquet")
+    assert reap_lost_runs(spark, config, alive=own) == []
+    assert lake_files(config).exists("work", "classify", dataset, own, "shard.parquet")
+    assert reap_lost_runs(spark, config) == [own]                  # once it is dead, it is lost
+
+
 def test_the_fault_hook_fails_a_share_of_first_attempts_only():
     chosen = np.array([should_fail(stage, part, 0, 0.3, "1") for stage in range(100) for part in range(100)])
     # a binomial share of 10,000 tasks: sd sqrt(0.3 * 0.7 / 10,000) = 0.0046; 0.03 is 6.5 sd

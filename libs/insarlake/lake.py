@@ -334,7 +334,7 @@ class Heartbeat:
         if not is_connect(self.spark):       # with the FAIR scheduler, beats never wait behind a long stage
             self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", "insarlake_heartbeat")
         try:
-            reap_lost_runs(self.spark, self.config)
+            reap_lost_runs(self.spark, self.config, alive=self.run.run_id)
         except Exception as exc:             # housekeeping: never what stops a job
             log.warning("lost runs not recorded: %s", first_line(exc))
         while not self._stopped.wait(self.config.lake.run_heartbeat_s):
@@ -375,24 +375,33 @@ def _lost_run_ids(spark: SparkSession, config: Config) -> list[str]:
     return sorted(r.run_id for r in last.where(F.expr(LOST_RULE_SQL)).select("run_id").collect())
 
 
-def reap_lost_runs(spark: SparkSession, config: Config) -> list[str]:
+def reap_lost_runs(spark: SparkSession, config: Config, alive: str | None = None) -> list[str]:
     """Give every lost run (heartbeats past their lost_after_s, no row in ``runs``) its row in
-    ``runs`` (status lost, finished = its last heartbeat), remove its heartbeats and what it left
-    half-written in the lake's files (``_remove_leftovers``). A concurrent job reaping the same
+    ``runs`` (status lost, finished = its last heartbeat), remove what it left half-written in the
+    lake's files (``_remove_leftovers``), then its heartbeats (so that a reaper killed half-way is
+    finished by the next one). A concurrent job reaping the same
     runs makes this one's MERGE fail: then nothing is done here (that job records them). Returns
-    the run ids recorded. With no lost run (the usual case) it reads ``run_heartbeats`` once."""
+    the run ids recorded. With no lost run (the usual case) it reads ``run_heartbeats`` once.
+    ``alive``: the caller's own run, never taken for lost (its reaping may outlast lost_after_s
+    before its next beat: benchmarks/crashes.py saw a run record itself lost and lose its files)."""
     if not table_exists(spark, config, "run_heartbeats"):
         return []
-    lost_ids = _lost_run_ids(spark, config)
+    lost_ids = [r for r in _lost_run_ids(spark, config) if r != alive]
     if not lost_ids:
         return []
     has_runs = table_exists(spark, config, "runs")
+    files = lake_files(config, spark)
     if has_runs:
-        recorded = {r.run_id for r in read_table(spark, config, "runs").select("run_id")
-                    .where(F.col("run_id").isin(lost_ids)).collect()}
-        if recorded:                         # killed between its row in runs and removing its heartbeats
-            _delete_heartbeats(spark, config, sorted(recorded))
-        lost_ids = [r for r in lost_ids if r not in recorded]
+        recorded = read_table(spark, config, "runs").where(F.col("run_id").isin(lost_ids)).select(
+            "run_id", "status", "datasets").collect()
+        # killed between its row in runs and removing its heartbeats; or a reaper killed after
+        # recording it lost (its leftovers are removed before its heartbeats, so this finishes that)
+        for row in recorded:
+            if row.status == "lost":
+                _remove_leftovers(files, row.run_id, row.datasets or [])
+        if recorded:
+            _delete_heartbeats(spark, config, sorted(r.run_id for r in recorded))
+        lost_ids = [r for r in lost_ids if r not in {row.run_id for row in recorded}]
         if not lost_ids:
             return []
     beats = read_table(spark, config, "run_heartbeats").where(F.col("run_id").isin(lost_ids))
@@ -425,10 +434,8 @@ def reap_lost_runs(spark: SparkSession, config: Config) -> list[str]:
         return []
     for row in rows:
         log.warning("run %s (job %s, started %s UTC) is lost: %s", row.run_id, row.job, row.started, row.error)
-    _delete_heartbeats(spark, config, run_ids)
-    files = lake_files(config, spark)
-    for row in rows:
         _remove_leftovers(files, row.run_id, row.datasets or [])
+    _delete_heartbeats(spark, config, run_ids)      # last: a reaper killed before this is finished by the next
     return run_ids
 
 
