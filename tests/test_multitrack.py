@@ -4,6 +4,7 @@ the same ground. Ingest splits the tracks, flags the overlap twins, the stages r
 and the sites join the two tracks' hotspots and recover the known vertical / east motion."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 from dataclasses import replace
@@ -14,7 +15,7 @@ import shapely
 from pyspark.sql import functions as F
 
 from conftest import PROJECT, fast_clustering
-from mosaic import ASC_LOS, EAST_MM_YR, STRIP_DEG, UP_MM_YR, write_mosaic
+from mosaic import ASC_LOS, DESC, EAST_MM_YR, STRIP_DEG, UP_MM_YR, write_mosaic
 from insarlake.geo import haversine_m
 from insarlake.hotspots.stage import run_hotspots
 from insarlake.ingest.stage import run_ingest
@@ -179,3 +180,38 @@ def test_pipeline_runs_each_track_then_the_sites(spark, mosaic, tmp_path):
         assert counts == analysed, name
     sites = table("sites").where("dataset = 'mosaic'").toPandas()
     assert len(sites) and (sites.n_hotspots > 1).any() and sites.up_mm_yr.notna().any()
+
+    # An update of track 22's real burst (--mode append): its last two dates again and three new
+    # acquisitions; the adjacent burst and track 117 are not in it.
+    desc, update = mosaic["desc"], tmp_path / "update"
+    epochs = [c for c in desc.columns if c[:1].isdigit()]
+    last = dt.datetime.strptime(epochs[-1], "%Y%m%d").date()
+    new_days = [last + dt.timedelta(days=6 * k) for k in (1, 2, 3)]
+    delivery = desc[[c for c in desc.columns if c not in epochs] + epochs[-2:]].copy()
+    for k, day in enumerate(new_days):
+        delivery[day.strftime("%Y%m%d")] = desc[epochs[-1]] + 0.5 * (k + 1)
+    update.mkdir()
+    delivery.to_csv(update / DESC, index=False)
+    before = {r.dataset: r.n for r in table("epochs").groupBy("dataset").agg(F.count("*").alias("n")).collect()}
+    done = subprocess.run([str(PROJECT / "spark-submit.sh"), "jobs/pipeline.py", "--config",
+                           str(PROJECT / "conf" / "local.yaml"), "--lake", str(lake), "--dataset", "mosaic",
+                           "--input", str(update), "--mode", "append", *[a for s in settings for a in ("--set", s)]],
+                          cwd=PROJECT, env=env, text=True, capture_output=True, timeout=1800)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    after = {r.dataset: r.n for r in table("epochs").groupBy("dataset").agg(F.count("*").alias("n")).collect()}
+    assert after == {"mosaic-t022": before["mosaic-t022"] + 3, "mosaic-t117": before["mosaic-t117"]}
+    t022 = table("pixels").where("dataset = 'mosaic-t022'").toPandas().set_index("pixel_id")
+    measured = t022.index.isin(desc.pid)            # the adjacent burst's points are not in the update
+    has_last = desc.set_index("pid")[epochs[-1]].notna()
+    new_last = t022.index[measured][has_last.reindex(t022.index[measured]).to_numpy()]
+    assert len(new_last) > 0.9 * measured.sum() and (t022.loc[new_last, "last_date"] == new_days[-1]).all()
+    assert (~measured).sum() > 0 and (t022.loc[~measured, "last_date"] <= last).all()
+    analysed_now = int((t022.duplicate_of.isna()).sum())
+    assert analysed_now == analysed["mosaic-t022"]
+    for name in ("clusters", "classes", "forecasts"):
+        n = table(name).where("dataset = 'mosaic-t022'").select("pixel_id").distinct().count()
+        assert n == analysed_now, name
+    runs_now = [(r.job, tuple(r.datasets), r.status) for r in table("runs").collect()]
+    assert runs_now.count(("pipeline", ("mosaic", "mosaic-t022"), "succeeded")) == 1
+    assert runs_now.count(("pipeline", ("mosaic-t022",), "succeeded")) == 2
+    assert runs_now.count(("sites", ("mosaic",), "succeeded")) == 2

@@ -103,6 +103,7 @@ class IngestConfig:
     split_tracks: bool
     overlap_distance_m: float
     overlap_max_rms_mm: float
+    append_max_difference_mm: float
 
 
 @dataclass(frozen=True)
@@ -408,6 +409,9 @@ def _check(obj, prefix: str) -> None:
         _check_simulate(obj)
     if isinstance(obj, IngestConfig) and not 0.0 <= obj.max_missing_share <= 1.0:
         raise ConfigError(f"config key 'ingest.max_missing_share' must be within [0, 1]; got {obj.max_missing_share}")
+    if isinstance(obj, IngestConfig) and not obj.append_max_difference_mm >= 0:
+        raise ConfigError("config key 'ingest.append_max_difference_mm' must be >= 0; "
+                          f"got {obj.append_max_difference_mm}")
     if isinstance(obj, PartitionConfig):
         if not 1 <= obj.min_precision <= obj.max_precision <= 12:
             raise ConfigError("config keys 'partition.min_precision' <= 'partition.max_precision' must lie in 1..12")

@@ -26,8 +26,8 @@ from pyspark.sql import types as T
 from pyspark.errors import AnalysisException
 
 from insarlake.config import Config, IngestConfig
-from insarlake.errors import InputError
-from insarlake.ingest import geometry, overlap, parse
+from insarlake.errors import ConfigError, InputError
+from insarlake.ingest import append, geometry, overlap, parse
 from insarlake.files import LakeFiles, spark_settings
 from insarlake.lake import Run, lake_files, local_path, read_table, table_exists, write_table
 from insarlake.spark import default_parallelism
@@ -64,8 +64,13 @@ PARSED_SCHEMA = T.StructType(
 
 QUARANTINE_COLUMNS = ["dataset", "source", "row_number", "pixel_id", "reason"]
 PIXEL_COLUMNS = (["dataset", "pixel_id", "lon", "lat", "height", "velocity", "velocity_std", "coherence",
-                  "incidence_angle", "los_east", "los_north", "los_up", "disp", "attributes",
+                  "incidence_angle", "los_east", "los_north", "los_up", "disp", "last_date", "attributes",
                   *GEOMETRY_COLUMNS, "duplicate_of", "source", "row_number", "tile_id"])
+# The columns of a pixel that come from its input row (the others are derived in the lake).
+ROW_COLUMNS = [c for c in PIXEL_COLUMNS if c not in ("last_date", "duplicate_of", "tile_id")]
+# release: the input is the dataset's whole series (its rows replace the dataset's); append: it
+# brings new acquisitions of the dataset's pixels (ingest/append.py).
+MODES = ("release", "append")
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class IngestResult:
     files: int
     datasets: tuple = ()    # the datasets analysed: (dataset,), or one per track of the input
     duplicates: int = 0     # pixels with duplicate_of set (overlapping bursts)
+    mode: str = "release"
+    updated: int = 0        # append: known pixels given the input's dates
+    added: int = 0          # append: new pixels
 
 
 def open_input(uri: str, settings: Mapping[str, str] | None = None):
@@ -115,12 +123,17 @@ def list_files(spark: SparkSession, input_path: str) -> list[str]:
 
 
 def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: str, run: Run,
-               fmt: str | None = None) -> IngestResult:
-    """Ingest ``input_path`` as ``dataset`` (replacing that dataset's rows in every table).
+               fmt: str | None = None, mode: str = "release") -> IngestResult:
+    """Ingest ``input_path`` as ``dataset``.
 
-    An input of several tracks (EGMS file names) is split into one dataset per track
+    mode ``release`` (a whole new series of the area): the input replaces the dataset's rows in
+    every table. An input of several tracks (EGMS file names) is split into one dataset per track
     (``ingest.split_tracks``): ``<dataset>-t022``, ... (``geometry.geometry_datasets``), each with
-    its own epochs; the table ``geometries`` lists them under ``dataset``."""
+    its own epochs; the table ``geometries`` lists them under ``dataset``.
+    mode ``append`` (new acquisitions): the input's rows are merged into the pixels of the
+    dataset's tracks (``append.py``); the dataset must have been ingested before."""
+    if mode not in MODES:
+        raise ConfigError(f"ingest mode must be one of {', '.join(MODES)}; got {mode!r}")
     fmt = fmt or config.ingest.format
     with run.stage("ingest.list"):
         files = list_files(spark, input_path)
@@ -131,10 +144,14 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
     settings = spark_settings(config, spark)        # endpoints and credentials for the tasks' reads
     with run.stage("ingest.headers"):
         headers = _input_geometries(files_df, fmt, settings)
-        names = geometry.geometry_datasets(dataset, list(headers.dates), config.ingest.split_tracks)
+        if mode == "append":
+            names = _append_targets(spark, config, dataset, list(headers.dates), input_path)
+            replaced = sorted(set(names.values()))
+        else:
+            names = geometry.geometry_datasets(dataset, list(headers.dates), config.ingest.split_tracks)
+            earlier = recorded_geometries(spark, config, dataset)["geometry_dataset"]     # replaced now too
+            replaced = sorted({dataset, *names.values(), *earlier})
         dates = _dates_by_dataset(headers, names)
-        earlier = recorded_geometries(spark, config, dataset)["geometry_dataset"]     # replaced now too
-        replaced = sorted({dataset, *names.values(), *earlier})
         run.datasets = sorted({*run.datasets, *names.values()})
         if len(names) > 1:
             log.info("the input holds %d tracks: datasets %s", len(names), ", ".join(sorted(names.values())))
@@ -158,15 +175,24 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
                                F.lit(" row "), F.col("_first.row_number").cast("string"), F.lit(")")))
         quarantine = (parsed.where(F.col("reason").isNotNull()).select(*QUARANTINE_COLUMNS)
                       .unionByName(duplicates.select(*QUARANTINE_COLUMNS)))
-        pixels = ranked.where(F.col("_rank") == 1).drop("_rank", "_first", "reason")
+        pixels = ranked.where(F.col("_rank") == 1).select(*ROW_COLUMNS)
 
     work = lake_files(config, spark).sub("work", "ingest", dataset, run.run_id)
+    updated = added = 0
     try:
+        if mode == "append":
+            with run.stage("ingest.append"):
+                lake_dates = _lake_epochs(spark, config, replaced)
+                pixels, rejected, dates, updated, added = _append_pixels(
+                    spark, config, pixels, lake_dates, dates, config.ingest.append_max_difference_mm)
+                quarantine = quarantine.unionByName(rejected)
+
         with run.stage("ingest.overlap"):
-            pixels, n_duplicates = _flag_overlap(pixels, headers, names, config.ingest, work)
+            searched = _multi_burst_pixels(pixels) if mode == "append" else _multi_burst(headers, names)
+            pixels, n_duplicates = _flag_overlap(pixels, searched, config.ingest, work)
 
         with run.stage("ingest.partition"):
-            pixels = add_tile_id(pixels, config.partition).persist()
+            pixels = add_tile_id(_with_last_date(pixels, dates), config.partition).persist()
             n_pixels = pixels.count()
             n_files = max(1, math.ceil(n_pixels / config.partition.pixels_per_file))
             tiles = [r.tile_id for r in pixels.select("tile_id").distinct().collect()]
@@ -177,27 +203,169 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
         with run.stage("ingest.write"):
             epochs = spark.createDataFrame([(name, i, d) for name, ds in dates.items() for i, d in enumerate(ds)],
                                            "dataset string, idx int, date date")
-            write_table(spark, epochs, config, "epochs", datasets=replaced)
-            write_table(spark, laid_out, config, "pixels", datasets=replaced)
             quarantine = quarantine.persist()
             n_quarantined = quarantine.count()
-            write_table(spark, quarantine, config, "quarantine", datasets=replaced)
-            write_table(spark, _geometries(pixels, dataset, dates), config, "geometries", datasets=[dataset])
-        for df in (parsed, pixels, quarantine):
+            kept_quarantine = quarantine
+            if mode == "append":      # earlier runs' rows stay; the same input again adds nothing
+                kept_quarantine = _merged_quarantine(spark, config, quarantine, replaced)
+            geometries = _geometries(pixels, dataset, dates)
+            if mode == "append":      # the dataset's other tracks keep their rows
+                geometries = _other_geometries(spark, config, dataset, replaced).unionByName(geometries)
+            geometries = geometries.persist()
+            geometries.count()        # read before `pixels` is replaced
+            write_table(spark, epochs, config, "epochs", datasets=replaced)
+            write_table(spark, laid_out, config, "pixels", datasets=replaced)
+            write_table(spark, kept_quarantine, config, "quarantine", datasets=replaced)
+            write_table(spark, geometries, config, "geometries", datasets=[dataset])
+        for df in (parsed, pixels, quarantine, geometries):
             df.unpersist()
     finally:
         work.discard()
 
-    if input_rows != n_pixels + n_quarantined:  # a bug, never bad input: stop loudly
-        raise RuntimeError(f"ingest lost rows: input {input_rows} != pixels {n_pixels} + quarantine {n_quarantined}")
+    accepted = n_pixels if mode == "release" else updated + added
+    if input_rows != accepted + n_quarantined:  # a bug, never bad input: stop loudly
+        raise RuntimeError(f"ingest lost rows: input {input_rows} != pixels {accepted} + quarantine {n_quarantined}")
     run.count("input_rows", input_rows)
     run.count("pixels", n_pixels)
     run.count("quarantine", n_quarantined)
     run.count("overlap_duplicates", n_duplicates)
+    if mode == "append":
+        run.count("pixels_updated", updated)
+        run.count("pixels_added", added)
     n_epochs = max(len(d) for d in dates.values())
     run.count("epochs", n_epochs)
     return IngestResult(dataset, input_rows, n_pixels, n_quarantined, n_epochs, len(files), tuple(sorted(dates)),
-                        n_duplicates)
+                        n_duplicates, mode, updated, added)
+
+
+def _append_targets(spark: SparkSession, config: Config, dataset: str, tracks: list, input_path: str) -> dict:
+    """{track of the input: the dataset it appends to}: the geometry datasets an earlier ingest of
+    ``dataset`` made (table `geometries`; a lake from before it: ``dataset`` itself when `epochs`
+    holds it). InputError when ``dataset`` was never ingested or a track is not one of its."""
+    where = f"input {input_path}: cannot be appended to dataset {dataset}"
+    recorded = _recorded_tracks(spark, config, dataset)
+    if not recorded:
+        if _lake_epochs(spark, config, [dataset]).get(dataset):
+            return {track: dataset for track in tracks}
+        raise InputError(f"{where}: the lake has no such dataset (ingest it first, with --mode release)")
+    names = {}
+    for track in tracks:
+        hits = [name for name, held in recorded.items() if track in held]
+        if not hits:
+            known = ", ".join(f"{name} ({', '.join(map(str, sorted(held, key=str)))})" for name, held in recorded.items())
+            raise InputError(f"{where}: it holds track {track if track is not None else '(none named)'}, "
+                             f"which the dataset does not ({known}); ingest it with --mode release")
+        names[track] = hits[0]
+    return names
+
+
+def _recorded_tracks(spark: SparkSession, config: Config, dataset: str) -> dict:
+    """{geometry dataset of ``dataset``: the set of tracks it holds (None: files without a track
+    in their name)}, from the table `geometries`; {} when there is none."""
+    if not table_exists(spark, config, "geometries"):
+        return {}
+    rows = read_table(spark, config, "geometries", [dataset]).select("geometry_dataset", "tracks").collect()
+    return {r.geometry_dataset: set(r.tracks or []) or {None} for r in rows}
+
+
+def _lake_epochs(spark: SparkSession, config: Config, datasets: list[str]) -> dict:
+    """{dataset: its epoch dates in the lake, in order} for ``datasets`` (absent ones: no key)."""
+    if not table_exists(spark, config, "epochs"):
+        return {}
+    out: dict = {}
+    for r in read_table(spark, config, "epochs", datasets).orderBy("dataset", "idx").collect():
+        out.setdefault(r.dataset, []).append(r.date)
+    return out
+
+
+def _append_pixels(spark: SparkSession, config: Config, rows: DataFrame, lake_dates: dict, input_dates: dict,
+                   max_difference_mm: float) -> tuple[DataFrame, DataFrame, dict, int, int]:
+    """The input ``rows`` (ROW_COLUMNS, each on its dataset's ``input_dates``) merged into the
+    lake's pixels of their datasets, on pixel_id (``append.py``): (pixels in ROW_COLUMNS on the
+    union dates, the rows rejected (QUARANTINE_COLUMNS), {dataset: union dates}, pixels updated,
+    pixels added)."""
+    merged, rejected, union_dates = [], [], {}
+    for name in sorted(input_dates):
+        union, old_pos, new_pos = append.epoch_positions(lake_dates[name], input_dates[name])
+        union_dates[name] = union
+        old = read_table(spark, config, "pixels", [name]).select(*ROW_COLUMNS)
+        new = rows.where(F.col("dataset") == name)
+        joined = (old.alias("o").join(new.alias("n"), ["dataset", "pixel_id"], "full_outer")
+                  .withColumn("_known", F.col("o.source").isNotNull())
+                  .withColumn("_new", F.col("n.source").isNotNull())
+                  .withColumn("_difference", _largest_difference_udf(old_pos, new_pos)(F.col("o.disp"), F.col("n.disp"))))
+        tolerance = float(max_difference_mm)
+        joined = joined.withColumn("_rejected", F.col("_known") & F.col("_new") & (F.col("_difference.mm") > tolerance))
+        day = F.element_at(F.array(*[F.lit(d.isoformat()) for d in union]), F.col("_difference.index") + 1)
+        rejected.append(joined.where("_rejected").select(
+            "dataset", F.col("n.source").alias("source"), F.col("n.row_number").alias("row_number"), "pixel_id",
+            F.concat(F.lit("append: the value of "), day, F.lit(" differs from the lake's by "),
+                     F.format_number(F.col("_difference.mm"), 2),
+                     F.lit(f" mm (more than ingest.append_max_difference_mm {tolerance:g})")).alias("reason")))
+        take_new = F.col("_new") & ~F.col("_rejected")
+        columns = [F.when(take_new, F.col(f"n.{c}")).otherwise(F.col(f"o.{c}")).alias(c)
+                   for c in ROW_COLUMNS if c not in ("dataset", "pixel_id", "disp")]
+        disp = _merge_series_udf(old_pos, new_pos)(F.col("o.disp"), F.when(take_new, F.col("n.disp")))
+        merged.append(joined.select("dataset", "pixel_id", disp.alias("disp"), *columns,
+                                    F.when(take_new & F.col("_known"), 1).otherwise(0).alias("_updated"),
+                                    F.when(take_new & ~F.col("_known"), 1).otherwise(0).alias("_added")))
+    pixels = merged[0]
+    for more in merged[1:]:
+        pixels = pixels.unionByName(more)
+    pixels = pixels.persist()
+    totals = pixels.agg(F.sum("_updated").alias("u"), F.sum("_added").alias("a")).first()
+    quarantine = rejected[0]
+    for more in rejected[1:]:
+        quarantine = quarantine.unionByName(more)
+    log.info("append: %d pixels updated, %d added, epochs %s", totals.u or 0, totals.a or 0,
+             ", ".join(f"{n} {len(lake_dates[n])} -> {len(d)}" for n, d in union_dates.items()))
+    return pixels.select(*ROW_COLUMNS), quarantine, union_dates, int(totals.u or 0), int(totals.a or 0)
+
+
+def _largest_difference_udf(old_pos, new_pos):
+    """A pandas UDF (old disp, new disp) -> struct(mm, index): append.largest_difference per row."""
+    @F.pandas_udf("mm double, index int")
+    def largest_difference(old: pd.Series, new: pd.Series) -> pd.DataFrame:
+        found = [append.largest_difference(o, n, old_pos, new_pos) for o, n in zip(old, new)]
+        return pd.DataFrame(found, columns=["mm", "index"]).astype({"mm": "float64", "index": "int32"})
+    return largest_difference
+
+
+def _merge_series_udf(old_pos, new_pos):
+    """A pandas UDF (old disp, new disp) -> disp on the union epochs: append.merge_series per row."""
+    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    def merge_series(old: pd.Series, new: pd.Series) -> pd.Series:
+        return pd.Series([append.merge_series(o, n, old_pos, new_pos) for o, n in zip(old, new)])
+    return merge_series
+
+
+@F.pandas_udf(T.IntegerType())
+def _last_valid_index(disp: pd.Series) -> pd.Series:
+    return pd.Series([append.last_valid_index(d) for d in disp], dtype="int32")
+
+
+def _with_last_date(pixels: DataFrame, dates: dict) -> DataFrame:
+    """``pixels`` with ``last_date``: the date of the last epoch its series has a value for."""
+    epochs = pixels.sparkSession.createDataFrame(
+        [(name, i, d) for name, ds in dates.items() for i, d in enumerate(ds)], "dataset string, _idx int, last_date date")
+    return (pixels.withColumn("_idx", _last_valid_index("disp"))
+            .join(F.broadcast(epochs), ["dataset", "_idx"], "left").drop("_idx"))
+
+
+def _merged_quarantine(spark: SparkSession, config: Config, quarantine: DataFrame, datasets: list[str]) -> DataFrame:
+    """The quarantined rows of ``datasets`` in the lake and this run's, each (dataset, source,
+    row_number) once."""
+    if not table_exists(spark, config, "quarantine"):
+        return quarantine
+    earlier = read_table(spark, config, "quarantine", datasets).select(*QUARANTINE_COLUMNS)
+    fresh = quarantine.select(*QUARANTINE_COLUMNS)
+    return earlier.join(fresh, ["dataset", "source", "row_number"], "left_anti").unionByName(fresh)
+
+
+def _other_geometries(spark: SparkSession, config: Config, dataset: str, appended: list[str]) -> DataFrame:
+    """The `geometries` rows of ``dataset`` other than those of the ``appended`` datasets."""
+    rows = read_table(spark, config, "geometries", [dataset])
+    return rows.where(~F.col("geometry_dataset").isin(appended))
 
 
 @dataclass(frozen=True)
@@ -254,12 +422,20 @@ def recorded_geometries(spark: SparkSession, config: Config, dataset: str) -> pd
     return rows.sort_values("geometry_dataset", ignore_index=True)
 
 
-def _flag_overlap(pixels: DataFrame, headers: InputGeometries, names: dict, cfg: IngestConfig,
-                  work: LakeFiles) -> tuple[DataFrame, int]:
-    """``pixels`` with ``duplicate_of`` (overlap.py) and how many are set; only the datasets whose
-    input holds two or more bursts are searched (intermediate files in ``work``)."""
-    searched = sorted({names[t] for t, bursts in headers.bursts.items() if len({b for b in bursts if b}) > 1})
-    # (only bursts of one track are compared: overlap.find_twins)
+def _multi_burst(headers: InputGeometries, names: dict) -> list[str]:
+    """The datasets whose input holds two or more bursts (of one track: overlap.find_twins)."""
+    return sorted({names[t] for t, bursts in headers.bursts.items() if len({b for b in bursts if b}) > 1})
+
+
+def _multi_burst_pixels(pixels: DataFrame) -> list[str]:
+    """The datasets whose ``pixels`` come from two or more bursts."""
+    counted = pixels.where(F.col("burst").isNotNull()).groupBy("dataset").agg(F.countDistinct("burst").alias("n"))
+    return sorted(r.dataset for r in counted.where(F.col("n") > 1).collect())
+
+
+def _flag_overlap(pixels: DataFrame, searched: list[str], cfg: IngestConfig, work: LakeFiles) -> tuple[DataFrame, int]:
+    """``pixels`` with ``duplicate_of`` (overlap.py) and how many are set; only the ``searched``
+    datasets (two or more bursts) are searched (intermediate files in ``work``)."""
     if not searched:
         return pixels.withColumn("duplicate_of", F.lit(None).cast("string")), 0
     candidates = pixels.where(F.col("dataset").isin(searched))

@@ -7,10 +7,13 @@ scene), and forecast the next epochs of every pixel with DAPF (with forecast.eva
 it against the baselines on the test windows), and join the hotspots into sites. With --input it
 ingests that data instead of simulating; an input of several tracks is analysed one track at a
 time (a run per track's dataset, `<dataset>-t022`...), then one run joins their hotspots into sites
-(`sites`, `site_hotspots`). Ends with a summary: tables written, row counts, results, time per stage.
+(`sites`, `site_hotspots`). --mode append (with --input) merges new acquisitions into the
+dataset's pixels before the analysis (ingest/append.py). Ends with a summary: tables written, row
+counts, results, time per stage.
 
     ./spark-submit.sh jobs/pipeline.py --config conf/local.yaml      # demo scene (make run)
     ./spark-submit.sh jobs/pipeline.py --input ../shared/data/egms --dataset egms
+    ./spark-submit.sh jobs/pipeline.py --input new_acquisitions/ --dataset egms --mode append
 """
 import argparse
 import logging
@@ -21,7 +24,8 @@ from insarlake.cli import job_parser, run_job, start_job
 from insarlake.forecast.stage import format_table, run_forecast
 from insarlake.hotspots.stage import run_hotspots
 from insarlake.ingest.parse import INPUT_FORMATS
-from insarlake.ingest.stage import run_ingest
+from insarlake.errors import ConfigError
+from insarlake.ingest.stage import MODES, run_ingest
 from insarlake.lake import lake_root, raw_path, recorded_run
 from insarlake.simulate.stage import run_simulate
 from insarlake.sites.stage import run_sites
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = job_parser("pipeline", __doc__)
     parser.add_argument("--input", metavar="PATH", help="ingest this data instead of simulating a scene")
     parser.add_argument("--format", choices=INPUT_FORMATS, default=None)
+    parser.add_argument("--mode", choices=MODES, default="release",
+                        help="release: the input replaces the dataset's rows; append: new acquisitions of its pixels")
     return parser
 
 
@@ -63,6 +69,8 @@ def analyse(spark, config, dataset: str, run):
 
 def main(argv=None) -> int:
     args, config, spark = start_job(build_parser(), argv)
+    if args.mode == "append" and args.input is None:
+        raise ConfigError("--mode append needs --input (the new acquisitions)")
     dataset = args.dataset or config.dataset
     forecasts = []
     with recorded_run(spark, config, "pipeline", [dataset]) as run:
@@ -70,7 +78,7 @@ def main(argv=None) -> int:
         if source is None:
             source = raw_path(config, dataset)
             run_simulate(spark, config, dataset, source, run)
-        ingest = run_ingest(spark, config, source, dataset, run, fmt=args.format)
+        ingest = run_ingest(spark, config, source, dataset, run, fmt=args.format, mode=args.mode)
         split = ingest.datasets != (dataset,)
         if not split:
             forecasts.append(analyse(spark, config, dataset, run))
