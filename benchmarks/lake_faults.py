@@ -43,6 +43,9 @@ log = logging.getLogger("benchmarks.lake_faults")
 DATASETS = ("north", "south")
 KINDS = ("concurrent", "catalog-kill", "executor-kill")
 CATALOG_LINE = "error: catalog server at "
+# A pipeline of the small scene takes 3-5 min on 2 idle cores; two at once on a loaded machine
+# took more than run_job's default 900 s (killed: a trial of the machine, not of the lake).
+TIMEOUT_S = 3600.0
 
 
 def main(argv=None) -> int:
@@ -85,7 +88,7 @@ def _reference(spark, lake: Path, datasets, overrides=()) -> dict:
     first one's write events, dataset: {table: rows}}."""
     result = {}
     for dataset in datasets:
-        done = run_job(job_command("pipeline", lake, dataset, overrides))
+        done = run_job(job_command("pipeline", lake, dataset, overrides), timeout_s=TIMEOUT_S)
         if done.returncode != 0:
             raise RuntimeError(f"reference pipeline {dataset}: exit {done.returncode}\n{done.log[-3000:]}")
         result.setdefault("writes", done.writes)
@@ -143,7 +146,7 @@ def _pipelines_at_once(lake: Path, settings, kill_after=None, delay_s=0.0, fault
     """Both datasets' pipelines started together on ``lake``; the fault (if any) after a write of north's."""
     with ThreadPoolExecutor(len(DATASETS)) as pool:
         runs = [pool.submit(run_job, job_command("pipeline", lake, name, settings),
-                            kill_after if name == DATASETS[0] else None, delay_s, 900.0, None,
+                            kill_after if name == DATASETS[0] else None, delay_s, TIMEOUT_S, None,
                             fault if name == DATASETS[0] else None) for name in DATASETS]
         return [run.result() for run in runs]
 
@@ -214,7 +217,7 @@ def executor_kill_trial(spark, folder: Path, trials: int, rng, max_delay_s: floa
             lake = folder / f"trial{i}"
             after, delay_s = kill_plan(rng, len(writes), max_delay_s)
             killed: list[int] = []
-            done = run_job(job_command("pipeline", lake, DATASETS[0], on_cluster), after, delay_s,
+            done = run_job(job_command("pipeline", lake, DATASETS[0], on_cluster), after, delay_s, TIMEOUT_S,
                            fault=lambda: killed.extend(kill_an_executor(cluster.workers, rng)))
             if killed:
                 landed += 1
