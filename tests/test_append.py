@@ -6,13 +6,13 @@ within it (accepted). The appended lake must hold, pixel by pixel, the series of
 from __future__ import annotations
 
 import datetime as dt
-import io
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import EGMS_CSV_MEMBER
+from deliveries import FIRST_END, SECOND_START, write_deliveries
 from insarlake.errors import InputError
 from insarlake.ingest import append
 from insarlake.ingest.stage import run_ingest
@@ -21,7 +21,6 @@ from insarlake.cli import run_job
 from insarlake.lake import Run, read_table
 
 N_PIXELS = 600
-FIRST_END, SECOND_START = "20230630", "20230101"
 NEW, GONE, OFF, NEAR = slice(0, 20), slice(20, 50), slice(50, 60), slice(60, 70)   # row ranges of the burst
 
 
@@ -51,19 +50,8 @@ def test_epoch_positions_and_merge_by_hand():
 @pytest.fixture(scope="module")
 def deliveries(egms_csv_bytes, tmp_path_factory):
     """The burst's first N_PIXELS points written as two deliveries (folders), and the whole frame."""
-    whole = pd.read_csv(io.BytesIO(egms_csv_bytes), dtype={"pid": str}, nrows=N_PIXELS)
-    epochs = [c for c in whole.columns if c[:1].isdigit()]
-    static = [c for c in whole.columns if c not in epochs]
-    first = whole[static + [e for e in epochs if e <= FIRST_END]].drop(whole.index[NEW])
-    second = whole[static + [e for e in epochs if e >= SECOND_START]].drop(whole.index[GONE]).copy()
-    shared = [e for e in epochs if SECOND_START <= e <= FIRST_END]
-    second.loc[second.index.isin(whole.index[OFF]), shared[3]] += 2.0      # another processing's value
-    second.loc[second.index.isin(whole.index[NEAR]), shared[5]] += 0.05    # the same value, rounded otherwise
-    root = tmp_path_factory.mktemp("deliveries")
-    for name, frame in (("first", first), ("second", second), ("whole", whole)):
-        (root / name).mkdir()
-        frame.to_csv(root / name / EGMS_CSV_MEMBER, index=False)
-    return root, whole, epochs, shared
+    cut = write_deliveries(tmp_path_factory.mktemp("deliveries"), egms_csv_bytes, N_PIXELS, NEW, GONE, OFF, NEAR)
+    return cut["folder"], cut["whole"], cut["epochs"], cut["shared"]
 
 
 def _dates(epochs):
