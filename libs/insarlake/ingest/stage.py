@@ -339,16 +339,21 @@ def _merge_series_udf(old_pos, new_pos):
     return merge_series
 
 
-@F.pandas_udf(T.IntegerType())
-def _last_valid_index(disp: pd.Series) -> pd.Series:
-    return pd.Series([append.last_valid_index(d) for d in disp], dtype="int32")
+def _last_valid_index_udf():
+    """A pandas UDF disp -> the index of its last epoch with a value (append.last_valid_index).
+    Made when called, with the session running: a UDF made at import is a classic one, which a
+    Spark Connect session refuses."""
+    @F.pandas_udf(T.IntegerType())
+    def last_valid_index(disp: pd.Series) -> pd.Series:
+        return pd.Series([append.last_valid_index(d) for d in disp], dtype="int32")
+    return last_valid_index
 
 
 def _with_last_date(pixels: DataFrame, dates: dict) -> DataFrame:
     """``pixels`` with ``last_date``: the date of the last epoch its series has a value for."""
     epochs = pixels.sparkSession.createDataFrame(
         [(name, i, d) for name, ds in dates.items() for i, d in enumerate(ds)], "dataset string, _idx int, last_date date")
-    return (pixels.withColumn("_idx", _last_valid_index("disp"))
+    return (pixels.withColumn("_idx", _last_valid_index_udf()("disp"))
             .join(F.broadcast(epochs), ["dataset", "_idx"], "left").drop("_idx"))
 
 
