@@ -179,12 +179,14 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
 
     work = lake_files(config, spark).sub("work", "ingest", dataset, run.run_id)
     updated = added = 0
+    merged = None                  # append: the cached merge of the input into the lake's pixels
     try:
         if mode == "append":
             with run.stage("ingest.append"):
                 lake_dates = _lake_epochs(spark, config, replaced)
-                pixels, rejected, dates, updated, added = _append_pixels(
+                merged, rejected, dates, updated, added = _append_pixels(
                     spark, config, pixels, lake_dates, dates, config.ingest.append_max_difference_mm)
+                pixels = merged.select(*ROW_COLUMNS)
                 quarantine = quarantine.unionByName(rejected)
 
         with run.stage("ingest.overlap"):
@@ -217,8 +219,9 @@ def run_ingest(spark: SparkSession, config: Config, input_path: str, dataset: st
             write_table(spark, laid_out, config, "pixels", datasets=replaced)
             write_table(spark, kept_quarantine, config, "quarantine", datasets=replaced)
             write_table(spark, geometries, config, "geometries", datasets=[dataset])
-        for df in (parsed, pixels, quarantine, geometries):
-            df.unpersist()
+        for df in (parsed, pixels, quarantine, geometries, merged):
+            if df is not None:
+                df.unpersist()
     finally:
         work.discard()
 
@@ -261,11 +264,10 @@ def _append_targets(spark: SparkSession, config: Config, dataset: str, tracks: l
 
 def _recorded_tracks(spark: SparkSession, config: Config, dataset: str) -> dict:
     """{geometry dataset of ``dataset``: the set of tracks it holds (None: files without a track
-    in their name)}, from the table `geometries`; {} when there is none."""
-    if not table_exists(spark, config, "geometries"):
-        return {}
-    rows = read_table(spark, config, "geometries", [dataset]).select("geometry_dataset", "tracks").collect()
-    return {r.geometry_dataset: set(r.tracks or []) or {None} for r in rows}
+    in their name)}, from ``recorded_geometries``; {} when there is none."""
+    rows = recorded_geometries(spark, config, dataset)
+    return {name: set(tracks if tracks is not None else []) or {None}
+            for name, tracks in zip(rows.geometry_dataset, rows.tracks)}
 
 
 def _lake_epochs(spark: SparkSession, config: Config, datasets: list[str]) -> dict:
@@ -282,8 +284,8 @@ def _append_pixels(spark: SparkSession, config: Config, rows: DataFrame, lake_da
                    max_difference_mm: float) -> tuple[DataFrame, DataFrame, dict, int, int]:
     """The input ``rows`` (ROW_COLUMNS, each on its dataset's ``input_dates``) merged into the
     lake's pixels of their datasets, on pixel_id (``append.py``): (pixels in ROW_COLUMNS on the
-    union dates, the rows rejected (QUARANTINE_COLUMNS), {dataset: union dates}, pixels updated,
-    pixels added)."""
+    union dates, plus the 0/1 columns _updated and _added; cached: the caller unpersists it), the
+    rows rejected (QUARANTINE_COLUMNS), {dataset: union dates}, pixels updated, pixels added)."""
     merged, rejected, union_dates = [], [], {}
     for name in sorted(input_dates):
         union, old_pos, new_pos = append.epoch_positions(lake_dates[name], input_dates[name])
@@ -312,14 +314,14 @@ def _append_pixels(spark: SparkSession, config: Config, rows: DataFrame, lake_da
     pixels = merged[0]
     for more in merged[1:]:
         pixels = pixels.unionByName(more)
-    pixels = pixels.persist()
+    pixels = pixels.persist()       # counted here, read again by the stages after; unpersisted by run_ingest
     totals = pixels.agg(F.sum("_updated").alias("u"), F.sum("_added").alias("a")).first()
     quarantine = rejected[0]
     for more in rejected[1:]:
         quarantine = quarantine.unionByName(more)
     log.info("append: %d pixels updated, %d added, epochs %s", totals.u or 0, totals.a or 0,
              ", ".join(f"{n} {len(lake_dates[n])} -> {len(d)}" for n, d in union_dates.items()))
-    return pixels.select(*ROW_COLUMNS), quarantine, union_dates, int(totals.u or 0), int(totals.a or 0)
+    return pixels, quarantine, union_dates, int(totals.u or 0), int(totals.a or 0)
 
 
 def _largest_difference_udf(old_pos, new_pos):
@@ -418,9 +420,9 @@ def _dates_by_dataset(headers: InputGeometries, names: dict) -> dict:
 
 
 def recorded_geometries(spark: SparkSession, config: Config, dataset: str) -> pd.DataFrame:
-    """(geometry_dataset, track, pass_direction) of the last ingest of ``dataset`` from the table
-    `geometries`, sorted by geometry_dataset; no rows when there is none."""
-    columns = ["geometry_dataset", "track", "pass_direction"]
+    """(geometry_dataset, track, pass_direction, tracks) of the last ingest of ``dataset`` from the
+    table `geometries`, sorted by geometry_dataset; no rows when there is none."""
+    columns = ["geometry_dataset", "track", "pass_direction", "tracks"]
     if not table_exists(spark, config, "geometries"):
         return pd.DataFrame(columns=columns)
     rows = read_table(spark, config, "geometries", [dataset]).select(*columns).toPandas()
