@@ -16,6 +16,6 @@ setup(
     install_requires=[
         "pyspark>=3.5,<4.1", "delta-spark>=3.2", "apache-sedona==1.8.0", "numpy>=1.26", "pandas>=2.0",
         "pyarrow>=14", "scikit-learn", "scipy", "tslearn", "numba", "torch", "torch-geometric",
-        "torchdiffeq", "pymetis", "shapely>=2", "pyyaml", "matplotlib",
+        "torchdiffeq", "pymetis", "shapely>=2", "pyyaml", "pydantic>=2.5", "matplotlib",
     ],
 )

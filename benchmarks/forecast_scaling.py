@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 import tempfile
-from dataclasses import replace
+from insarlake.config import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

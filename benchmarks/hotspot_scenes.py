@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 import tempfile
-from dataclasses import replace
+from insarlake.config import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def main() -> int:
     from insarlake.lake import Run, raw_path
     from insarlake.simulate.stage import run_simulate
     from insarlake.spark import get_session
-    from insarlake.temporal.stage import run_cluster
+    from insarlake.cluster.stage import run_cluster
 
     lake = Path(args.lake or tempfile.mkdtemp(prefix="bench-scenes-"))
     base = [f"lake.path={lake}", "spark.master=local[2]", "spark.conf={spark.ui.enabled: 'false'}"]

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import replace
+from insarlake.config import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def main() -> int:
     from insarlake.lake import Run, read_table
     from insarlake.sites.stage import run_sites
     from insarlake.spark import get_session
-    from insarlake.temporal.stage import run_cluster
+    from insarlake.cluster.stage import run_cluster
     from mosaic import EAST_MM_YR, UP_MM_YR, write_mosaic
 
     burst = zipfile.ZipFile(EGMS_ZIP).read(EGMS_ZIP.with_suffix(".csv").name)

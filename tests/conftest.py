@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
 
 def fast_clustering(config):
     """``config`` with TSKM (k fixed at 3) and co-variogram settings small enough for tests."""
-    from dataclasses import replace
+    from insarlake.config import replace
 
     return replace(config,
                    temporal=replace(config.temporal, sample_size=60, silhouette_size=60, k=3, max_iter=2,
@@ -110,3 +110,19 @@ def new_bucket(settings: dict) -> str:
     boto3.client("s3", endpoint_url=settings["spark.hadoop.fs.s3a.endpoint"], aws_access_key_id="testing",
                  aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket=name)
     return name
+
+
+def delta_table_schema(path: Path):
+    """(schema, partition columns) of the Delta table at ``path``, read from its log (the last
+    metaData action), without Spark."""
+    import json
+
+    from pyspark.sql import types as T
+
+    meta = None
+    for log_file in sorted((path / "_delta_log").glob("*.json")):
+        for line in log_file.read_text().splitlines():
+            action = json.loads(line)
+            meta = action.get("metaData", meta)
+    assert meta is not None, f"{path}: no Delta metadata"
+    return T.StructType.fromJson(json.loads(meta["schemaString"])), tuple(meta["partitionColumns"])

@@ -311,7 +311,8 @@ def problems_after_kill(spark, config, job: str, dataset: str, expected: dict) -
     before the run (no rows of ``dataset``) nor as the uninterrupted run left it (``expected``:
     {table: rows}), a model a reader reaches (latest.json) that is not whole."""
     from insarlake.errors import InputError
-    from insarlake.lake import TABLES, lake_files, read_table, table_exists
+    from insarlake.lake import lake_files, read_table, table_exists
+    from insarlake.tables import TABLES
 
     found = []
     for table in TABLES:

@@ -4,7 +4,7 @@ processes equal to 1, model reuse, bounded stratified samples, the sparse confus
 against scikit-learn."""
 from __future__ import annotations
 
-from dataclasses import replace
+from insarlake.config import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from insarlake.classify.stage import (accuracy_of, architecture, bounded_sample,
 from insarlake.files import LakeFiles
 from insarlake.hotspots.stage import labelled_pixels
 from insarlake.lake import Run, read_table
-from insarlake.temporal.stage import run_cluster
+from insarlake.cluster.stage import run_cluster
 
 EPS32 = float(np.finfo(np.float32).eps)
 

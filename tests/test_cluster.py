@@ -1,7 +1,7 @@
 """The temporal clustering stage on Spark: exact assignment of every pixel, tables, model reuse."""
 from __future__ import annotations
 
-from dataclasses import replace
+from insarlake.config import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from insarlake.lake import Run, read_table
-from insarlake.temporal.stage import run_cluster, tskm_store
+from insarlake.cluster.stage import run_cluster, tskm_store
 from insarlake.temporal.tskm import TskmModel
 
 
@@ -115,7 +115,7 @@ def test_stratified_sample_equals_the_full_ranking(spark, monkeypatch, size, sta
     through the second pass that takes a short tile whole."""
     from pyspark.sql import functions as F
 
-    from insarlake.temporal import stage
+    from insarlake.cluster import stage
 
     if starve:
         monkeypatch.setattr(stage, "_keep_share", lambda quota, n: quota / n * 0.5)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from insarlake.config import load_config
+from insarlake.config import load_config, replace
 from insarlake.errors import ConfigError
 from conftest import PROJECT
 
@@ -33,7 +33,23 @@ def test_overrides_are_typed_and_change_the_hash():
     ("hotspots.method=magic", "config key 'hotspots.method' must be one of significant, seed, velocity_threshold"),
     ("hotspots.score_methods=[seed, nope]", "config key 'hotspots.score_methods[1]' must be one of"),
     ("hotspots.min_jaccard=0", "config key 'hotspots.min_jaccard' must be within (0, 1]"),
-    ("hotspots.labels=tskm", "config key 'hotspots.labels' must be 'classes' or 'clusters'"),
+    ("hotspots.labels=tskm", "config key 'hotspots.labels' must be one of classes, clusters; got 'tskm'"),
+    ("classify.models=[lstm, lstm]", "config key 'classify.models' must not name a model twice"),
+    ("classify.models=[gru]", "config key 'classify.models[0]' must be one of lstm, lstm_perceptron; got 'gru'"),
+    ("classify.lstm_units=[32, 0]", "config key 'classify.lstm_units[1]' must be an integer >= 1; got 0"),
+    ("classify.dropout=1", "config key 'classify.dropout' must be within [0, 1); got 1"),
+    ("forecast.models=[gru]", "config key 'forecast.models' must list dapf"),
+    ("forecast.hyper={lstm: {hidden: 8}}", "config key 'forecast.hyper.lstm' must be one of dapf, gru"),
+    ("temporal.gamma=0", "config key 'temporal.gamma' must be > 0; got 0"),
+    ("temporal.k_min=7", "'temporal.k_min' <= 'temporal.k_max'"),
+    ("spatial.per_label={0: {eps: 300}}", "unknown config key 'spatial.per_label.0.eps'"),
+    ("spatial.per_label={0: {eps_m: -1}}", "config key 'spatial.per_label.0.eps_m' must be > 0; got -1"),
+    ("spatial.per_label={x: {eps_m: 300}}", "config key 'spatial.per_label.x' must be an integer"),
+    ("spatial.per_label={0: {}}", "config key 'spatial.per_label.0' must be a mapping with eps_m and/or min_samples"),
+    ("spark.conf={spark.x: [1]}", "config key 'spark.conf.spark.x' must be a scalar"),
+    ("spark.remote=http://host", "config key 'spark.remote' must be a Spark Connect URL"),
+    ("lake=here", "config key 'lake' must be a mapping, got 'here'"),
+    ("lake.run_heartbeat_s=true", "config key 'lake.run_heartbeat_s' must be a number, got True"),
     ("nosuch.key=1", "unknown config key 'nosuch'"),
     ("simulate.n_pixels=many", "config key 'simulate.n_pixels' must be an integer"),
     ("simulate.n_pixels=2.5", "config key 'simulate.n_pixels' must be an integer"),
@@ -55,6 +71,19 @@ def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=[override])
     assert message in str(err.value)
+
+
+def test_free_form_entries_and_replace_are_validated():
+    cfg = load_config(overrides=["forecast.hyper={dapf: {hidden: 8}}", "spatial.per_label={0: {eps_m: 300}}"])
+    assert cfg.forecast.hyper == {"dapf": {"hidden": 8}} and cfg.spatial.per_label == {0: {"eps_m": 300.0}}
+    changed = replace(cfg, temporal=replace(cfg.temporal, k=3))
+    assert changed.temporal.k == 3 and cfg.temporal.k is None and changed.hash != cfg.hash
+    with pytest.raises(ConfigError, match=r"^config key 'temporal.k' must be an integer >= 1; got 0$"):
+        replace(cfg.temporal, k=0)
+    with pytest.raises(ConfigError, match=r"^unknown config key 'temporal.kk'$"):
+        replace(cfg.temporal, kk=3)
+    with pytest.raises(ConfigError, match="'covariogram.bin_km' < 'covariogram.max_distance_km'"):
+        replace(cfg.covariogram, bin_km=50.0)
 
 
 def test_bad_profile_file_names_the_file(tmp_path):
@@ -99,3 +128,14 @@ def test_catalog_command_answers_in_one_line(tmp_path, capsys):
     config = load_config(overrides=[f"lake.path={tmp_path / 'lake'}", "catalog.kind=server",
                                     f"catalog.server=localhost:{port}"])
     assert catalog.jdbc_url(config) == f"jdbc:derby://localhost:{port}/{tmp_path / 'lake'}/_catalog/metastore_db;create=true"
+
+
+def test_the_config_imports_no_stage():
+    """config.py is a low-level module: loading a config pulls in no stage (no Spark, no torch)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, insarlake.config; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith(('insarlake', 'pyspark', 'torch')))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert set(loaded) <= {"insarlake", "insarlake.config", "insarlake.errors", "insarlake.names"}, loaded

@@ -133,7 +133,7 @@ def test_s3a_settings_map_to_the_s3_client():
 
 
 def test_spark_settings_take_the_configs_file_system_keys(config):
-    from dataclasses import replace
+    from insarlake.config import replace
 
     cfg = replace(config, spark=replace(config.spark, conf={"spark.hadoop.fs.s3a.endpoint": "http://x:1",
                                                             "spark.sql.shuffle.partitions": "4"}))

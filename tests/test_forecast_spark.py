@@ -2,12 +2,13 @@
 `forecast_metrics`, checked against numpy computed straight from `pixels`."""
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from insarlake.config import replace
 from insarlake.errors import InputError
 from insarlake.forecast.graph import knn_edges
 from insarlake.forecast.stage import prepare, run_forecast, train
@@ -266,7 +267,7 @@ def test_forecasts_are_the_same_for_one_or_three_partitions(spark, forecast_conf
     cfg = replace(forecast_config.forecast, predict_samples=2)
     out = []
     for n in (1, 3):
-        rows = forecast_future(replace(prepared, members=prepared.members.repartition(n)), model, cfg, "sim", "r")
+        rows = forecast_future(dataclasses.replace(prepared, members=prepared.members.repartition(n)), model, cfg, "sim", "r")
         out.append(rows.toPandas().sort_values(["pixel_id", "horizon"]).reset_index(drop=True))
     assert len(out[0]) == prepared.pixels * cfg.horizon_epochs
     pd.testing.assert_frame_equal(out[0], out[1])

@@ -85,7 +85,7 @@ def test_future_times_continue_at_the_recent_cadence():
 
 
 def test_monitoring_horizon_is_six_months_at_the_record_cadence():
-    from dataclasses import replace
+    from insarlake.config import replace
 
     from insarlake.config import load_config
     from insarlake.forecast.stage import monitoring_horizon_epochs

@@ -3,7 +3,7 @@ reasons, scores against the simulated truth for the three methods."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from insarlake.config import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import shapely
 from conftest import fast_clustering
 from insarlake.hotspots.stage import Reference, retain, run_hotspots
 from insarlake.lake import Run, read_table
-from insarlake.temporal.stage import run_cluster
+from insarlake.cluster.stage import run_cluster
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import replace
+from insarlake.config import replace
 
 import numpy as np
 import pandas as pd

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import PROJECT, SMALL_SCENE
+from conftest import PROJECT, SMALL_SCENE, delta_table_schema
 
 pytestmark = pytest.mark.spark    # every test submits a Spark job
 
@@ -76,3 +76,12 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
     assert int(h_rows) == int(h_pixels) <= int(n) and int(methods) == 3
     assert int(f) == int(n) and int(m) == 5           # dapf, the three classical baselines, harmonic_trend
     assert "forecast metrics" in done.stdout and "persistence" in done.stdout
+    # every table the pipeline wrote has the contract's columns, in order, and its partitioning
+    from insarlake.tables import TABLES, conform
+
+    written = sorted(p.name for p in lake.iterdir() if (p / "_delta_log").is_dir())
+    assert set(written) >= {"pixels", "clusters", "classes", "hotspots", "forecasts", "forecast_metrics", "sites"}
+    for name in written:
+        actual, partitions = delta_table_schema(lake / name)
+        assert actual.fieldNames() == TABLES[name].column_names and conform(name, actual) == [], name
+        assert partitions == TABLES[name].partition_by, name

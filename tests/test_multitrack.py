@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-from dataclasses import replace
+from insarlake.config import replace
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ from insarlake.hotspots.stage import run_hotspots
 from insarlake.ingest.stage import run_ingest
 from insarlake.lake import Run, analysis_pixels, read_table
 from insarlake.sites.stage import run_sites
-from insarlake.temporal.stage import run_cluster
+from insarlake.cluster.stage import run_cluster
 
 @pytest.fixture(scope="module")
 def mosaic(tmp_path_factory, egms_csv_bytes):

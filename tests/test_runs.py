@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import replace
+from insarlake.config import replace
 
 import numpy as np
 import pytest
@@ -39,8 +39,7 @@ def test_a_run_taken_for_lost_while_alive_keeps_one_row_its_own(spark, config):
     stalled); when the run ends, its own row replaces that one."""
     with recorded_run(spark, config, "test", ["stalled"]) as run:
         lost = run.row("lost", "lost: no heartbeat since ... (written by another job's reaper)")
-        write_table(spark, spark.createDataFrame([lost], RUNS_SCHEMA), config, "runs", partition_by=(),
-                    mode="append")
+        write_table(spark, spark.createDataFrame([lost], RUNS_SCHEMA), config, "runs", mode="append")
         assert [r.status for r in _status(spark, run.run_id)] == ["lost"]
     rows = spark.sql(f"SELECT status FROM insar.runs WHERE run_id = '{run.run_id}'").collect()
     assert [r.status for r in rows] == ["succeeded"]
@@ -50,8 +49,7 @@ def _beat(spark, config, run_id: str, dataset: str, age_s: float, lost_after_s: 
     now = dt.datetime.now(dt.timezone.utc)
     row = (run_id, "cluster", [dataset], now - dt.timedelta(seconds=age_s + 60), now - dt.timedelta(seconds=age_s),
            lost_after_s, "elsewhere:1", config.hash, "{}")
-    write_table(spark, spark.createDataFrame([row], HEARTBEATS_SCHEMA), config, "run_heartbeats",
-                partition_by=("run_id",), mode="append")
+    write_table(spark, spark.createDataFrame([row], HEARTBEATS_SCHEMA), config, "run_heartbeats", mode="append")
 
 
 def test_a_dead_run_is_told_from_a_live_one_and_recorded_lost_once(spark, config):
@@ -104,7 +102,7 @@ def test_a_reaper_killed_half_way_is_finished_by_the_next(spark, config):
         files.write_text("x", "outputs", dataset, run_id, "map.png")
         row = (run_id, "classify", [dataset], dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 1), status, None,
                config.hash, "{}", None, None, None)
-        write_table(spark, spark.createDataFrame([row], RUNS_SCHEMA), config, "runs", partition_by=(), mode="append")
+        write_table(spark, spark.createDataFrame([row], RUNS_SCHEMA), config, "runs", mode="append")
     assert reap_lost_runs(spark, config) == []                     # no new row: both are recorded
     assert not files.exists("work", "classify", dataset, half) and not files.exists("outputs", dataset, half)
     assert files.exists("outputs", dataset, done, "map.png")       # (its work folder: its own stage's)
@@ -137,7 +135,7 @@ def test_the_fault_hook_fails_a_share_of_first_attempts_only():
 
 
 @pytest.mark.parametrize("keys, message", [
-    (["lake.run_heartbeat_s=0"], "'lake.run_heartbeat_s' > 0"),
+    (["lake.run_heartbeat_s=0"], "config key 'lake.run_heartbeat_s' must be > 0; got 0"),
     (["lake.run_heartbeat_s=60", "lake.run_lost_after_s=100"], "got 60.0 and 100.0"),
 ])
 def test_heartbeat_settings_are_checked(keys, message):

@@ -3,7 +3,7 @@ once ingested."""
 from __future__ import annotations
 
 import glob
-from dataclasses import replace
+from insarlake.config import replace
 
 import numpy as np
 import pandas as pd

@@ -3,7 +3,7 @@ tracking store: one run per version with its parameters, metrics, tags and files
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from insarlake.config import replace
 from pathlib import Path
 
 from insarlake.files import LakeFiles

@@ -1,9 +1,14 @@
-"""Typed, validated configuration.
+"""Typed, validated configuration (pydantic models, one per section of the YAML).
 
 The defaults live in one place, ``conf/default.yaml`` (shipped inside the package as
 ``insarlake/default.yaml``); a profile file and ``--set key=value`` overrides are merged on top.
-Every key must exist in the defaults and every value must have the default's type, so a typo or a
-wrong type stops the job with the key's dotted name.
+Every key must exist in the defaults and every value must have the default's type and range, so a
+typo or a wrong value stops the job with one line naming the key's dotted name
+(``config key 'temporal.gamma' must be > 0; got -1``). ``replace`` changes keys of a loaded
+config and validates the result the same way.
+
+This module imports no stage: the names a choice key may take (classifier architectures,
+forecast models, input formats, ...) are defined here, and the stages take them from here.
 """
 from __future__ import annotations
 
@@ -13,240 +18,417 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Optional, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Callable, ClassVar, Mapping, Optional, TypeVar
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from typing_extensions import TypedDict
 
-from insarlake.classify import ARCHITECTURES
 from insarlake.errors import ConfigError, first_line
-from insarlake.ingest.parse import INPUT_FORMATS, UNIT_TO_MM
 from insarlake.names import dataset_problem, identifier_problem
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class SparkConfig:
-    master: Optional[str]
-    remote: Optional[str]
-    app_name: str
-    shuffle_partitions: int
-    driver_memory: str
-    jars: str
-    jars_dir: str
-    conf: dict
-
-
-@dataclass(frozen=True)
-class LakeConfig:
-    path: str
-    run_heartbeat_s: float
-    run_lost_after_s: float
+# What the choice keys may name. The stages build their registries from these.
+CATALOG_KINDS = ("embedded", "server", "session")
+MLFLOW_MODES = ("auto", "always", "never")
+INPUT_FORMATS = ("auto", "egms", "wide-csv", "parquet")
+DISPLACEMENT_UNITS = ("mm", "cm", "m")
+SOURCE_KINDS = ("subsidence", "uplift", "landslide", "tunnel", "postseismic")
+TEMPORAL_METRICS = ("softdtw", "dtw", "euclidean")
+PREPROCESSINGS = ("none", "demean", "znorm")
+CLASSIFY_TARGETS = ("cluster", "tskm")
+CLASSIFIER_ARCHITECTURES = ("lstm", "lstm_perceptron")       # the seed's Table 1
+HOTSPOT_LABELS = ("classes", "clusters")
+HOTSPOT_METHODS = ("significant", "seed", "velocity_threshold")
+FORECAST_NEURAL_MODELS = ("dapf", "gru", "latent_ode", "gcn_gru")   # the first is the product's forecaster
 
 
-@dataclass(frozen=True)
-class ModelsConfig:
-    mlflow: str
-    mlflow_experiment: str
+# -- value types: each names its rule once; the errors come out as "config key '<key>' <rule>"
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+    return check
 
 
-@dataclass(frozen=True)
-class CatalogConfig:
-    database: str
-    kind: str
-    server: str
+def _within(low: float, high: float, closed: str = "[]") -> Callable[[float], float]:
+    """An interval rule, closed or open at each end: closed "[]", "[)", "(]" or "()"."""
+    def check(value: float) -> float:
+        above = value >= low if closed[0] == "[" else value > low
+        below = value <= high if closed[1] == "]" else value < high
+        if not (above and below):
+            raise ValueError(f"must be within {closed[0]}{low:g}, {high:g}{closed[1]}")
+        return value
+    return check
 
 
-@dataclass(frozen=True)
-class SimulateConfig:
+def _iso_date(value: str) -> str:
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be a YYYY-MM-DD date") from None
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not (host and port.isdigit() and 0 < int(port) < 65536 and host.strip() == host):
+        raise ValueError("must be host:port")
+    return value
+
+
+def _spark_connect_url(value: str) -> str:
+    if not value.startswith("sc://"):
+        raise ValueError("must be a Spark Connect URL sc://host:port")
+    return value
+
+
+def _scalar(value: Any) -> Any:
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError("must be a scalar")
+    return value
+
+
+def _date_as_text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date) else value   # YAML reads 2020-01-05 as a date
+
+
+def _choice(choices: tuple[str, ...]):
+    return Annotated[str, AfterValidator(_one_of(choices))]
+
+
+Text = Annotated[str, BeforeValidator(_date_as_text)]
+Date = Annotated[Text, AfterValidator(_iso_date)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=1)]
+Share = Annotated[float, AfterValidator(_within(0, 1))]
+Precision = Annotated[int, Field(ge=1, le=12)]                     # geohash characters
+EpsM = Annotated[float, Field(gt=0, le=2_000_000)]                  # a DBSCAN distance, metres
+Units = list[Annotated[int, Field(ge=1)]]                           # layer widths of a network
+
+
+class _Section(BaseModel):
+    """A section of the config: no unknown keys, no silent type conversions, frozen."""
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    key: ClassVar[str] = ""          # the section's dotted name, for errors of ``replace``
+
+
+class SparkConfig(_Section):
+    key: ClassVar[str] = "spark"
+    master: Optional[Text]
+    remote: Optional[Annotated[Text, AfterValidator(_spark_connect_url)]]
+    app_name: Text
+    shuffle_partitions: Count
+    driver_memory: Text
+    jars: Text
+    jars_dir: Text
+    conf: dict[str, Annotated[Any, AfterValidator(_scalar)]]
+
+
+class LakeConfig(_Section):
+    key: ClassVar[str] = "lake"
+    path: Text
+    run_heartbeat_s: Positive
+    run_lost_after_s: Positive
+
+    @model_validator(mode="after")
+    def _rules(self):
+        from insarlake.files import LakeFiles
+
+        LakeFiles(self.path)                # a scheme no file system serves: one line naming it
+        if not (2 * self.run_heartbeat_s <= self.run_lost_after_s < math.inf):
+            raise ConfigError("config keys 'lake.run_heartbeat_s' > 0 and 'lake.run_lost_after_s' >= twice it (finite) are "
+                              f"required; got {self.run_heartbeat_s} and {self.run_lost_after_s}")
+        return self
+
+
+class ModelsConfig(_Section):
+    key: ClassVar[str] = "models"
+    mlflow: _choice(MLFLOW_MODES)
+    mlflow_experiment: Text
+
+
+class CatalogConfig(_Section):
+    key: ClassVar[str] = "catalog"
+    database: Text
+    kind: _choice(CATALOG_KINDS)
+    server: Annotated[Text, AfterValidator(_host_port)]
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if problem := identifier_problem(self.database):
+            raise ConfigError(f"config key 'catalog.database' {problem}; got {self.database!r}")
+        return self
+
+
+class SimulateConfig(_Section):
+    key: ClassVar[str] = "simulate"
     seed: int
-    n_pixels: int
-    center_lon: float
-    center_lat: float
-    width_km: float
-    height_km: float
-    tile_km: float
-    start_date: str
-    end_date: str
-    cadence_days: int
-    cadence_change_date: Optional[str]
-    cadence_after_days: int
-    acquisition_gap_share: float
-    urban_patches: int
-    urban_radius_km: float
-    urban_pixel_share: float
+    n_pixels: Count
+    center_lon: Annotated[float, AfterValidator(_within(-180, 180))]
+    center_lat: Annotated[float, AfterValidator(_within(-85, 85))]
+    width_km: Positive
+    height_km: Positive
+    tile_km: Positive
+    start_date: Date
+    end_date: Date
+    cadence_days: Count
+    cadence_change_date: Optional[Date]
+    cadence_after_days: Count
+    acquisition_gap_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
+    urban_patches: Annotated[int, Field(ge=0)]
+    urban_radius_km: Positive
+    urban_pixel_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
     terrain_relief_m: float
     base_height_m: float
     incidence_near_deg: float
     incidence_far_deg: float
     track_angle_deg: float
-    wavelength_mm: float
-    sources: dict
-    atmosphere_sigma_mm: float
-    atmosphere_scale_km: float
-    atmosphere_waves: int
+    wavelength_mm: Positive
+    sources: dict[_choice(SOURCE_KINDS), Annotated[int, Field(ge=0)]]
+    atmosphere_sigma_mm: NonNegative
+    atmosphere_scale_km: Positive
+    atmosphere_waves: Count
     stratified_mm_per_km: float
-    looks: int
-    unwrap_error_share: float
-    missing_share: float
+    looks: Count
+    unwrap_error_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
+    missing_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
     truth_min_mm: float
 
+    @model_validator(mode="after")
+    def _rules(self):
+        if dt.date.fromisoformat(self.end_date) <= dt.date.fromisoformat(self.start_date):
+            raise ConfigError("config key 'simulate.end_date' must be after 'simulate.start_date'")
+        return self
 
-@dataclass(frozen=True)
-class IngestConfig:
-    format: str
-    max_missing_share: float
-    displacement_unit: str
+
+class IngestConfig(_Section):
+    key: ClassVar[str] = "ingest"
+    format: _choice(INPUT_FORMATS)
+    max_missing_share: Share
+    displacement_unit: _choice(DISPLACEMENT_UNITS)
     split_tracks: bool
-    overlap_distance_m: float
-    overlap_max_rms_mm: float
-    append_max_difference_mm: float
+    overlap_distance_m: Positive
+    overlap_max_rms_mm: NonNegative
+    append_max_difference_mm: NonNegative
 
 
-@dataclass(frozen=True)
-class PartitionConfig:
-    min_precision: int
-    max_precision: int
-    max_pixels_per_tile: int
-    pixels_per_file: int
+class PartitionConfig(_Section):
+    key: ClassVar[str] = "partition"
+    min_precision: Precision
+    max_precision: Precision
+    max_pixels_per_tile: Count
+    pixels_per_file: Count
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.min_precision > self.max_precision:
+            raise ConfigError("config keys 'partition.min_precision' <= 'partition.max_precision' must lie in 1..12")
+        return self
 
 
-@dataclass(frozen=True)
-class TemporalConfig:
-    metric: str
-    gamma: float
-    preprocessing: str
-    k: Optional[int]
-    k_min: int
-    k_max: int
-    sample_size: int
-    silhouette_size: int
-    max_iter: int
-    max_iter_barycenter: int
+class TemporalConfig(_Section):
+    key: ClassVar[str] = "temporal"
+    metric: _choice(TEMPORAL_METRICS)
+    gamma: Positive
+    preprocessing: _choice(PREPROCESSINGS)
+    k: Optional[Count]
+    k_min: Annotated[int, Field(ge=2)]
+    k_max: Annotated[int, Field(ge=2)]
+    sample_size: Count
+    silhouette_size: Count
+    max_iter: Count
+    max_iter_barycenter: Count
     seed: int
     reuse_model: bool
     write_distance: bool
 
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.k_min > self.k_max:
+            raise ConfigError("config keys 'temporal.k_min' <= 'temporal.k_max' must be >= 2")
+        return self
 
-@dataclass(frozen=True)
-class CovariogramConfig:
-    pairs: int
-    local_share: float
-    local_precision: int
-    bin_km: float
-    max_distance_km: float
-    fraction: float
+
+class CovariogramConfig(_Section):
+    key: ClassVar[str] = "covariogram"
+    pairs: Count
+    local_share: Share
+    local_precision: Precision
+    bin_km: Positive
+    max_distance_km: Positive
+    fraction: Annotated[float, AfterValidator(_within(0, 1, "()"))]
     seed: int
-    pixels_per_pair: float
+    pixels_per_pair: Positive
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if not self.bin_km < self.max_distance_km:
+            raise ConfigError("config keys 'covariogram.pairs' >= 1 and 0 < 'covariogram.bin_km' < "
+                              "'covariogram.max_distance_km' are required")
+        return self
 
 
-@dataclass(frozen=True)
-class SpatialConfig:
-    eps_m: Optional[float]
-    eps_correlation_factor: float
-    min_samples: int
-    per_label: dict
-    min_precision: int
-    max_precision: int
-    max_points_per_tile: int
-    map_max_points: int
+class LabelSetting(TypedDict, total=False):
+    """spatial.per_label.<label>: DBSCAN's eps (m) and/or min_samples for one TSKM label."""
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)
+    eps_m: EpsM
+    min_samples: Count
 
 
-@dataclass(frozen=True)
-class ClassifyConfig:
-    models: list
-    predict_with: str
-    target: str
+def _some_setting(entry: dict) -> dict:
+    if not entry:
+        raise ValueError("must be a mapping with eps_m and/or min_samples")
+    return entry
+
+
+class SpatialConfig(_Section):
+    key: ClassVar[str] = "spatial"
+    eps_m: Optional[EpsM]
+    eps_correlation_factor: Positive
+    min_samples: Count
+    per_label: dict[int, Annotated[LabelSetting, AfterValidator(_some_setting)]]
+    min_precision: Precision
+    max_precision: Precision
+    max_points_per_tile: Count
+    map_max_points: Count
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.min_precision > self.max_precision:
+            raise ConfigError("config keys 'spatial.min_precision' <= 'spatial.max_precision' must lie in 1..12")
+        return self
+
+
+def _distinct(values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError("must not name a model twice")
+    return values
+
+
+class ClassifyConfig(_Section):
+    key: ClassVar[str] = "classify"
+    models: Annotated[list[_choice(CLASSIFIER_ARCHITECTURES)], Field(min_length=1), AfterValidator(_distinct)]
+    predict_with: Text
+    target: _choice(CLASSIFY_TARGETS)
     noise_as_class: bool
-    train_share: float
+    train_share: Annotated[float, AfterValidator(_within(0, 1, "()"))]
     split_seed: int
-    class_weight_power: float
-    max_train_pixels_per_class: Optional[int]
-    max_train_pixels: Optional[int]
-    max_validation_pixels: Optional[int]
-    max_evaluation_pixels: Optional[int]
-    lstm_units: list
-    perceptron_units: list
-    dense_units: list
-    dropout: float
-    batch_size: int
-    learning_rate: float
-    max_epochs: int
-    patience: int
+    class_weight_power: Share
+    max_train_pixels_per_class: Optional[Count]
+    max_train_pixels: Optional[Count]
+    max_validation_pixels: Optional[Count]
+    max_evaluation_pixels: Optional[Count]
+    lstm_units: Annotated[Units, Field(min_length=1)]
+    perceptron_units: Units
+    dense_units: Units
+    dropout: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
+    batch_size: Count
+    learning_rate: Positive
+    max_epochs: Count
+    patience: Count
     seed: int
-    shards: int
-    num_processes: int
+    shards: Count
+    num_processes: Count
     local_mode: bool
     use_gpu: bool
-    threads_per_process: int
-    threshold: float
-    inference_batch_size: int
-    network_batch_rows: int
+    threads_per_process: Count
+    threshold: Share
+    inference_batch_size: Count
+    network_batch_rows: Count
     retrain: bool
 
-
-@dataclass(frozen=True)
-class HotspotsConfig:
-    labels: str
-    method: str
-    max_standard_distance_km: Optional[float]
-    standard_distance_factor: float
-    min_pixels: int
-    noise_velocity_mm_yr: Optional[float]
-    z_pixel: float
-    z_hotspot: float
-    split_level_ratio: Optional[float]
-    eps_m: Optional[float]
-    eps_correlation_factor: float
-    min_samples: int
-    ellipse_n_std: float
-    score_methods: list
-    min_source_pixels: int
-    min_jaccard: float
-    map_max_points: int
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.predict_with != "best" and self.predict_with not in self.models:
+            raise ConfigError(f"config key 'classify.predict_with' must be 'best' or one of classify.models; "
+                              f"got {self.predict_with!r}")
+        if self.batch_size % self.shards:
+            raise ConfigError(f"config key 'classify.batch_size' ({self.batch_size}) must be a multiple of "
+                              f"'classify.shards' ({self.shards})")
+        if self.shards < self.num_processes:
+            raise ConfigError(f"config key 'classify.shards' ({self.shards}) must be >= 'classify.num_processes' "
+                              f"({self.num_processes}): every process reads its own shards")
+        return self
 
 
-@dataclass(frozen=True)
-class ForecastConfig:
-    models: list
+class HotspotsConfig(_Section):
+    key: ClassVar[str] = "hotspots"
+    labels: _choice(HOTSPOT_LABELS)
+    method: _choice(HOTSPOT_METHODS)
+    max_standard_distance_km: Optional[Positive]
+    standard_distance_factor: Positive
+    min_pixels: Count
+    noise_velocity_mm_yr: Optional[Positive]
+    z_pixel: Positive
+    z_hotspot: Positive
+    split_level_ratio: Optional[Annotated[float, Field(gt=1)]]
+    eps_m: Optional[Positive]
+    eps_correlation_factor: Positive
+    min_samples: Count
+    ellipse_n_std: Positive
+    score_methods: list[_choice(HOTSPOT_METHODS)]
+    min_source_pixels: Count
+    min_jaccard: Annotated[float, AfterValidator(_within(0, 1, "(]"))]
+    map_max_points: Count
+
+
+class ForecastConfig(_Section):
+    key: ClassVar[str] = "forecast"
+    models: Annotated[list[_choice(FORECAST_NEURAL_MODELS)], AfterValidator(_distinct)]
     evaluate: bool
-    input_epochs: int
-    horizon_epochs: int
-    train_share: float
-    validation_share: float
-    graph_k: int
-    graph_max_distance_m: float
+    input_epochs: Annotated[int, Field(ge=2)]
+    horizon_epochs: Count
+    train_share: Annotated[float, AfterValidator(_within(0, 1, "()"))]
+    validation_share: Annotated[float, AfterValidator(_within(0, 1, "()"))]
+    graph_k: Count
+    graph_max_distance_m: Positive
     graph_cell_km: float
-    nodes_per_subgraph: int
-    halo_hops: int
-    pixels_per_task: int
-    train_subgraphs: int
-    batch_parts: int
-    windows_per_part: int
-    learning_rate: float
-    max_epochs: int
-    patience: int
+    nodes_per_subgraph: Count
+    halo_hops: Annotated[int, Field(ge=0)]
+    pixels_per_task: Count
+    train_subgraphs: Count
+    batch_parts: Count
+    windows_per_part: Count
+    learning_rate: Positive
+    max_epochs: Count
+    patience: Count
     seed: int
-    num_processes: int
+    num_processes: Count
     local_mode: bool
     use_gpu: bool
-    threads_per_process: int
-    samples: int
-    predict_samples: int
+    threads_per_process: Count
+    samples: Count
+    predict_samples: Annotated[int, Field(ge=0)]
     calibrate_interval: bool
-    hyper: dict
+    hyper: dict[_choice(FORECAST_NEURAL_MODELS), dict[str, Any]]
     retrain: bool
-    plot_pixels: int
-    moving_mm_yr: float
-    monitoring_horizon_days: Optional[float]
+    plot_pixels: Count
+    moving_mm_yr: NonNegative
+    monitoring_horizon_days: Optional[Positive]
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if "dapf" not in self.models:
+            raise ConfigError(f"config key 'forecast.models' must list dapf (the product's forecaster); got {self.models!r}")
+        if not self.train_share + self.validation_share < 1:
+            raise ConfigError("config keys 'forecast.train_share' and 'forecast.validation_share' must have a sum "
+                              f"below 1 (the rest is the test part); got {self.train_share}, {self.validation_share}")
+        if not self.graph_cell_km * 1000.0 >= (self.halo_hops + 1) * self.graph_max_distance_m:
+            raise ConfigError(f"config key 'forecast.graph_cell_km' must be >= (halo_hops + 1) x graph_max_distance_m "
+                              f"/ 1000 = {(self.halo_hops + 1) * self.graph_max_distance_m / 1000:g} (a cell's "
+                              f"subgraphs and halos are built from its neighbouring cells); got {self.graph_cell_km}")
+        return self
 
 
-@dataclass(frozen=True)
-class Config:
-    dataset: str
+class Config(_Section):
+    dataset: Text
     spark: SparkConfig
     lake: LakeConfig
     models: ModelsConfig
@@ -261,8 +443,14 @@ class Config:
     hotspots: HotspotsConfig
     forecast: ForecastConfig
 
+    @model_validator(mode="after")
+    def _rules(self):
+        if problem := dataset_problem(self.dataset):
+            raise ConfigError(f"config key 'dataset' {problem}; got {self.dataset!r}")
+        return self
+
     def as_dict(self) -> dict:
-        return _to_plain(self)
+        return self.model_dump()
 
     @property
     def hash(self) -> str:
@@ -271,17 +459,13 @@ class Config:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# Values a key may take, beyond its type.
-_CHOICES = {
-    "catalog.kind": ("embedded", "server", "session"),
-    "models.mlflow": ("auto", "always", "never"),
-    "ingest.format": INPUT_FORMATS,
-    "ingest.displacement_unit": tuple(UNIT_TO_MM),
-    "temporal.metric": ("softdtw", "dtw", "euclidean"),
-    "temporal.preprocessing": ("none", "demean", "znorm"),
-    "classify.target": ("cluster", "tskm"),
-}
-_KNOWN_SOURCE_KINDS = ("subsidence", "uplift", "landslide", "tunnel", "postseismic")
+SectionT = TypeVar("SectionT", bound=_Section)
+
+
+def replace(section: SectionT, **changes: Any) -> SectionT:
+    """A copy of ``section`` (the Config or one of its sections) with ``changes``, validated as a
+    loaded config is: ``replace(config, temporal=replace(config.temporal, k=3))``."""
+    return _validated(type(section), {**dict(section), **changes}, prefix=f"{section.key}." if section.key else "")
 
 
 def default_config_text() -> str:
@@ -312,7 +496,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError:
             value = raw
         data = _merge(data, _nest(key.strip().split("."), value), prefix="", origin="--set")
-    return _build(Config, data, prefix="")
+    return _validated(Config, data, prefix="")
 
 
 def _nest(parts: list[str], value: Any) -> dict:
@@ -322,321 +506,70 @@ def _nest(parts: list[str], value: Any) -> dict:
     return out
 
 
+# dict-valued keys whose entries are free (their entries are not in the defaults).
+_FREE_FORM = {"spark.conf", "spatial.per_label", "forecast.hyper"}
+
+
 def _merge(base: dict, update: Mapping, prefix: str, origin: str) -> dict:
-    """Recursive merge; keys of ``update`` must exist in ``base`` (free-form dicts excepted)."""
+    """Recursive merge; keys of ``update`` must exist in ``base`` (free-form dicts excepted), so
+    that an unknown key names the file or --set that brought it."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in out:
             raise ConfigError(f"{origin}: unknown config key '{dotted}'")
-        if isinstance(out[key], dict) and dotted not in _FREE_FORM:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{origin}: config key '{dotted}' must be a mapping, got {value!r}")
+        if isinstance(out[key], dict) and dotted not in _FREE_FORM and isinstance(value, Mapping):
             out[key] = _merge(out[key], value, prefix=f"{dotted}.", origin=origin)
         else:
             out[key] = value
     return out
 
 
-# dict-valued keys whose entries are free (not checked against the defaults).
-_FREE_FORM = {"spark.conf", "spatial.per_label"}
+# pydantic's error types, in the words of a config error ("config key 'x' <words>, got <value>").
+_TYPE_WORDS = {
+    "int_type": "must be an integer", "int_from_float": "must be an integer", "int_parsing": "must be an integer",
+    "float_type": "must be a number", "float_parsing": "must be a number",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "string_type": "must be a string", "list_type": "must be a list",
+    "dict_type": "must be a mapping", "model_type": "must be a mapping", "model_attributes_type": "must be a mapping",
+}
+_BOUND_WORDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
+                "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
 
 
-def _build(cls, data: Any, prefix: str):
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}' must be a mapping")
-    hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"unknown config key '{prefix}{key}'")
-    kwargs = {}
-    for f in fields(cls):
-        dotted = f"{prefix}{f.name}"
-        if f.name not in data:
-            raise ConfigError(f"missing config key '{dotted}'")
-        kwargs[f.name] = _coerce(hints[f.name], data[f.name], dotted)
-    obj = cls(**kwargs)
-    _check(obj, prefix)
-    return obj
+def _validated(model: type[SectionT], data: Any, prefix: str) -> SectionT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc.errors()[0], prefix) from None
 
 
-def _coerce(tp, value: Any, dotted: str):
-    if is_dataclass(tp):
-        return _build(tp, value, prefix=f"{dotted}.")
-    if get_origin(tp) is Optional or (get_origin(tp) is not None and type(None) in get_args(tp)):
-        if value is None:
-            return None
-        (inner,) = [a for a in get_args(tp) if a is not type(None)]
-        return _coerce(inner, value, dotted)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{dotted}' must be a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{dotted}' must be an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key '{dotted}' must be true or false, got {value!r}")
-        return value
-    if tp is str:
-        if isinstance(value, dt.date):  # YAML reads an unquoted 2020-01-05 as a date
-            return value.isoformat()
-        if not isinstance(value, str):
-            raise ConfigError(f"config key '{dotted}' must be a string, got {value!r}")
-        return value
-    if tp is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key '{dotted}' must be a list, got {value!r}")
-        return list(value)
-    if tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"config key '{dotted}' must be a mapping, got {value!r}")
-        return dict(value)
-    raise TypeError(f"unsupported config type {tp} for {dotted}")  # programming error
+def _dotted(loc: list) -> str:
+    """('hotspots', 'score_methods', 1) -> hotspots.score_methods[1]; the int keys of
+    spatial.per_label are keys, not list positions: spatial.per_label.0.eps_m."""
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and i and loc[i - 1] != "per_label":
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
 
 
-def _check(obj, prefix: str) -> None:
-    """Value checks beyond types: choices, ranges, cross-field rules."""
-    for f in fields(obj):
-        dotted = f"{prefix}{f.name}"
-        value = getattr(obj, f.name)
-        if dotted in _CHOICES and value not in _CHOICES[dotted]:
-            raise ConfigError(f"config key '{dotted}' must be one of {', '.join(_CHOICES[dotted])}; got {value!r}")
-    if isinstance(obj, SimulateConfig):
-        _check_simulate(obj)
-    if isinstance(obj, IngestConfig) and not 0.0 <= obj.max_missing_share <= 1.0:
-        raise ConfigError(f"config key 'ingest.max_missing_share' must be within [0, 1]; got {obj.max_missing_share}")
-    if isinstance(obj, IngestConfig) and not obj.append_max_difference_mm >= 0:
-        raise ConfigError("config key 'ingest.append_max_difference_mm' must be >= 0; "
-                          f"got {obj.append_max_difference_mm}")
-    if isinstance(obj, PartitionConfig):
-        if not 1 <= obj.min_precision <= obj.max_precision <= 12:
-            raise ConfigError("config keys 'partition.min_precision' <= 'partition.max_precision' must lie in 1..12")
-        for key in ("max_pixels_per_tile", "pixels_per_file"):
-            if getattr(obj, key) < 1:
-                raise ConfigError(f"config key 'partition.{key}' must be >= 1")
-    if isinstance(obj, LakeConfig):
-        from insarlake.files import LakeFiles
-
-        LakeFiles(obj.path)                 # a scheme no file system serves: one line naming it
-        if not (0 < obj.run_heartbeat_s and 2 * obj.run_heartbeat_s <= obj.run_lost_after_s < math.inf):
-            raise ConfigError("config keys 'lake.run_heartbeat_s' > 0 and 'lake.run_lost_after_s' >= twice it (finite) are "
-                              f"required; got {obj.run_heartbeat_s} and {obj.run_lost_after_s}")
-    if isinstance(obj, SparkConfig):
-        if obj.remote is not None and not str(obj.remote).startswith("sc://"):
-            raise ConfigError(f"config key 'spark.remote' must be a Spark Connect URL sc://host:port; got {obj.remote!r}")
-        for k, v in obj.conf.items():
-            if not isinstance(v, (str, int, float, bool)):
-                raise ConfigError(f"config key 'spark.conf.{k}' must be a scalar, got {v!r}")
-    if isinstance(obj, TemporalConfig):
-        if obj.gamma <= 0:
-            raise ConfigError(f"config key 'temporal.gamma' must be > 0; got {obj.gamma}")
-        if not 2 <= obj.k_min <= obj.k_max:
-            raise ConfigError("config keys 'temporal.k_min' <= 'temporal.k_max' must be >= 2")
-        if obj.k is not None and obj.k < 1:
-            raise ConfigError(f"config key 'temporal.k' must be >= 1 or null; got {obj.k}")
-        for key in ("sample_size", "silhouette_size", "max_iter", "max_iter_barycenter"):
-            if getattr(obj, key) < 1:
-                raise ConfigError(f"config key 'temporal.{key}' must be >= 1")
-    if isinstance(obj, CovariogramConfig):
-        if obj.pairs < 1 or obj.bin_km <= 0 or obj.max_distance_km <= obj.bin_km:
-            raise ConfigError("config keys 'covariogram.pairs' >= 1 and 0 < 'covariogram.bin_km' < "
-                              "'covariogram.max_distance_km' are required")
-        if not 0.0 <= obj.local_share <= 1.0 or not 0.0 < obj.fraction < 1.0:
-            raise ConfigError("config keys 'covariogram.local_share' in [0, 1] and 'covariogram.fraction' in (0, 1) are required")
-        if not 1 <= obj.local_precision <= 12:
-            raise ConfigError("config key 'covariogram.local_precision' must lie in 1..12")
-        if not obj.pixels_per_pair > 0:
-            raise ConfigError(f"config key 'covariogram.pixels_per_pair' must be > 0; got {obj.pixels_per_pair}")
-    if isinstance(obj, SpatialConfig):
-        _check_spatial(obj)
-    if isinstance(obj, ClassifyConfig):
-        _check_classify(obj)
-    if isinstance(obj, HotspotsConfig):
-        _check_hotspots(obj)
-    if isinstance(obj, ForecastConfig):
-        _check_forecast(obj)
-    if isinstance(obj, Config) and (problem := dataset_problem(obj.dataset)):
-        raise ConfigError(f"config key 'dataset' {problem}; got {obj.dataset!r}")
-    if isinstance(obj, CatalogConfig) and (problem := identifier_problem(obj.database)):
-        raise ConfigError(f"config key 'catalog.database' {problem}; got {obj.database!r}")
-    if isinstance(obj, CatalogConfig):
-        host, _, port = obj.server.rpartition(":")
-        if not (host and port.isdigit() and 0 < int(port) < 65536 and host.strip() == host):
-            raise ConfigError(f"config key 'catalog.server' must be host:port; got {obj.server!r}")
-
-
-def _check_spatial(sp: SpatialConfig) -> None:
-    def eps_ok(value, key):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 2_000_000:
-            raise ConfigError(f"config key '{key}' must be a distance in metres in (0, 2000000]; got {value!r}")
-
-    def samples_ok(value, key):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"config key '{key}' must be an integer >= 1; got {value!r}")
-
-    if sp.eps_m is not None:
-        eps_ok(sp.eps_m, "spatial.eps_m")
-    if not sp.eps_correlation_factor > 0:
-        raise ConfigError(f"config key 'spatial.eps_correlation_factor' must be > 0; got {sp.eps_correlation_factor}")
-    samples_ok(sp.min_samples, "spatial.min_samples")
-    for label, entry in sp.per_label.items():
-        key = f"spatial.per_label.{label}"
-        if isinstance(label, bool) or not isinstance(label, int):
-            raise ConfigError(f"config key '{key}': labels must be integers (TSKM labels); got {label!r}")
-        if not isinstance(entry, Mapping) or not entry or set(entry) - {"eps_m", "min_samples"}:
-            raise ConfigError(f"config key '{key}' must be a mapping with eps_m and/or min_samples; got {entry!r}")
-        if "eps_m" in entry:
-            eps_ok(entry["eps_m"], f"{key}.eps_m")
-        if "min_samples" in entry:
-            samples_ok(entry["min_samples"], f"{key}.min_samples")
-    if not 1 <= sp.min_precision <= sp.max_precision <= 12:
-        raise ConfigError("config keys 'spatial.min_precision' <= 'spatial.max_precision' must lie in 1..12")
-    for key in ("max_points_per_tile", "map_max_points"):
-        if getattr(sp, key) < 1:
-            raise ConfigError(f"config key 'spatial.{key}' must be >= 1")
-
-
-HOTSPOT_METHODS = ("significant", "seed", "velocity_threshold")
-
-
-def _check_hotspots(h: HotspotsConfig) -> None:
-    if h.labels not in ("classes", "clusters"):
-        raise ConfigError(f"config key 'hotspots.labels' must be 'classes' or 'clusters'; got {h.labels!r}")
-    for key, value in (("method", h.method), *((f"score_methods[{i}]", m) for i, m in enumerate(h.score_methods))):
-        if value not in HOTSPOT_METHODS:
-            raise ConfigError(f"config key 'hotspots.{key}' must be one of {', '.join(HOTSPOT_METHODS)}; got {value!r}")
-    for key in ("max_standard_distance_km", "noise_velocity_mm_yr", "eps_m"):
-        value = getattr(h, key)
-        if value is not None and not value > 0:
-            raise ConfigError(f"config key 'hotspots.{key}' must be > 0 or null; got {value}")
-    for key in ("standard_distance_factor", "z_pixel", "z_hotspot", "eps_correlation_factor", "ellipse_n_std"):
-        if not getattr(h, key) > 0:
-            raise ConfigError(f"config key 'hotspots.{key}' must be > 0; got {getattr(h, key)}")
-    for key in ("min_pixels", "min_samples", "min_source_pixels", "map_max_points"):
-        if getattr(h, key) < 1:
-            raise ConfigError(f"config key 'hotspots.{key}' must be >= 1; got {getattr(h, key)}")
-    if h.split_level_ratio is not None and not h.split_level_ratio > 1:
-        raise ConfigError(f"config key 'hotspots.split_level_ratio' must be > 1 or null; got {h.split_level_ratio}")
-    if not 0 < h.min_jaccard <= 1:
-        raise ConfigError(f"config key 'hotspots.min_jaccard' must be within (0, 1]; got {h.min_jaccard}")
-
-
-def _check_forecast(f: ForecastConfig) -> None:
-    from insarlake.forecast import NEURAL_MODELS
-
-    if "dapf" not in f.models or any(m not in NEURAL_MODELS for m in f.models) or len(set(f.models)) != len(f.models):
-        raise ConfigError(f"config key 'forecast.models' must list distinct models of {', '.join(NEURAL_MODELS)}, "
-                          f"dapf included; got {f.models!r}")
-    for key in ("input_epochs", "horizon_epochs", "graph_k", "nodes_per_subgraph", "pixels_per_task",
-                "train_subgraphs", "batch_parts",
-                "windows_per_part", "max_epochs", "patience", "num_processes", "threads_per_process", "samples",
-                "plot_pixels"):
-        if getattr(f, key) < 1:
-            raise ConfigError(f"config key 'forecast.{key}' must be >= 1; got {getattr(f, key)}")
-    if f.input_epochs < 2:
-        raise ConfigError(f"config key 'forecast.input_epochs' must be >= 2; got {f.input_epochs}")
-    if f.halo_hops < 0:
-        raise ConfigError(f"config key 'forecast.halo_hops' must be >= 0; got {f.halo_hops}")
-    if f.predict_samples < 0:
-        raise ConfigError(f"config key 'forecast.predict_samples' must be >= 0; got {f.predict_samples}")
-    if not (0 < f.train_share < 1 and 0 < f.validation_share < 1 and f.train_share + f.validation_share < 1):
-        raise ConfigError("config keys 'forecast.train_share' and 'forecast.validation_share' must be in (0, 1) "
-                          f"with a sum below 1 (the rest is the test part); got {f.train_share}, {f.validation_share}")
-    for key in ("graph_max_distance_m", "learning_rate"):
-        if not getattr(f, key) > 0:
-            raise ConfigError(f"config key 'forecast.{key}' must be > 0; got {getattr(f, key)}")
-    if not f.moving_mm_yr >= 0:
-        raise ConfigError(f"config key 'forecast.moving_mm_yr' must be >= 0; got {f.moving_mm_yr}")
-    if f.monitoring_horizon_days is not None and not f.monitoring_horizon_days > 0:
-        raise ConfigError(f"config key 'forecast.monitoring_horizon_days' must be > 0 or null; "
-                          f"got {f.monitoring_horizon_days}")
-    if not f.graph_cell_km * 1000.0 >= (f.halo_hops + 1) * f.graph_max_distance_m:
-        raise ConfigError(f"config key 'forecast.graph_cell_km' must be >= (halo_hops + 1) x graph_max_distance_m "
-                          f"/ 1000 = {(f.halo_hops + 1) * f.graph_max_distance_m / 1000:g} (a cell's subgraphs and "
-                          f"halos are built from its neighbouring cells); got {f.graph_cell_km}")
-    for name, params in f.hyper.items():
-        if name not in NEURAL_MODELS or not isinstance(params, Mapping):
-            raise ConfigError(f"config key 'forecast.hyper.{name}' must be a mapping of hyperparameters of one of "
-                              f"{', '.join(NEURAL_MODELS)}; got {params!r}")
-
-
-def _check_classify(c: ClassifyConfig) -> None:
-    if not c.models or any(m not in ARCHITECTURES for m in c.models) or len(set(c.models)) != len(c.models):
-        raise ConfigError(f"config key 'classify.models' must list distinct models of {', '.join(ARCHITECTURES)}; "
-                          f"got {c.models!r}")
-    if c.predict_with != "best" and c.predict_with not in c.models:
-        raise ConfigError(f"config key 'classify.predict_with' must be 'best' or one of classify.models; "
-                          f"got {c.predict_with!r}")
-    for key in ("lstm_units", "perceptron_units", "dense_units"):
-        units = getattr(c, key)
-        if any(isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units) or (key == "lstm_units" and not units):
-            raise ConfigError(f"config key 'classify.{key}' must be a list of positive integers; got {units!r}")
-    if not 0.0 < c.train_share < 1.0:
-        raise ConfigError(f"config key 'classify.train_share' must be within (0, 1); got {c.train_share}")
-    if not 0.0 <= c.dropout < 1.0:
-        raise ConfigError(f"config key 'classify.dropout' must be within [0, 1); got {c.dropout}")
-    if not 0.0 <= c.threshold <= 1.0:
-        raise ConfigError(f"config key 'classify.threshold' must be within [0, 1]; got {c.threshold}")
-    if not 0.0 <= c.class_weight_power <= 1.0:
-        raise ConfigError(f"config key 'classify.class_weight_power' must be within [0, 1]; got {c.class_weight_power}")
-    if c.learning_rate <= 0:
-        raise ConfigError(f"config key 'classify.learning_rate' must be > 0; got {c.learning_rate}")
-    for key in ("batch_size", "max_epochs", "patience", "shards", "num_processes", "threads_per_process",
-                "inference_batch_size", "network_batch_rows"):
-        if getattr(c, key) < 1:
-            raise ConfigError(f"config key 'classify.{key}' must be >= 1")
-    for key in ("max_train_pixels_per_class", "max_train_pixels", "max_validation_pixels", "max_evaluation_pixels"):
-        if getattr(c, key) is not None and getattr(c, key) < 1:
-            raise ConfigError(f"config key 'classify.{key}' must be >= 1 or null; got {getattr(c, key)}")
-    if c.batch_size % c.shards:
-        raise ConfigError(f"config key 'classify.batch_size' ({c.batch_size}) must be a multiple of "
-                          f"'classify.shards' ({c.shards})")
-    if c.shards < c.num_processes:
-        raise ConfigError(f"config key 'classify.shards' ({c.shards}) must be >= 'classify.num_processes' "
-                          f"({c.num_processes}): every process reads its own shards")
-
-
-def _check_simulate(sim: SimulateConfig) -> None:
-    def positive(key):
-        if getattr(sim, key) <= 0:
-            raise ConfigError(f"config key 'simulate.{key}' must be > 0; got {getattr(sim, key)}")
-
-    def share(key):
-        if not 0.0 <= getattr(sim, key) < 1.0:
-            raise ConfigError(f"config key 'simulate.{key}' must be within [0, 1); got {getattr(sim, key)}")
-
-    for key in ("n_pixels", "width_km", "height_km", "tile_km", "cadence_days", "cadence_after_days",
-                "urban_radius_km", "atmosphere_scale_km", "atmosphere_waves", "looks", "wavelength_mm"):
-        positive(key)
-    for key in ("acquisition_gap_share", "urban_pixel_share", "unwrap_error_share", "missing_share"):
-        share(key)
-    if not (-180 <= sim.center_lon <= 180 and -85 <= sim.center_lat <= 85):
-        raise ConfigError("config keys 'simulate.center_lon'/'simulate.center_lat' out of range")
-    dates = {}
-    for key in ("start_date", "end_date", "cadence_change_date"):
-        value = getattr(sim, key)
-        if value is None:
-            continue
-        try:
-            dates[key] = dt.date.fromisoformat(value)
-        except ValueError:
-            raise ConfigError(f"config key 'simulate.{key}' must be a YYYY-MM-DD date; got {value!r}") from None
-    if dates["end_date"] <= dates["start_date"]:
-        raise ConfigError("config key 'simulate.end_date' must be after 'simulate.start_date'")
-    for kind, count in sim.sources.items():
-        if kind not in _KNOWN_SOURCE_KINDS:
-            raise ConfigError(f"unknown config key 'simulate.sources.{kind}' (kinds: {', '.join(_KNOWN_SOURCE_KINDS)})")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ConfigError(f"config key 'simulate.sources.{kind}' must be an integer >= 0; got {count!r}")
-
-
-def _to_plain(obj):
-    if is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
-    return obj
+def _config_error(error: Mapping[str, Any], prefix: str) -> ConfigError:
+    """One pydantic error as one line naming the dotted key."""
+    dotted = prefix + _dotted([part for part in error["loc"] if part != "[key]"]) or "<root>"
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "missing":
+        return ConfigError(f"missing config key '{dotted}'")
+    if kind == "extra_forbidden":
+        return ConfigError(f"unknown config key '{dotted}'")
+    if kind in _TYPE_WORDS:
+        return ConfigError(f"config key '{dotted}' {_TYPE_WORDS[kind]}, got {value!r}")
+    if kind in _BOUND_WORDS:
+        name, sign = _BOUND_WORDS[kind]
+        integer = "an integer " if isinstance(ctx[name], int) else ""      # the bound has the field's type
+        return ConfigError(f"config key '{dotted}' must be {integer}{sign} {ctx[name]:g}; got {value!r}")
+    if kind == "value_error" and "error" in ctx:
+        return ConfigError(f"config key '{dotted}' {ctx['error']}; got {value!r}")
+    return ConfigError(f"config key '{dotted}': {error['msg']}; got {value!r}")

@@ -28,23 +28,21 @@ from urllib.parse import unquote, urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from insarlake.config import Config
 from insarlake.errors import first_line
 from insarlake.files import LakeFiles, is_local_path, spark_settings
 from insarlake.modelstore import COMPLETE, ModelStore
+from insarlake.tables import TABLES, conform, schema, table as table_contract
 from insarlake.tracking import MlflowTracker, mlflow_wanted
 
 log = logging.getLogger(__name__)
 
 
-# What a lake's root holds: its tables, and its folders of files (see the layout above). A
-# non-empty folder holding none of them (and no marker) is refused as a lake (LakeFiles.check_lake).
-TABLES = ("pixels", "epochs", "quarantine", "runs", "run_heartbeats", "truth", "clusters", "covariogram", "classes",
-          "classifier_metrics", "hotspots", "hotspot_pixels", "hotspot_scores", "forecasts", "forecast_metrics",
-          "geometries", "sites", "site_hotspots")
-LAKE_ENTRIES = TABLES + ("raw", "models", "outputs", "work", "_catalog")
+# What a lake's root holds: its tables (insarlake/tables.py), and its folders of files (see the
+# layout above). A non-empty folder holding none of them (and no marker) is refused as a lake
+# (LakeFiles.check_lake).
+LAKE_ENTRIES = tuple(TABLES) + ("raw", "models", "outputs", "work", "_catalog")
 
 
 def local_path(uri: str) -> str:
@@ -105,18 +103,22 @@ def _delta_path_sql(config: Config, table: str) -> str:
 
 
 def write_table(spark: SparkSession, df: DataFrame, config: Config, table: str,
-                datasets: Iterable[str] | None = None, partition_by: tuple[str, ...] = ("dataset",),
-                mode: str = "replace") -> None:
-    """Write ``df`` to the Delta table ``table``.
+                datasets: Iterable[str] | None = None, mode: str = "replace") -> None:
+    """Write ``df`` to the Delta table ``table``, whose columns and partitioning are the table
+    contract's (insarlake/tables.py; rows of another shape are refused before anything is written).
 
     mode ``replace``: the rows of ``datasets`` are replaced atomically (Delta replaceWhere), other
     datasets are kept, so re-running a stage is idempotent; ``append``: rows are added.
     The table is registered in the catalog on first write.
     """
+    contract = table_contract(table)
+    if problems := conform(table, df.schema):
+        raise ValueError(f"table {table}: the rows written do not match the table contract (insarlake/tables.py): "
+                         + "; ".join(problems))
     path = table_path(config, table)
-    writer = df.write.format("delta")
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
+    writer = df.select(*contract.column_names).write.format("delta")
+    if contract.partition_by:
+        writer = writer.partitionBy(*contract.partition_by)
     if mode == "replace":
         datasets = sorted(set(datasets or []))
         if not datasets:
@@ -195,35 +197,8 @@ def analysis_pixels(spark: SparkSession, config: Config, dataset: str) -> DataFr
     return df
 
 
-# What names a run, in `runs` and in `run_heartbeats`.
-_RUN_IDENTITY = [
-    T.StructField("run_id", T.StringType(), False),
-    T.StructField("job", T.StringType(), False),
-    T.StructField("datasets", T.ArrayType(T.StringType()), True),
-    T.StructField("started", T.TimestampType(), False),
-]
-_RUN_CONFIG = [T.StructField("config_hash", T.StringType(), False), T.StructField("config", T.StringType(), False)]
-
-RUNS_SCHEMA = T.StructType([
-    *_RUN_IDENTITY,
-    T.StructField("finished", T.TimestampType(), False),
-    T.StructField("status", T.StringType(), False),
-    T.StructField("error", T.StringType(), True),
-    *_RUN_CONFIG,
-    T.StructField("counts", T.MapType(T.StringType(), T.LongType()), True),
-    T.StructField("metrics", T.MapType(T.StringType(), T.DoubleType()), True),
-    T.StructField("seconds", T.MapType(T.StringType(), T.DoubleType()), True),
-])
-
-# One row when a run starts and one every lake.run_heartbeat_s while it runs (partitioned by
-# run_id, so that removing one run's rows never conflicts with another run's heartbeats).
-HEARTBEATS_SCHEMA = T.StructType([
-    *_RUN_IDENTITY,
-    T.StructField("heartbeat", T.TimestampType(), False),
-    T.StructField("lost_after_s", T.DoubleType(), False),
-    T.StructField("driver", T.StringType(), False),
-    *_RUN_CONFIG,
-])
+RUNS_SCHEMA = schema("runs")
+HEARTBEATS_SCHEMA = schema("run_heartbeats")
 
 
 def _now() -> dt.datetime:
@@ -279,7 +254,7 @@ def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[s
     heartbeat = Heartbeat(spark, config, run)
     try:
         if not table_exists(spark, config, "runs"):      # so that run_status can name it from the start
-            write_table(spark, spark.createDataFrame([], RUNS_SCHEMA), config, "runs", partition_by=(), mode="append")
+            write_table(spark, spark.createDataFrame([], RUNS_SCHEMA), config, "runs", mode="append")
         register_table(spark, config, "runs")            # a session catalog knows only this session's tables
         create_run_status_view(spark, config)
         yield run
@@ -301,7 +276,7 @@ def _append_run(spark: SparkSession, config: Config, row: tuple) -> None:
     silent past lost_after_s while it was alive, e.g. its driver stalled) loses that row, so that
     every run keeps one row: what it says of itself at its end."""
     df = spark.createDataFrame([row], RUNS_SCHEMA)
-    write_table(spark, df, config, "runs", partition_by=(), mode="append")
+    write_table(spark, df, config, "runs", mode="append")
     run_id = row[0]
     if read_table(spark, config, "runs").where((F.col("run_id") == run_id) & (F.col("status") == "lost")).isEmpty():
         return
@@ -326,7 +301,7 @@ class Heartbeat:
 
     def _beat(self) -> None:
         df = self.spark.createDataFrame([self.run.heartbeat_row()], HEARTBEATS_SCHEMA)
-        write_table(self.spark, df, self.config, "run_heartbeats", partition_by=("run_id",), mode="append")
+        write_table(self.spark, df, self.config, "run_heartbeats", mode="append")
 
     def _loop(self) -> None:
         from insarlake.spark import is_connect
@@ -426,7 +401,7 @@ def reap_lost_runs(spark: SparkSession, config: Config, alive: str | None = None
             finally:
                 spark.catalog.dropTempView(view)
         else:
-            write_table(spark, found, config, "runs", partition_by=(), mode="append")
+            write_table(spark, found, config, "runs", mode="append")
     except Exception as exc:
         if not is_concurrent_update(exc):
             raise

@@ -4,5 +4,6 @@ normalisation, model files), ``train`` (the DDP training function), ``stage`` (S
 
 Importing this package does not import torch."""
 
-# The architectures of the seed's Table 1.
-ARCHITECTURES = ("lstm", "lstm_perceptron")
+from insarlake.config import CLASSIFIER_ARCHITECTURES as ARCHITECTURES     # the seed's Table 1
+
+__all__ = ["ARCHITECTURES"]

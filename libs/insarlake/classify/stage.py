@@ -35,25 +35,12 @@ from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_t
 from insarlake.launch import run_training
 from insarlake.spark import delta_schema_merge, session_conf
 from insarlake.modelstore import ModelStore
+from insarlake.tables import schema
 
 log = logging.getLogger(__name__)
 
-CLASSES_SCHEMA = T.StructType([
-    T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
-    T.StructField("pixel_id", T.StringType()), T.StructField("predicted_cluster", T.LongType()),
-    T.StructField("probability", T.FloatType()), T.StructField("model", T.StringType()),
-    T.StructField("target", T.StringType()),
-])
-METRICS_SCHEMA = T.StructType([
-    T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
-    T.StructField("model", T.StringType()), T.StructField("model_version", T.StringType()),
-    T.StructField("target", T.StringType()),
-    T.StructField("split", T.StringType()), T.StructField("accuracy", T.DoubleType()),
-    T.StructField("true_cluster", T.LongType()), T.StructField("support", T.LongType()),
-    T.StructField("precision", T.DoubleType()), T.StructField("recall", T.DoubleType()),
-    T.StructField("f1", T.DoubleType()),
-    T.StructField("confusion", T.MapType(T.LongType(), T.DoubleType())),
-])
+CLASSES_SCHEMA = schema("classes")
+METRICS_SCHEMA = schema("classifier_metrics")
 # classify.target -> the column of `clusters` that holds the class of a pixel
 TARGET_COLUMNS = {"cluster": "cluster_id", "tskm": "tskm_label"}
 _SPLIT_BUCKETS = 1_000_000
@@ -501,7 +488,7 @@ def _trained(spark: SparkSession, cfg: ClassifyConfig, arch: Architecture, label
     return ClassifierModel(arch, norm, tuple(labels), tuple(dates), network,
                            training={"history": result["history"], "best_epoch": result["best_epoch"],
                                      "seconds": result["seconds"], "world_size": result["world_size"],
-                                     "config": asdict(cfg)}, target=cfg.target)
+                                     "config": cfg.model_dump()}, target=cfg.target)
 
 
 def _prepare_training(split: DataFrame, counts: dict[str, dict[int, int]], labels: list[int], cfg: ClassifyConfig,

@@ -23,7 +23,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from dataclasses import dataclass, replace
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -33,7 +34,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from insarlake.config import Config, ForecastConfig
+from insarlake.config import Config, ForecastConfig, replace
 from insarlake.errors import InputError
 from insarlake.forecast import CLASSICAL_MODELS
 from insarlake.forecast.graph import cell_subgraphs, edges_from_neighbours, neighbour_lists
@@ -46,6 +47,7 @@ from insarlake.files import LakeFiles
 from insarlake.lake import Run, analysis_pixels, lake_files, read_table, table_exists, write_table
 from insarlake.launch import run_training
 from insarlake.spark import default_parallelism, delta_schema_merge
+from insarlake.tables import schema
 from insarlake.temporal.softdtw import fill_missing
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,7 @@ log = logging.getLogger(__name__)
 # and degrees, squared mm), 26 integer digits (10^8 pixels x 10^8 mm^2 fits).
 _EXACT = "decimal(38,12)"
 
-FORECASTS_SCHEMA = ("dataset string, run_id string, pixel_id string, date date, horizon int, "
-                    "mean float, p05 float, p50 float, p95 float")
+FORECASTS_SCHEMA = schema("forecasts")
 _STATS_SCHEMA = ("model string, subset string, horizon int, n double, sum_e double, sum_e2 double, "
                  "sum_abs_e double, sum_y double, sum_y2 double, covered double, with_interval boolean")
 _MEMBERS_SCHEMA = "subgraph string, pixel_id string, slot int, core boolean, nbr array<int>"
@@ -501,7 +502,7 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
             run.count("forecast_train_subgraphs", len(prepared.train_parts))
         with files.staged("outputs", dataset, run.run_id) as outputs:
             result = _train_predict_evaluate(spark, config, prepared, run, evaluate, outputs, work)
-        return replace(result, outputs=files.uri("outputs", dataset, run.run_id))
+        return dataclasses.replace(result, outputs=files.uri("outputs", dataset, run.run_id))
     finally:
         if prepared is not None:
             prepared.release()
@@ -604,9 +605,7 @@ def _with_training(table: pd.DataFrame, models: dict, horizon_epochs: int) -> pd
         best_epoch=[models[m].training.get("best_epoch") if m in models else None for m in table.model])
 
 
-METRICS_SCHEMA = ("dataset string, run_id string, model string, subset string, horizon int, horizon_epochs int, "
-                  "rmse double, mae double, acc double, evs double, "
-                  "r2 double, coverage_90 double, windows int, values long, train_seconds double, best_epoch int")
+METRICS_SCHEMA = schema("forecast_metrics")
 
 
 def format_table(table: pd.DataFrame) -> str:

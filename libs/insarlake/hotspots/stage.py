@@ -30,38 +30,19 @@ from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.split import split_candidate
 from insarlake.lake import Run, analysis_pixels, lake_files, read_table, table_exists, write_table
-from insarlake.temporal.covariogram import correlation_length_km
 from insarlake.spatial.dbscan import dbscan
+from insarlake.tables import schema
+from insarlake.temporal.covariogram import correlation_length_km
 
 log = logging.getLogger(__name__)
 
-GEOMETRY_FIELDS = [
-    ("n_pixels", T.LongType()), ("center_lon", T.DoubleType()), ("center_lat", T.DoubleType()),
-    ("standard_distance_km", T.DoubleType()), ("sd_x_km", T.DoubleType()), ("sd_y_km", T.DoubleType()),
-    ("semi_major_km", T.DoubleType()), ("semi_minor_km", T.DoubleType()), ("angle_deg", T.DoubleType()),
-    ("ellipse_area_km2", T.DoubleType()), ("hull_area_km2", T.DoubleType()), ("mean_velocity", T.DoubleType()),
-    ("median_velocity", T.DoubleType()), ("cluster_id", T.LongType()), ("cluster_share", T.DoubleType()),
-    ("geometry", T.StringType()),
-]
-HOTSPOTS_SCHEMA = T.StructType([
-    T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
-    T.StructField("method", T.StringType()), T.StructField("hotspot_id", T.LongType()),
-    *[T.StructField(name, kind) for name, kind in GEOMETRY_FIELDS],
-    T.StructField("velocity_z", T.DoubleType()), T.StructField("mean_disp", T.ArrayType(T.FloatType())),
-    T.StructField("onset_date", T.DateType()), T.StructField("peak_date", T.DateType()),
-    T.StructField("retained", T.BooleanType()), T.StructField("reason", T.StringType()),
-])
-PIXELS_SCHEMA = "dataset string, run_id string, hotspot_id long, pixel_id string"
-SCORES_SCHEMA = T.StructType([
-    T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
-    T.StructField("method", T.StringType()), T.StructField("source_id", T.LongType()),
-    T.StructField("source_type", T.StringType()), T.StructField("n_pixels", T.LongType()),
-    T.StructField("scored", T.BooleanType()), T.StructField("best_hotspot_id", T.LongType()),
-    T.StructField("jaccard", T.DoubleType()), T.StructField("matched", T.BooleanType()),
-    T.StructField("recall", T.DoubleType()), T.StructField("precision", T.DoubleType()),
-    T.StructField("f1", T.DoubleType()), T.StructField("ari", T.DoubleType()),
-    T.StructField("hotspots", T.LongType()), T.StructField("hotspots_matched", T.LongType()),
-])
+HOTSPOTS_SCHEMA = schema("hotspots")
+PIXELS_SCHEMA = schema("hotspot_pixels")
+SCORES_SCHEMA = schema("hotspot_scores")
+# What ``describe`` computes of a candidate: its id and the contract's columns n_pixels .. geometry.
+_NAMES = HOTSPOTS_SCHEMA.fieldNames()
+DESCRIBED_SCHEMA = T.StructType([HOTSPOTS_SCHEMA[c] for c in
+                                 ["hotspot_id", *_NAMES[_NAMES.index("n_pixels"):_NAMES.index("geometry") + 1]]])
 
 
 @dataclass(frozen=True)
@@ -178,8 +159,6 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
     """One row per candidate: geometry (``cluster_geometry``), ellipse WKT, velocities, dominant
     label, mean series (Spark aggregate), onset and peak dates."""
     n_std = cfg.ellipse_n_std
-    schema = T.StructType([T.StructField("hotspot_id", T.LongType()),
-                           *[T.StructField(name, kind) for name, kind in GEOMETRY_FIELDS]])
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
         g = cluster_geometry(group["lon"].to_numpy(), group["lat"].to_numpy(), n_std=n_std)
@@ -197,7 +176,7 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
 
     joined = members.join(pixels, "pixel_id")
     rows = (joined.select("hotspot_id", "lon", "lat", "velocity", "label")
-            .groupBy("hotspot_id").applyInPandas(one, schema).toPandas())
+            .groupBy("hotspot_id").applyInPandas(one, DESCRIBED_SCHEMA).toPandas())
     if rows.empty:
         return rows.assign(velocity_z=[], mean_disp=[], onset_date=[], peak_date=[])
     series = (joined.select("hotspot_id", F.posexplode("disp").alias("idx", "value"))

@@ -27,10 +27,10 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from insarlake.config import DISPLACEMENT_UNITS, INPUT_FORMATS  # noqa: F401  (the names the config allows)
 from insarlake.errors import InputError
 from insarlake.timeseries import fit_velocity, years_since
 
-INPUT_FORMATS = ("auto", "egms", "wide-csv", "parquet")
 
 # Canonical static columns of `pixels` (all float64 except pixel_id).
 NUMERIC_STATIC = ("lon", "lat", "height", "velocity", "velocity_std", "coherence", "incidence_angle",
@@ -57,7 +57,7 @@ WIDE_ALIASES = {
 }
 WIDE_REQUIRED = ("pixel_id", "lon", "lat")
 
-UNIT_TO_MM = {"mm": 1.0, "cm": 10.0, "m": 1000.0}
+UNIT_TO_MM = dict(zip(DISPLACEMENT_UNITS, (1.0, 10.0, 1000.0)))
 _NA_TOKENS = {"", "nan", "na", "n/a", "null", "none"}
 _EPOCH_RE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 # (lo, hi) inclusive valid ranges of static values; outside → quarantine.

@@ -32,6 +32,7 @@ from insarlake.files import LakeFiles, spark_settings
 from insarlake.lake import Run, lake_files, local_path, read_table, table_exists, write_table
 from insarlake.spark import default_parallelism
 from insarlake.tiling import add_tile_id, tile_order
+from insarlake.tables import schema
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,9 @@ HEADER_SCHEMA = T.StructType([
 
 # The viewing geometry of each pixel (ingest/geometry.py): from the file name, and the pass
 # direction from the row's LOS vector.
-GEOMETRY_FIELDS = [T.StructField("track", T.IntegerType()), T.StructField("pass_direction", T.StringType()),
-                   T.StructField("burst", T.StringType()), T.StructField("swath", T.StringType()),
-                   T.StructField("release", T.StringType()), T.StructField("release_version", T.IntegerType())]
-GEOMETRY_COLUMNS = [f.name for f in GEOMETRY_FIELDS]
+PIXELS_SCHEMA = schema("pixels")
+GEOMETRY_COLUMNS = ["track", "pass_direction", "burst", "swath", "release", "release_version"]
+GEOMETRY_FIELDS = [PIXELS_SCHEMA[c] for c in GEOMETRY_COLUMNS]
 
 PARSED_SCHEMA = T.StructType(
     [T.StructField("dataset", T.StringType()), T.StructField("source", T.StringType()),
@@ -62,10 +62,8 @@ PARSED_SCHEMA = T.StructType(
     + [T.StructField("reason", T.StringType()),
        T.StructField("file_error", T.StringType())])
 
-QUARANTINE_COLUMNS = ["dataset", "source", "row_number", "pixel_id", "reason"]
-PIXEL_COLUMNS = (["dataset", "pixel_id", "lon", "lat", "height", "velocity", "velocity_std", "coherence",
-                  "incidence_angle", "los_east", "los_north", "los_up", "disp", "last_date", "attributes",
-                  *GEOMETRY_COLUMNS, "duplicate_of", "source", "row_number", "tile_id"])
+QUARANTINE_COLUMNS = schema("quarantine").fieldNames()
+PIXEL_COLUMNS = PIXELS_SCHEMA.fieldNames()
 # The columns of a pixel that come from its input row (the others are derived in the lake).
 ROW_COLUMNS = [c for c in PIXEL_COLUMNS if c not in ("last_date", "duplicate_of", "tile_id")]
 # release: the input is the dataset's whole series (its rows replace the dataset's); append: it

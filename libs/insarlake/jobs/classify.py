@@ -11,7 +11,7 @@ classify.use_gpu); a saved model is reused while the target, its classes, the ep
 import argparse
 import logging
 import sys
-from dataclasses import replace
+from insarlake.config import replace
 
 from insarlake.classify.stage import run_classify
 from insarlake.cli import datasets_or_all, job_parser, run_job, start_job

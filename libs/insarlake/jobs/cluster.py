@@ -16,7 +16,7 @@ import sys
 
 from insarlake.cli import datasets_or_all, job_parser, run_job, start_job
 from insarlake.lake import recorded_run
-from insarlake.temporal.stage import run_cluster
+from insarlake.cluster.stage import run_cluster
 
 log = logging.getLogger("insarlake.jobs.cluster")
 

@@ -11,7 +11,7 @@ windows, per subset of pixels: all, moving, hotspot, and per forecast step) and 
 import argparse
 import logging
 import sys
-from dataclasses import replace
+from insarlake.config import replace
 
 from insarlake.cli import datasets_or_all, job_parser, run_job, start_job
 from insarlake.forecast.stage import format_table, run_forecast

@@ -29,7 +29,7 @@ from insarlake.ingest.stage import MODES, run_ingest
 from insarlake.lake import lake_root, raw_path, recorded_run
 from insarlake.simulate.stage import run_simulate
 from insarlake.sites.stage import run_sites
-from insarlake.temporal.stage import run_cluster
+from insarlake.cluster.stage import run_cluster
 
 log = logging.getLogger("insarlake.jobs.pipeline")
 

@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from insarlake.config import SOURCE_KINDS   # noqa: F401  (the kinds the config may name)
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.timeseries import DAYS_PER_YEAR, fit_velocity
 
@@ -35,7 +36,6 @@ EGMS_STATIC_COLUMNS: tuple[str, ...] = (
     "incidence_angle", "track_angle", "los_east", "los_north", "los_up", "mean_velocity",
     "mean_velocity_std", "acceleration", "acceleration_std", "seasonality", "seasonality_std",
 )
-SOURCE_KINDS: tuple[str, ...] = ("subsidence", "uplift", "landslide", "tunnel", "postseismic")
 TRUTH_COLUMNS: tuple[str, ...] = ("source_id", "source_type")
 
 

@@ -35,19 +35,14 @@ from insarlake.errors import InputError
 from insarlake.ingest.stage import recorded_geometries
 from insarlake.lake import Run, read_table, table_exists, write_table
 from insarlake.sites.decompose import decompose_los
+from insarlake.tables import schema
 
 log = logging.getLogger(__name__)
 
-SITE_HOTSPOTS_SCHEMA = ("dataset string, run_id string, site_id long, geometry_dataset string, track int, "
-                        "pass_direction string, hotspot_id long, n_pixels long, velocity_los_mm_yr double, "
-                        "velocity_los_std_mm_yr double, los_east double, los_north double, los_up double, "
-                        "center_lon double, center_lat double, geometry string")
-SITES_SCHEMA = ("dataset string, run_id string, site_id long, n_hotspots long, geometry_datasets array<string>, "
-                "tracks array<int>, pass_directions array<string>, n_pixels long, center_lon double, "
-                "center_lat double, geometry string, east_mm_yr double, east_std_mm_yr double, "
-                "up_mm_yr double, up_std_mm_yr double, decomposition string")
-SITE_HOTSPOTS_COLUMNS = [field.split()[0] for field in SITE_HOTSPOTS_SCHEMA.split(", ")]
-SITES_COLUMNS = [field.split()[0] for field in SITES_SCHEMA.split(", ")]
+SITE_HOTSPOTS_SCHEMA = schema("site_hotspots")
+SITES_SCHEMA = schema("sites")
+SITE_HOTSPOTS_COLUMNS = SITE_HOTSPOTS_SCHEMA.fieldNames()
+SITES_COLUMNS = SITES_SCHEMA.fieldNames()
 
 
 @dataclass(frozen=True)

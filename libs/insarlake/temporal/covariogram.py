@@ -46,7 +46,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from insarlake.config import CovariogramConfig
-from insarlake.errors import ConfigError, InputError
+from insarlake.errors import InputError
 from insarlake.geo import haversine_m
 
 __all__ = ["pair_covariance", "bin_covariance", "correlation_length_km", "covariogram",
@@ -199,7 +199,6 @@ def covariogram(spark: SparkSession, pixels_df: DataFrame, cfg: CovariogramConfi
     ignored, rows with a null tile_id get no local pairs. Three Spark jobs: the per-epoch mean, the
     pixel counts per cell, the pairs and their bins. See the module docstring for the draw.
     """
-    _check_config(cfg)
     pixels = (pixels_df
               .where(F.col("disp").isNotNull() & F.col("lon").isNotNull() & F.col("lat").isNotNull())
               .select(F.col("pixel_id").cast("string").alias("pixel_id"),
@@ -229,14 +228,6 @@ def covariogram(spark: SparkSession, pixels_df: DataFrame, cfg: CovariogramConfi
              cfg.pairs, target_local, cfg.local_precision, target_global,
              len(bins), cfg.bin_km, cfg.max_distance_km, int(bins["pairs"].sum()), cfg.fraction, length)
     return CovariogramResult(bins=bins, correlation_length_km=length, pairs=drawn, epoch_mean_mm=epoch_mean)
-
-
-def _check_config(cfg: CovariogramConfig) -> None:
-    # The config loader checks these too; a dataclasses.replace'd config bypasses it.
-    if cfg.pairs < 1 or not 0 <= cfg.local_share <= 1 or not 0 < cfg.fraction < 1 \
-            or not 1 <= cfg.local_precision <= 12 or not 0 < cfg.bin_km < cfg.max_distance_km \
-            or not cfg.pixels_per_pair > 0:
-        raise ConfigError(f"config section 'covariogram' is invalid: {cfg} (see conf/default.yaml)")
 
 
 @dataclass(frozen=True)

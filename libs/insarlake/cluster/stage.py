@@ -22,22 +22,18 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from insarlake.cluster.space import cluster_in_space, map_sample, plot_clusters
 from insarlake.config import Config
 from insarlake.errors import InputError
 from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, write_table
 from insarlake.modelstore import ModelStore
-from insarlake.spatial.stage import cluster_in_space, map_sample, plot_clusters
+from insarlake.tables import schema
 from insarlake.temporal.covariogram import covariogram, plot_covariogram
 from insarlake.temporal.tskm import TskmModel, fit_tskm
 
 log = logging.getLogger(__name__)
 
-CLUSTERS_SCHEMA = T.StructType([
-    T.StructField("dataset", T.StringType()), T.StructField("run_id", T.StringType()),
-    T.StructField("pixel_id", T.StringType()), T.StructField("tskm_label", T.IntegerType()),
-    T.StructField("tskm_distance", T.DoubleType()), T.StructField("cluster_id", T.LongType()),
-    T.StructField("is_core", T.BooleanType()),
-])
+CLUSTERS_SCHEMA = schema("clusters")
 TSKM_SCHEMA = T.StructType(CLUSTERS_SCHEMA.fields[:5])
 # The settings a saved model must share with the config to be reused.
 _MODEL_KEYS = ("metric", "gamma", "preprocessing", "k", "k_min", "k_max")
