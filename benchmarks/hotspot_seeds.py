@@ -48,7 +48,7 @@ def main() -> int:
     table = spark.sql("""
         SELECT dataset, method, first(recall) AS recall, first(precision) AS precision, first(ari) AS ari,
                sum(CAST(scored AS INT)) AS sources, first(hotspots) AS hotspots
-        FROM insar.hotspot_scores GROUP BY dataset, method ORDER BY method, dataset""").toPandas()
+        FROM insar.latest_hotspot_scores GROUP BY dataset, method ORDER BY method, dataset""").toPandas()
     means = table.groupby("method")[["recall", "precision", "ari"]].mean().reset_index().assign(dataset="mean")
     import pandas as pd
 

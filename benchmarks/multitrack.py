@@ -41,7 +41,7 @@ def main() -> int:
     from insarlake.config import load_config
     from insarlake.hotspots.stage import run_hotspots
     from insarlake.ingest.stage import run_ingest
-    from insarlake.lake import Run, read_table
+    from insarlake.lake import Run, read_table, run_results
     from insarlake.sites.stage import run_sites
     from insarlake.spark import get_session
     from insarlake.cluster.stage import run_cluster
@@ -61,8 +61,8 @@ def main() -> int:
         run_hotspots(spark, cfg, dataset, Run("hotspots", cfg))
 
     def tracks_per_hotspot(cfg, dataset):
-        members = (read_table(spark, cfg, "hotspots", [dataset]).where("retained").select("hotspot_id")
-                   .join(read_table(spark, cfg, "hotspot_pixels", [dataset]), "hotspot_id")
+        members = (run_results(spark, cfg, "hotspots", dataset).where("retained").select("hotspot_id")
+                   .join(run_results(spark, cfg, "hotspot_pixels", dataset), "hotspot_id")
                    .join(read_table(spark, cfg, "pixels", [dataset]).select("pixel_id", "track"), "pixel_id")
                    .groupBy("hotspot_id").agg(F.countDistinct("track").alias("n")).toPandas())
         return len(members), int((members.n > 1).sum())
@@ -94,7 +94,7 @@ def main() -> int:
         for dataset in result.datasets:
             analyse(config, dataset)
         sites = run_sites(spark, config, name, Run("sites", config))
-        table = read_table(spark, config, "sites", [name]).where("up_mm_yr IS NOT NULL").toPandas()
+        table = run_results(spark, config, "sites", name).where("up_mm_yr IS NOT NULL").toPandas()
         for site in table.itertuples():
             print(f"{seed:>4} {result.input_rows:>6} {len(truth['twins']):>7} {result.duplicates:>5} {right:>5} "
                   f"{control:>4} {run.seconds['ingest.overlap']:>9.1f} {pool_default.quarantined:>6} "

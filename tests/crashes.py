@@ -239,14 +239,17 @@ def kill_plan(rng: np.random.Generator, n_writes: int, max_delay_s: float) -> tu
 
 
 def table_rows(spark, config, table: str, dataset: str):
-    """The rows of ``dataset`` in ``table`` as a pandas frame without the RUN_COLUMNS, the lake's
-    root in text (e.g. the raw files' paths in pixels.source) written <lake> and Spark's write
-    UUIDs left out of file names, sorted on every column (None when the table does not exist yet)."""
-    from insarlake.lake import lake_root, read_table, table_exists
+    """The rows of ``dataset`` in ``table`` (in a result table, those of the run a reader takes:
+    ``lake.run_results``) as a pandas frame without the RUN_COLUMNS, the lake's root in text (e.g.
+    the raw files' paths in pixels.source) written <lake> and Spark's write UUIDs left out of file
+    names, sorted on every column (None when the table does not exist yet)."""
+    from insarlake.lake import lake_root, read_table, run_results, table_exists
+    from insarlake.tables import TABLES
 
     if not table_exists(spark, config, table):
         return None
-    df = read_table(spark, config, table, [dataset])
+    df = (run_results(spark, config, table, dataset) if TABLES[table].keeps_runs
+          else read_table(spark, config, table, [dataset]))
     frame = df.drop(*[c for c in RUN_COLUMNS if c in df.columns]).toPandas()
     root = lake_root(config)
     for column in frame.columns:

@@ -21,7 +21,7 @@ from insarlake.classify.stage import (accuracy_of, architecture, bounded_sample,
                                       validation_weights, write_shards)
 from insarlake.files import LakeFiles
 from insarlake.hotspots.stage import labelled_pixels
-from insarlake.lake import Run, read_table
+from insarlake.lake import Run, read_table, run_results
 from insarlake.cluster.stage import run_cluster
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -46,14 +46,14 @@ def classified(spark, classify_config, sim_scene):
 def test_both_models_reach_95_percent_on_held_out_tskm_labels(spark, classify_config, classified):
     run, result = classified
     assert classify_config.classify.target == "tskm" and result.target == "tskm"     # the default
-    clusters = read_table(spark, classify_config, "clusters", ["sim"]).toPandas()
+    clusters = run_results(spark, classify_config, "clusters", "sim").toPandas()
     labels = sorted(clusters.tskm_label.unique())
     assert len(labels) == 3                                # temporal.k in the tests: a real multi-class problem
     assert set(result.accuracy) == {"lstm", "lstm_perceptron"} and all(result.trained.values())
     for name, accuracy in result.accuracy.items():
         assert accuracy >= 0.95, (name, accuracy)
         assert run.metrics[f"classify_{name}_accuracy"] == accuracy
-    metrics = read_table(spark, classify_config, "classifier_metrics", ["sim"]).toPandas()
+    metrics = run_results(spark, classify_config, "classifier_metrics", "sim", run.run_id).toPandas()
     for name, rows in metrics.groupby("model"):
         assert sorted(rows.true_cluster) == labels and (rows.split == "validation").all()
         assert (rows.target == "tskm").all()
@@ -63,7 +63,7 @@ def test_both_models_reach_95_percent_on_held_out_tskm_labels(spark, classify_co
         for confusion in rows.confusion[rows.support > 0]:
             assert sum(confusion.values()) == pytest.approx(1.0)
         assert (Path(result.outputs) / f"confusion_{name}.png").read_bytes()[:4] == b"\x89PNG"
-    classes = read_table(spark, classify_config, "classes", ["sim"]).toPandas()
+    classes = run_results(spark, classify_config, "classes", "sim", run.run_id).toPandas()
     assert (classes.target == "tskm").all() and set(classes.predicted_cluster) <= set(labels) | {-1}
 
 
@@ -71,7 +71,7 @@ def test_training_uses_the_bounded_samples(spark, classify_config, classified):
     run, _ = classified
     cfg = classify_config.classify
     held_out, train_rows = run.counts["classify_held_out"], run.counts["classify_train"]
-    labelled = read_table(spark, classify_config, "clusters", ["sim"]).count()     # every pixel has a TSKM label
+    labelled = run_results(spark, classify_config, "clusters", "sim").count()     # every pixel has a TSKM label
     assert train_rows + run.counts["classify_unused"] + held_out == labelled
     assert run.counts["classify_unused"] > 0            # the caps bind on this scene
     assert train_rows <= 3 * per_class_cap(3, cfg.max_train_pixels_per_class, cfg.max_train_pixels) <= cfg.max_train_pixels
@@ -79,8 +79,8 @@ def test_training_uses_the_bounded_samples(spark, classify_config, classified):
 
 
 def test_spark_inference_equals_the_local_model_row_for_row(spark, classify_config, classified):
-    _, result = classified
-    classes = read_table(spark, classify_config, "classes", ["sim"]).toPandas().set_index("pixel_id")
+    run, result = classified
+    classes = run_results(spark, classify_config, "classes", "sim", run.run_id).toPandas().set_index("pixel_id")
     pixels = read_table(spark, classify_config, "pixels", ["sim"]).toPandas()
     assert len(classes) == len(pixels) == result.pixels and (classes.model == result.chosen).all()
     model = classifier_store(classify_config, "sim", result.chosen).load_latest(ClassifierModel.load)
@@ -106,7 +106,7 @@ def test_saved_models_are_reused_unless_retrain(spark, classify_config, classifi
 def _training_run(spark, config, cfg, folder):
     """(labels, normalisation, class weights, validation weights) with the bounded shards written to folder."""
     pixels = read_table(spark, config, "pixels", ["sim"])
-    clusters = read_table(spark, config, "clusters", ["sim"])
+    clusters = run_results(spark, config, "clusters", "sim")
     labels = target_labels(clusters, cfg)
     split = split_labelled(clusters, pixels, cfg)
     counts = counts_by_split(split)
@@ -191,7 +191,7 @@ def test_bounded_sample_takes_the_smallest_hashes_per_class_deterministically(sp
 
 def test_training_sample_respects_the_bounds_of_both_splits(spark, classify_config, classified):
     pixels = read_table(spark, classify_config, "pixels", ["sim"])
-    clusters = read_table(spark, classify_config, "clusters", ["sim"])
+    clusters = run_results(spark, classify_config, "clusters", "sim")
     cfg = replace(classify_config.classify, max_train_pixels_per_class=400, max_train_pixels=900,
                   max_validation_pixels=300)
     split = split_labelled(clusters, pixels, cfg)
@@ -264,7 +264,7 @@ def test_confusion_aggregate_equals_scikit_learn(spark):
 
 
 def test_cluster_target_trains_on_dbscan_clusters_and_hotspots_read_both(spark, classify_config, classified):
-    # runs last: it replaces the dataset's classes with the cluster target's
+    # runs last: its classes (the cluster target's) are the ones written last
     tskm_labels, _ = labelled_pixels(spark, replace(classify_config, hotspots=replace(classify_config.hotspots,
                                                                                       labels="classes")), "sim")
     assert tskm_labels.where(F.col("label") > 2).count() == 0          # TSKM labels 0..k-1 (or -1)
@@ -275,14 +275,14 @@ def test_cluster_target_trains_on_dbscan_clusters_and_hotspots_read_both(spark, 
     # a saved model of the other target is not reused
     assert result.target == "cluster" and result.trained == {"lstm_perceptron": True}
     assert classifier_store(cfg, "sim", "lstm_perceptron").load_latest(ClassifierModel.load).target == "cluster"
-    clusters = read_table(spark, cfg, "clusters", ["sim"]).toPandas()
+    clusters = run_results(spark, cfg, "clusters", "sim").toPandas()
     labels = sorted(clusters.cluster_id[clusters.cluster_id >= 0].unique())
-    assert len(labels) >= 3 and labels == target_labels(read_table(spark, cfg, "clusters", ["sim"]), cfg.classify)
+    assert len(labels) >= 3 and labels == target_labels(run_results(spark, cfg, "clusters", "sim"), cfg.classify)
     assert result.accuracy["lstm_perceptron"] >= 0.95, result.accuracy
-    metrics = read_table(spark, cfg, "classifier_metrics", ["sim"]).toPandas()
+    metrics = run_results(spark, cfg, "classifier_metrics", "sim").toPandas()
     assert (metrics.target == "cluster").all() and sorted(metrics.true_cluster) == labels
     assert metrics.support.sum() == run.counts["classify_held_out"]
-    classes = read_table(spark, cfg, "classes", ["sim"]).toPandas()
+    classes = run_results(spark, cfg, "classes", "sim").toPandas()
     assert (classes.target == "cluster").all() and set(classes.predicted_cluster) <= set(labels) | {-1}
     pixels, source = labelled_pixels(spark, replace(cfg, hotspots=replace(cfg.hotspots, labels="classes")), "sim")
     assert source == "classes" and pixels.where(F.col("label").isNull()).count() == 0

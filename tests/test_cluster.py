@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from insarlake.lake import Run, read_table
+from insarlake.lake import Run, read_table, run_results
 from insarlake.cluster.stage import run_cluster, tskm_store
 from insarlake.temporal.tskm import TskmModel
 
@@ -31,7 +31,7 @@ def clustered(spark, cluster_config, sim_scene):
 
 def test_spark_assignment_equals_the_kernel_row_for_row(spark, cluster_config, clustered):
     run, result = clustered
-    clusters = read_table(spark, cluster_config, "clusters", ["sim"]).toPandas().set_index("pixel_id")
+    clusters = run_results(spark, cluster_config, "clusters", "sim", run.run_id).toPandas().set_index("pixel_id")
     pixels = read_table(spark, cluster_config, "pixels", ["sim"]).select("pixel_id", "disp").toPandas()
     labels, distance = result.model.assign(np.stack(pixels.disp.to_numpy()).astype(np.float64), return_distance=True)
     got = clusters.loc[pixels.pixel_id]
@@ -49,7 +49,7 @@ def test_dbscan_per_tskm_label_equals_sklearn_with_the_labels_parameters(spark, 
     from insarlake.geo import EARTH_RADIUS_M
 
     run, result = clustered
-    clusters = read_table(spark, cluster_config, "clusters", ["sim"]).join(
+    clusters = run_results(spark, cluster_config, "clusters", "sim", run.run_id).join(
         read_table(spark, cluster_config, "pixels", ["sim"]).select("pixel_id", "lon", "lat"), "pixel_id").toPandas()
     assert run.metrics["dbscan_eps_m_label_0"] == 300.0 and run.metrics["dbscan_min_samples_label_0"] == 15
     assert run.metrics["dbscan_eps_m_label_1"] == pytest.approx(500.0 * result.correlation_length_km)
@@ -74,7 +74,7 @@ def test_dbscan_per_tskm_label_equals_sklearn_with_the_labels_parameters(spark, 
 
 def test_outputs_model_and_covariogram(spark, cluster_config, clustered):
     run, result = clustered
-    cov = read_table(spark, cluster_config, "covariogram", ["sim"]).toPandas()
+    cov = run_results(spark, cluster_config, "covariogram", "sim", run.run_id).toPandas()
     assert len(cov) > 5 and (cov.pairs > 0).all() and (cov.run_id == run.run_id).all()
     assert result.correlation_length_km > 0 and run.metrics["correlation_length_km"] == result.correlation_length_km
     assert set(result.model.silhouette_by_k) == {2, 3} and set(result.model.inertia_by_k) == {2, 3}
@@ -91,8 +91,14 @@ def test_saved_model_is_reused_and_refitted_when_settings_change(spark, cluster_
     again = run_cluster(spark, cluster_config, "sim", Run("cluster", cluster_config))
     assert again.reused_model and np.array_equal(again.model.centroids, first.model.centroids)
     changed = replace(cluster_config, temporal=replace(cluster_config.temporal, k=2, k_min=2, k_max=2))
-    refit = run_cluster(spark, changed, "sim", Run("cluster", changed))
+    refit_run = Run("cluster", changed)
+    refit = run_cluster(spark, changed, "sim", refit_run)
     assert not refit.reused_model and refit.model.k == 2
+    # every run's rows are kept, one row per pixel each; a reader takes the run written last
+    runs = read_table(spark, cluster_config, "clusters", ["sim"]).groupBy("run_id").count().collect()
+    assert len(runs) >= 3 and {r["count"] for r in runs} == {first.pixels}
+    latest = run_results(spark, cluster_config, "clusters", "sim").toPandas()
+    assert set(latest.run_id) == {refit_run.run_id} and set(latest.tskm_label) <= {0, 1}
 
 
 def _reference_sample(frame: pd.DataFrame, size: int) -> list[str]:

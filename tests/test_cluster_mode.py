@@ -69,12 +69,16 @@ def _submit(lake: Path, dataset: str, *args: str, master: str | None = None, ove
 
 
 def _tables(spark, lake: Path, dataset: str) -> dict[str, pd.DataFrame]:
-    """The compared tables of ``dataset`` in ``lake``, sorted by their keys."""
+    """The compared tables of ``dataset`` in ``lake`` (the rows of the run that succeeded last: the
+    tables keep every run's), sorted by their keys."""
     from pyspark.sql import functions as F
 
+    latest = (spark.read.format("delta").load(str(lake / "runs")).where("status = 'succeeded'")
+              .orderBy(F.desc("finished")).first().run_id)
     out = {}
     for table, (keys, columns) in COMPARED.items():
-        frame = (spark.read.format("delta").load(str(lake / table)).where(F.col("dataset") == dataset)
+        frame = (spark.read.format("delta").load(str(lake / table))
+                 .where((F.col("dataset") == dataset) & (F.col("run_id") == latest))
                  .select(*keys, *columns).toPandas())
         out[table] = frame.sort_values(keys).reset_index(drop=True)
     return out

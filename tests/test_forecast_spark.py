@@ -16,7 +16,7 @@ from insarlake.forecast.windows import WindowSplit
 from insarlake.hotspots.geometry import to_local_m
 from insarlake.files import LakeFiles
 from insarlake.forecast.model import forecast_store
-from insarlake.lake import Run, read_table
+from insarlake.lake import Run, read_table, run_results
 from insarlake.temporal.softdtw import fill_missing
 
 
@@ -38,12 +38,14 @@ def hotspot_members(spark, forecast_config, sim_scene):
 
     ids = sorted(read_table(spark, forecast_config, "pixels", ["sim"]).select("pixel_id").toPandas().pixel_id)
     retained, rejected = ids[:300], ids[300:500]
-    rows = [{"dataset": "sim", "run_id": "r", "method": "significant", "hotspot_id": h, "n_pixels": len(m),
+    run = Run("hotspots", forecast_config)
+    rows = [{"dataset": "sim", "run_id": run.run_id, "method": "significant", "hotspot_id": h, "n_pixels": len(m),
              "retained": keep} for h, m, keep in ((1, retained, True), (2, rejected, False))]
     write_table(spark, spark.createDataFrame([tuple(r.get(f.name) for f in HOTSPOTS_SCHEMA.fields) for r in rows],
-                                             HOTSPOTS_SCHEMA), forecast_config, "hotspots", ["sim"])
-    members = [("sim", "r", h, pid) for h, m in ((1, retained), (2, rejected)) for pid in m]
-    write_table(spark, spark.createDataFrame(members, PIXELS_SCHEMA), forecast_config, "hotspot_pixels", ["sim"])
+                                             HOTSPOTS_SCHEMA), forecast_config, "hotspots", ["sim"], run=run)
+    members = [("sim", run.run_id, h, pid) for h, m in ((1, retained), (2, rejected)) for pid in m]
+    write_table(spark, spark.createDataFrame(members, PIXELS_SCHEMA), forecast_config, "hotspot_pixels", ["sim"],
+                run=run)
     return set(retained)
 
 
@@ -65,7 +67,7 @@ def record(spark, forecast_config, sim_scene):
 def test_forecasts_cover_every_pixel_once_per_future_epoch_with_ordered_quantiles(spark, forecast_config, forecasted, record):
     run, result = forecasted
     ids, _, dates = record
-    rows = read_table(spark, forecast_config, "forecasts", ["sim"]).toPandas()
+    rows = run_results(spark, forecast_config, "forecasts", "sim", run.run_id).toPandas()
     H = forecast_config.forecast.horizon_epochs
     assert len(rows) == len(ids) * H == result.forecasts
     assert set(rows.pixel_id) == set(ids)
@@ -91,7 +93,7 @@ def test_classical_metrics_from_spark_equal_numpy_on_the_lake_series(spark, fore
         err_p.append(window[:, -1:] - y)
         err_ha.append(window.mean(axis=1, keepdims=True) - y)
         truth.append(y)
-    table = read_table(spark, forecast_config, "forecast_metrics", ["sim"]).toPandas()
+    table = run_results(spark, forecast_config, "forecast_metrics", "sim").toPandas()
     metrics = table[(table.subset == "all") & table.horizon.isna() & (table.horizon_epochs == cfg.horizon_epochs)]
     metrics = metrics.set_index("model")
     assert set(metrics.index) == {"dapf", "gru", "historical_average", "persistence", "linear_trend", "harmonic_trend"}
@@ -139,7 +141,7 @@ def test_metrics_per_subset_and_horizon_equal_numpy_on_the_lake_series(spark, fo
         errors["persistence"].append(series[:, s + L - 1:s + L] - y)
         errors["harmonic_trend"].append(_harmonic_reference(series[:, :s + L], t[:s + L], t[s + L:s + L + H], L) - y)
         truth.append(y)
-    table = read_table(spark, forecast_config, "forecast_metrics", ["sim"]).toPandas()
+    table = run_results(spark, forecast_config, "forecast_metrics", "sim").toPandas()
     table = table[table.horizon_epochs == H]
     assert set(table.subset) == set(subsets)
     for (model, subset), rows in table.groupby(["model", "subset"]):
@@ -176,7 +178,7 @@ def test_the_monitoring_horizon_is_scored_with_models_of_its_own(spark, forecast
     cadence_days = np.median(np.diff(dates[-11:])).days
     steps = round(cfg.monitoring_horizon_days / cadence_days)
     assert steps == 10 != cfg.horizon_epochs
-    table = read_table(spark, forecast_config, "forecast_metrics", ["sim"]).toPandas()
+    table = run_results(spark, forecast_config, "forecast_metrics", "sim").toPandas()
     assert set(table.horizon_epochs) == {cfg.horizon_epochs, steps}
     long = table[table.horizon_epochs == steps]
     assert set(long.model) == set(table[table.horizon_epochs == cfg.horizon_epochs].model)

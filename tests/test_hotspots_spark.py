@@ -13,7 +13,7 @@ import shapely
 
 from conftest import fast_clustering
 from insarlake.hotspots.stage import Reference, retain, run_hotspots
-from insarlake.lake import Run, read_table
+from insarlake.lake import Run, read_table, run_results
 from insarlake.cluster.stage import run_cluster
 
 
@@ -31,8 +31,8 @@ def hotspots_run(spark, hotspot_config, sim_scene):
 
 def test_tables_have_consistent_counts(spark, hotspot_config, hotspots_run):
     run, result = hotspots_run
-    hot = read_table(spark, hotspot_config, "hotspots", ["sim"]).toPandas()
-    members = read_table(spark, hotspot_config, "hotspot_pixels", ["sim"]).toPandas()
+    hot = run_results(spark, hotspot_config, "hotspots", "sim").toPandas()
+    members = run_results(spark, hotspot_config, "hotspot_pixels", "sim").toPandas()
     pixels = read_table(spark, hotspot_config, "pixels", ["sim"]).select("pixel_id").toPandas()
     assert len(hot) == result.candidates >= 1 and hot.retained.sum() == result.retained >= 1
     assert members.pixel_id.is_unique and set(members.pixel_id) <= set(pixels.pixel_id)
@@ -44,7 +44,7 @@ def test_tables_have_consistent_counts(spark, hotspot_config, hotspots_run):
 
 
 def test_ellipses_are_valid_polygons_around_the_mean_centre(spark, hotspot_config, hotspots_run):
-    hot = read_table(spark, hotspot_config, "hotspots", ["sim"]).toPandas()
+    hot = run_results(spark, hotspot_config, "hotspots", "sim").toPandas()
     for row in hot.itertuples():
         polygon = shapely.from_wkt(row.geometry)
         assert polygon.geom_type == "Polygon" and polygon.is_valid
@@ -58,7 +58,7 @@ def test_ellipses_are_valid_polygons_around_the_mean_centre(spark, hotspot_confi
 def test_geojson_holds_the_retained_hotspots(spark, hotspot_config, hotspots_run):
     _, result = hotspots_run
     collection = json.loads((Path(result.outputs) / "hotspots.geojson").read_text())
-    hot = read_table(spark, hotspot_config, "hotspots", ["sim"]).toPandas()
+    hot = run_results(spark, hotspot_config, "hotspots", "sim").toPandas()
     assert collection["type"] == "FeatureCollection"
     assert sorted(f["properties"]["hotspot_id"] for f in collection["features"]) == \
         sorted(hot.hotspot_id[hot.retained])
@@ -70,7 +70,7 @@ def test_geojson_holds_the_retained_hotspots(spark, hotspot_config, hotspots_run
 
 def test_scores_for_every_method_against_truth(spark, hotspot_config, hotspots_run):
     run, result = hotspots_run
-    table = read_table(spark, hotspot_config, "hotspot_scores", ["sim"]).toPandas()
+    table = run_results(spark, hotspot_config, "hotspot_scores", "sim").toPandas()
     truth = read_table(spark, hotspot_config, "truth", ["sim"]).toPandas()
     assert set(table.method) == set(hotspot_config.hotspots.score_methods) == set(result.scores)
     sizes = truth[truth.source_id > 0].groupby("source_id").size()

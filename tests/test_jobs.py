@@ -66,12 +66,16 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
         "f = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.forecasts WHERE dataset = 'jobdemo'\").first().n\n"
         "m = spark.sql(\"SELECT count(*) AS n FROM insar.forecast_metrics WHERE dataset = 'jobdemo' \"\n"
         "              \"AND subset = 'all' AND horizon IS NULL\").first().n\n"
-        "print(n, q, t, r, c, k, h.n, h.d, s, f, m)\n")
+        "v = spark.sql(\"SELECT count(*) AS n, count(lon) AS l FROM insar.pixel_forecasts WHERE dataset = 'jobdemo'\"\n"
+        "              ).first()\n"
+        "w = spark.sql(\"SELECT count(*) AS n FROM insar.forecasts WHERE dataset = 'jobdemo'\").first().n\n"
+        "print(n, q, t, r, c, k, h.n, h.d, s, f, m, v.n, v.l, w)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     out = subprocess.run([sys.executable, "-c", query], cwd=tmp_path, env=env, text=True,
                          capture_output=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    n, q, t, status, c, k, h_rows, h_pixels, methods, f, m = out.stdout.split()
+    n, q, t, status, c, k, h_rows, h_pixels, methods, f, m, v_rows, v_located, w = out.stdout.split()
+    assert int(v_rows) == int(v_located) == int(w) > 0       # the view: the latest run's forecasts, located
     assert int(n) + int(q) == int(t) == 5000 and status == "succeeded" and int(c) == int(k) == int(n)
     assert int(h_rows) == int(h_pixels) <= int(n) and int(methods) == 3
     assert int(f) == int(n) and int(m) == 5           # dapf, the three classical baselines, harmonic_trend

@@ -19,7 +19,7 @@ from mosaic import ASC_LOS, DESC, EAST_MM_YR, STRIP_DEG, UP_MM_YR, write_mosaic
 from insarlake.geo import haversine_m
 from insarlake.hotspots.stage import run_hotspots
 from insarlake.ingest.stage import run_ingest
-from insarlake.lake import Run, analysis_pixels, read_table
+from insarlake.lake import Run, analysis_pixels, read_table, run_results
 from insarlake.sites.stage import run_sites
 from insarlake.cluster.stage import run_cluster
 
@@ -123,8 +123,8 @@ def test_no_hotspot_mixes_tracks(spark, mosaic_config, ingested, sites):
 
 def test_sites_join_the_two_tracks_and_recover_the_known_motion(spark, mosaic_config, mosaic, sites):
     assert sites.geometries == 2 and sites.multi_geometry_sites >= 1 and sites.decomposed >= 1
-    table = read_table(spark, mosaic_config, "sites", ["mosaic"]).toPandas()
-    members = read_table(spark, mosaic_config, "site_hotspots", ["mosaic"]).toPandas()
+    table = run_results(spark, mosaic_config, "sites", "mosaic").toPandas()
+    members = run_results(spark, mosaic_config, "site_hotspots", "mosaic").toPandas()
     assert len(table) == sites.sites and len(members) == sites.hotspots
     assert members.groupby("site_id").size().reindex(table.site_id).tolist() == table.n_hotspots.tolist()
     disk = shapely.Point(*mosaic["center"])

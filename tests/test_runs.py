@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from insarlake.config import replace
 
 import numpy as np
 import pytest
 
+from insarlake.config import replace
+from insarlake.errors import InputError
 from insarlake.faults import should_fail
-from insarlake.lake import (HEARTBEATS_SCHEMA, RUNS_SCHEMA, lake_files, read_table, reap_lost_runs,
-                            recorded_run, write_table)
+from insarlake.lake import (HEARTBEATS_SCHEMA, RUNS_SCHEMA, Run, lake_files, latest_run_id, read_table,
+                            reap_lost_runs, recorded_run, run_results, write_table)
 from insarlake.modelstore import ModelStore
 
 
@@ -144,3 +145,124 @@ def test_heartbeat_settings_are_checked(keys, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=keys)
+
+
+def _bins(spark, dataset: str, run, n: int):
+    """``n`` rows of covariogram (a small result table) of ``dataset`` written by ``run``."""
+    rows = [(dataset, run.run_id, float(i), float(n), n) for i in range(n)]
+    write_table(spark, spark.createDataFrame(rows, "dataset string, run_id string, distance_km double, "
+                                                   "covariance double, pairs long"),
+                run.config, "covariogram", [dataset], run=run)
+
+
+def test_result_tables_keep_every_run_and_readers_take_the_last_good_one(spark, config):
+    """Each run adds its rows; a reader takes the rows of the run written last, unless it failed;
+    a named run's rows are read by its id; a run's own rows first; re-writing a run replaces only
+    its rows; a write without the run is refused."""
+    dataset = "kept_runs"
+    with recorded_run(spark, config, "test", [dataset]) as first:
+        _bins(spark, dataset, first, 3)
+    with recorded_run(spark, config, "test", [dataset]) as second:
+        _bins(spark, dataset, second, 5)
+        _bins(spark, dataset, second, 4)                       # idempotent: its rows replaced, not added
+    assert run_results(spark, config, "covariogram", dataset).count() == 4
+    assert run_results(spark, config, "covariogram", dataset, first.run_id).count() == 3
+    assert read_table(spark, config, "covariogram", [dataset]).count() == 3 + 4
+    with pytest.raises(InputError, match=f"table covariogram: no rows of run nosuch for dataset {dataset}"):
+        run_results(spark, config, "covariogram", dataset, "nosuch")
+    with pytest.raises(RuntimeError):
+        with recorded_run(spark, config, "test", [dataset]) as failed:
+            _bins(spark, dataset, failed, 7)
+            assert run_results(spark, config, "covariogram", dataset, current=failed).count() == 7
+            raise RuntimeError("a later stage fails")
+    assert latest_run_id(spark, config, "covariogram", dataset) == second.run_id      # not the failed run's
+    with pytest.raises(ValueError, match="table covariogram keeps every run's rows: write_table needs the run"):
+        write_table(spark, read_table(spark, config, "covariogram", [dataset]), config, "covariogram", [dataset])
+    assert run_results(spark, config, "covariogram", "no_such_dataset").count() == 0
+
+
+def test_a_succeeded_run_prunes_old_and_failed_runs_but_never_running_ones(spark, config):
+    keep2 = replace(config, lake=replace(config.lake, keep_runs=2))
+    dataset = "pruned_runs"
+    running = Run("test", keep2, [dataset])                    # not recorded: a run still going
+    _bins(spark, dataset, running, 1)
+    with pytest.raises(RuntimeError):
+        with recorded_run(spark, keep2, "test", [dataset]) as failed:
+            _bins(spark, dataset, failed, 2)
+            raise RuntimeError("failed")
+    done = []
+    for n in (3, 4, 5):
+        with recorded_run(spark, keep2, "test", [dataset]) as run:
+            _bins(spark, dataset, run, n)
+        done.append(run.run_id)
+    left = {r.run_id: r.n for r in read_table(spark, config, "covariogram", [dataset])
+            .groupBy("run_id").count().withColumnRenamed("count", "n").collect()}
+    # the two good runs written last, and the run not recorded yet; the failed and the oldest gone
+    assert left == {done[2]: 5, done[1]: 4, running.run_id: 1}
+
+
+def test_the_readme_s_latest_run_query_answers_the_latest_succeeded_run(spark, config):
+    """The SQL the README gives for a dataset's latest succeeded run, run as written (on the
+    covariogram table and a dataset of this test)."""
+    query = _readme_sql("latest-run")
+    dataset = "readme_latest"
+    with recorded_run(spark, config, "test", [dataset]) as older:
+        _bins(spark, dataset, older, 2)
+    with recorded_run(spark, config, "test", [dataset]) as newer:
+        _bins(spark, dataset, newer, 3)
+    with pytest.raises(RuntimeError):
+        with recorded_run(spark, config, "test", [dataset]) as failed:
+            _bins(spark, dataset, failed, 4)
+            raise RuntimeError("failed")
+    rows = spark.sql(query.replace("hotspots", "covariogram").replace("'demo'", f"'{dataset}'")).collect()
+    assert len(rows) == 3 and {r.run_id for r in rows} == {newer.run_id}
+
+
+def _readme_sql(name: str) -> str:
+    """The SQL block of the README marked <!-- tested: name ... -->."""
+    import re
+
+    from conftest import PROJECT
+
+    return re.search(rf"<!-- tested: {name} [^>]*-->\n```sql\n(.*?)```", (PROJECT / "README.md").read_text(),
+                     re.S).group(1)
+
+
+def _hotspots(spark, dataset: str, run, shapes: dict[int, tuple[str, bool, float]]):
+    """Rows of hotspots (and hotspot_pixels, one pixel each) of ``dataset`` by ``run``:
+    {hotspot_id: (ellipse WKT, retained, mean_velocity)}, the other columns null."""
+    from insarlake.hotspots.stage import HOTSPOTS_SCHEMA, PIXELS_SCHEMA
+
+    rows = [{"dataset": dataset, "run_id": run.run_id, "method": "significant", "hotspot_id": h, "n_pixels": 1,
+             "geometry": wkt, "retained": kept, "mean_velocity": v} for h, (wkt, kept, v) in shapes.items()]
+    write_table(spark, spark.createDataFrame([tuple(r.get(f.name) for f in HOTSPOTS_SCHEMA.fields) for r in rows],
+                                             HOTSPOTS_SCHEMA), run.config, "hotspots", [dataset], run=run)
+    write_table(spark, spark.createDataFrame([(dataset, run.run_id, h, f"p{h}") for h in shapes], PIXELS_SCHEMA),
+                run.config, "hotspot_pixels", [dataset], run=run)
+
+
+def test_the_analysts_views_and_the_readme_s_area_query(spark, config):
+    """latest_hotspots holds the latest succeeded run's rows only; hotspot_history every succeeded
+    run's retained hotspots; the README's area query (Sedona) selects the hotspots inside it."""
+    dataset = "views"
+    inside = "POLYGON ((11.34 44.49, 11.36 44.49, 11.36 44.51, 11.34 44.51, 11.34 44.49))"
+    outside = "POLYGON ((12.0 45.0, 12.1 45.0, 12.1 45.1, 12.0 45.1, 12.0 45.0))"
+    with recorded_run(spark, config, "test", [dataset]) as first:
+        _hotspots(spark, dataset, first, {0: (inside, True, -9.0)})
+    with recorded_run(spark, config, "test", [dataset]) as second:
+        _hotspots(spark, dataset, second, {0: (outside, True, -3.0), 1: (inside, True, -12.0),
+                                           2: (inside, False, -1.0)})
+    with pytest.raises(RuntimeError):
+        with recorded_run(spark, config, "test", [dataset]) as failed:
+            _hotspots(spark, dataset, failed, {0: (inside, True, -50.0)})
+            raise RuntimeError("failed")
+    latest = spark.sql(f"SELECT run_id, hotspot_id FROM insar.latest_hotspots WHERE dataset = '{dataset}'").collect()
+    assert {(r.run_id, r.hotspot_id) for r in latest} == {(second.run_id, h) for h in (0, 1, 2)}
+    assert spark.sql(f"SELECT count(*) AS n FROM insar.latest_hotspot_pixels WHERE dataset = '{dataset}'"
+                     ).first().n == 3
+    history = spark.sql(f"SELECT run_id, hotspot_id, run_finished FROM insar.hotspot_history "
+                        f"WHERE dataset = '{dataset}'").collect()
+    assert sorted((r.run_id == first.run_id, r.hotspot_id) for r in history) == [(False, 0), (False, 1), (True, 0)]
+    assert all(r.run_finished is not None for r in history)
+    found = spark.sql(_readme_sql("hotspots-in-area").replace("'demo'", f"'{dataset}'")).collect()
+    assert [(r.hotspot_id, r.mean_velocity) for r in found] == [(1, -12.0)]      # retained and inside only

@@ -136,6 +136,7 @@ class LakeConfig(_Section):
     path: Text
     run_heartbeat_s: Positive
     run_lost_after_s: Positive
+    keep_runs: Count
 
     @model_validator(mode="after")
     def _rules(self):

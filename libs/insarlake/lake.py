@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from insarlake.config import Config
-from insarlake.errors import first_line
+from insarlake.errors import InputError, first_line
 from insarlake.files import LakeFiles, is_local_path, spark_settings
 from insarlake.modelstore import COMPLETE, ModelStore
 from insarlake.tables import TABLES, conform, schema, table as table_contract
@@ -103,12 +103,14 @@ def _delta_path_sql(config: Config, table: str) -> str:
 
 
 def write_table(spark: SparkSession, df: DataFrame, config: Config, table: str,
-                datasets: Iterable[str] | None = None, mode: str = "replace") -> None:
+                datasets: Iterable[str] | None = None, mode: str = "replace", run: "Run | None" = None) -> None:
     """Write ``df`` to the Delta table ``table``, whose columns and partitioning are the table
     contract's (insarlake/tables.py; rows of another shape are refused before anything is written).
 
     mode ``replace``: the rows of ``datasets`` are replaced atomically (Delta replaceWhere), other
-    datasets are kept, so re-running a stage is idempotent; ``append``: rows are added.
+    datasets are kept, so re-running a stage is idempotent; in a result table (one that keeps every
+    run's rows) only the rows of ``run`` (required there, and the run_id of every row written) are
+    replaced, and the run notes what it wrote (``prune_runs``). ``append``: rows are added.
     The table is registered in the catalog on first write.
     """
     contract = table_contract(table)
@@ -124,6 +126,11 @@ def write_table(spark: SparkSession, df: DataFrame, config: Config, table: str,
         if not datasets:
             raise ValueError("replace needs the datasets whose rows are replaced")
         condition = "dataset IN (" + ", ".join(_sql_literal(d) for d in datasets) + ")"
+        if contract.keeps_runs:
+            if run is None:
+                raise ValueError(f"table {table} keeps every run's rows: write_table needs the run")
+            condition += f" AND run_id = {_sql_literal(run.run_id)}"
+            run.wrote.setdefault(table, set()).update(datasets)
         writer = writer.mode("overwrite").option("replaceWhere", condition)
     elif mode == "append":
         writer = writer.mode("append")
@@ -197,6 +204,78 @@ def analysis_pixels(spark: SparkSession, config: Config, dataset: str) -> DataFr
     return df
 
 
+def runs_by_write_time(spark: SparkSession, config: Config, table: str, dataset: str) -> list[str]:
+    """The runs with rows of ``dataset`` in the result table ``table``, the one written last first
+    (by the modification time of the files holding their rows; run_id breaks ties)."""
+    if not table_exists(spark, config, table):
+        return []
+    written = (read_table(spark, config, table, [dataset])
+               .select("run_id", F.col("_metadata.file_modification_time").alias("written"))
+               .groupBy("run_id").agg(F.max("written").alias("written")).collect())
+    return [r.run_id for r in sorted(written, key=lambda r: (r.written, r.run_id), reverse=True)]
+
+
+def recorded_status(spark: SparkSession, config: Config, run_ids: list[str]) -> dict[str, str]:
+    """run_id -> its status in ``runs`` (succeeded, failed, lost) for the runs recorded there."""
+    if not run_ids or not table_exists(spark, config, "runs"):
+        return {}
+    rows = read_table(spark, config, "runs").where(F.col("run_id").isin(run_ids)).select("run_id", "status").collect()
+    return {r.run_id: r.status for r in rows}
+
+
+_ENDED_BADLY = ("failed", "lost")
+
+
+def run_results(spark: SparkSession, config: Config, table: str, dataset: str, run_id: str | None = None,
+                current: "Run | None" = None) -> DataFrame:
+    """The rows of one run of ``dataset`` in the result table ``table`` (it keeps every run's):
+    those of ``run_id`` when given (InputError when it has none); else those ``current`` wrote,
+    when it wrote some; else those of the run written last among the runs not recorded failed or
+    lost. Empty when there are none."""
+    if not table_contract(table).keeps_runs:
+        raise ValueError(f"table {table} does not keep runs")
+    rows = read_table(spark, config, table, [dataset])
+    if run_id is None:
+        run_id = latest_run_id(spark, config, table, dataset, current)
+    elif run_id not in runs_by_write_time(spark, config, table, dataset):
+        raise InputError(f"table {table}: no rows of run {run_id} for dataset {dataset}")
+    return rows.where(F.col("run_id") == run_id) if run_id is not None else rows.where(F.lit(False))
+
+
+def latest_run_id(spark: SparkSession, config: Config, table: str, dataset: str, current: "Run | None" = None
+                  ) -> str | None:
+    """The run whose rows of ``dataset`` in ``table`` a reader takes (``run_results``), or None."""
+    written = runs_by_write_time(spark, config, table, dataset)
+    if current is not None and current.run_id in written:
+        return current.run_id
+    status = recorded_status(spark, config, written)
+    return next((r for r in written if status.get(r) not in _ENDED_BADLY), None)
+
+
+def prune_runs(spark: SparkSession, config: Config, run: "Run") -> list[tuple[str, str, str]]:
+    """After ``run`` succeeded: in every result table it wrote, for each dataset, remove the rows
+    of runs recorded failed or lost and of recorded runs older than the lake.keep_runs runs written
+    last (the failed and lost not counted). Rows of runs not recorded yet (running) stay. Returns
+    the (table, dataset, run_id) removed."""
+    removed = []
+    for table, datasets in sorted(run.wrote.items()):
+        for dataset in sorted(datasets):
+            written = runs_by_write_time(spark, config, table, dataset)
+            status = recorded_status(spark, config, written)
+            kept = [r for r in written if status.get(r) not in _ENDED_BADLY][:config.lake.keep_runs]
+            gone = [r for r in written if r in status and r not in kept and r != run.run_id]
+            if not gone:
+                continue
+            condition = (f"dataset = {_sql_literal(dataset)} AND run_id IN ("
+                         + ", ".join(_sql_literal(r) for r in gone) + ")")
+            committed(lambda: spark.sql(f"DELETE FROM {_delta_path_sql(config, table)} WHERE {condition}"),
+                      f"table {table}")
+            log.info("table %s: rows of %d older or failed run(s) of dataset %s removed (lake.keep_runs %d)",
+                     table, len(gone), dataset, config.lake.keep_runs)
+            removed += [(table, dataset, r) for r in gone]
+    return removed
+
+
 RUNS_SCHEMA = schema("runs")
 HEARTBEATS_SCHEMA = schema("run_heartbeats")
 
@@ -219,6 +298,7 @@ class Run:
         self.counts: dict[str, int] = {}
         self.metrics: dict[str, float] = {}
         self.seconds: dict[str, float] = {}
+        self.wrote: dict[str, set[str]] = {}        # result table -> the datasets whose rows it wrote
 
     def count(self, key: str, n: int) -> None:
         self.counts[key] = int(n)
@@ -269,6 +349,11 @@ def recorded_run(spark: SparkSession, config: Config, job: str, datasets: list[s
     heartbeat.stop()
     _append_run(spark, config, run.row("succeeded", None))
     heartbeat.remove()
+    try:
+        prune_runs(spark, config, run)
+        create_result_views(spark, config, sorted(run.wrote))
+    except Exception as failed:          # the run's own work is done and recorded: the next run does it
+        log.warning("run %s: older runs' rows not pruned or views not made: %s", run.run_id, first_line(failed))
 
 
 def _append_run(spark: SparkSession, config: Config, row: tuple) -> None:
@@ -446,6 +531,48 @@ FROM (SELECT run_id, first(job) AS job, first(datasets) AS datasets, min(started
              max(heartbeat) AS heartbeat, max(lost_after_s) AS lost_after_s
       FROM {beats} GROUP BY run_id) AS h
 LEFT ANTI JOIN {runs} AS r ON h.run_id = r.run_id""")
+
+
+# The views for analysts that a result table gets besides latest_<table> (create_result_views).
+_SUCCEEDED = "status = 'succeeded'"
+_MORE_VIEWS = {
+    "hotspots": ("hotspot_history",
+                 "SELECT h.*, r.finished AS run_finished FROM {hotspots} AS h JOIN {runs} AS r ON h.run_id = r.run_id "
+                 f"WHERE r.{_SUCCEEDED} AND h.retained"),
+    "forecasts": ("pixel_forecasts",
+                  "SELECT f.dataset, f.run_id, f.pixel_id, p.lon, p.lat, f.date, f.horizon, f.mean, f.p05, f.p50, f.p95 "
+                  "FROM {latest_forecasts} AS f JOIN {pixels} AS p ON f.dataset = p.dataset AND f.pixel_id = p.pixel_id"),
+}
+
+
+def create_result_views(spark: SparkSession, config: Config, tables: Iterable[str]) -> list[str]:
+    """The views of the result ``tables`` in the catalog: latest_<table> (each dataset's rows of its
+    latest succeeded run that wrote the table), hotspot_history (the retained hotspots of every
+    succeeded run, with the run's end) and pixel_forecasts (latest_forecasts with each pixel's lon,
+    lat). Geometries stay WKT text: a persistent view cannot call Sedona's functions (Spark refuses
+    temporary functions in one), so spatial SQL wraps them in ST_GeomFromWKT. Returns the views made."""
+    made = []
+    names = {t: table_name(config, t) for t in TABLES}
+    for table in tables:
+        if not table_contract(table).keeps_runs:
+            continue
+        t, runs = names[table], names["runs"]
+        catalog_change(spark, f"""CREATE OR REPLACE VIEW {table_name(config, 'latest_' + table)} AS
+SELECT t.* FROM {t} AS t
+JOIN (SELECT dataset, max_by(run_id, finished) AS run_id
+      FROM (SELECT DISTINCT x.dataset, x.run_id, r.finished FROM {t} AS x JOIN {runs} AS r ON x.run_id = r.run_id
+            WHERE r.{_SUCCEEDED}) AS s
+      GROUP BY dataset) AS latest
+ON t.dataset = latest.dataset AND t.run_id = latest.run_id""")
+        made.append(f"latest_{table}")
+        if table in _MORE_VIEWS:
+            view, query = _MORE_VIEWS[table]
+            if table == "forecasts":
+                register_table(spark, config, "pixels")        # a session catalog knows this session's tables
+            catalog_change(spark, f"CREATE OR REPLACE VIEW {table_name(config, view)} AS "
+                                  + query.format(**names, latest_forecasts=table_name(config, "latest_forecasts")))
+            made.append(view)
+    return made
 
 
 def catalog_change(spark: SparkSession, statement: str) -> None:

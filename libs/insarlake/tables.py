@@ -4,7 +4,8 @@ that writes it and the stages that read it. ``lake.write_table`` checks every wr
 
 Units: velocities mm/yr, displacements mm (LOS, positive towards the satellite), distances and
 sizes km unless the name says _m, dates are acquisition dates, lon/lat WGS84 degrees. A run_id is
-the `runs` row of the job that wrote the row.
+the `runs` row of the job that wrote the row. The result tables (``Table.keeps_runs``: those with a
+run_id, the run log aside) keep every run's rows; ``lake.run_results`` reads one run's.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ _HOTSPOT_GEOMETRY = ("n_pixels long, center_lon double, center_lat double, stand
                      "sd_x_km double, sd_y_km double, semi_major_km double, semi_minor_km double, angle_deg double, "
                      "ellipse_area_km2 double, hull_area_km2 double, mean_velocity double, median_velocity double, "
                      "cluster_id long, cluster_share double, geometry string")
+_RUN_LOG = ("runs", "run_heartbeats")          # the runs themselves, not results of one
 _RUN_IDENTITY = "run_id string NOT NULL, job string NOT NULL, datasets array<string>, started timestamp NOT NULL"
 _RUN_CONFIG = "config_hash string NOT NULL, config string NOT NULL"
 
@@ -36,6 +38,11 @@ class Table:
     @property
     def column_names(self) -> list[str]:
         return self.schema.fieldNames()
+
+    @property
+    def keeps_runs(self) -> bool:
+        """A result table: every run's rows are kept, keyed by run_id (lake.keep_runs of them)."""
+        return "run_id" in self.column_names and self.name not in _RUN_LOG
 
 
 TABLES: dict[str, Table] = {t.name: t for t in [

@@ -31,7 +31,7 @@ from insarlake.classify.model import STATIC_FEATURES, Architecture, ClassifierMo
 from insarlake.config import ClassifyConfig, Config
 from insarlake.errors import InputError
 from insarlake.files import LakeFiles
-from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, write_table
+from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, run_results, write_table
 from insarlake.launch import run_training
 from insarlake.spark import delta_schema_merge, session_conf
 from insarlake.modelstore import ModelStore
@@ -375,13 +375,13 @@ def _matches(model: ClassifierModel, arch: Architecture, target: str, labels: li
 
 def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) -> ClassifyResult:
     """Train (or reuse) every configured model, write `classes` from the chosen one and
-    `classifier_metrics` for all; replaces the dataset's rows in both tables. Models go to the
+    `classifier_metrics` for all; adds this run's rows of the dataset to both tables. Models go to the
     model store, pictures to the run's outputs in the lake; the training shards' work folder is
     removed at the end, also on failure."""
     cfg = config.classify
     raw_pixels = analysis_pixels(spark, config, dataset)
     pixels = with_features(raw_pixels)
-    clusters = read_table(spark, config, "clusters", [dataset])
+    clusters = run_results(spark, config, "clusters", dataset, current=run)
     dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
     labels = target_labels(clusters, cfg)
     if len(labels) < 2:
@@ -457,14 +457,14 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                 metrics = metrics.unionByName(frame)
             with delta_schema_merge(spark):
                 write_table(spark, metrics.select(*METRICS_SCHEMA.fieldNames()), config, "classifier_metrics",
-                            datasets=[dataset])
+                            datasets=[dataset], run=run)
             chosen = max(accuracy, key=lambda k: accuracy[k]) if cfg.predict_with == "best" else cfg.predict_with
             with run.stage("classify.predict"):
                 classes = predict(pixels, classifier_store(config, dataset, chosen, spark), versions[chosen],
                                   cfg.threshold, dataset, run.run_id, network_rows=cfg.network_batch_rows)
                 with arrow_batch_rows(spark, cfg.inference_batch_size), delta_schema_merge(spark):
-                    write_table(spark, classes, config, "classes", datasets=[dataset])
-                n = read_table(spark, config, "classes", [dataset]).count()
+                    write_table(spark, classes, config, "classes", datasets=[dataset], run=run)
+                n = run_results(spark, config, "classes", dataset, run.run_id).count()
                 expected = pixels.count()
                 if n != expected:
                     raise RuntimeError(f"dataset {dataset}: classes has {n} rows for {expected} pixels")

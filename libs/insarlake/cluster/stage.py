@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 from insarlake.cluster.space import cluster_in_space, map_sample, plot_clusters
 from insarlake.config import Config
 from insarlake.errors import InputError
-from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, write_table
+from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, run_results, write_table
 from insarlake.modelstore import ModelStore
 from insarlake.tables import schema
 from insarlake.temporal.covariogram import covariogram, plot_covariogram
@@ -181,7 +181,7 @@ def plot_centroids(model: TskmModel, path: Path) -> Path:
 
 def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> ClusterResult:
     """TSKM label and DBSCAN cluster for every pixel of ``dataset``, plus its co-variogram;
-    replaces the dataset's rows in `clusters` and `covariogram`."""
+    adds this run's rows of the dataset to `clusters` and `covariogram`."""
     pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "tile_id", "disp")
     dates = [r.date.isoformat() for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
     if not dates:
@@ -192,7 +192,7 @@ def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> 
             cov = covariogram(spark, pixels, config.covariogram)
             bins = spark.createDataFrame(cov.bins.assign(dataset=dataset, run_id=run.run_id)
                                          [["dataset", "run_id", "distance_km", "covariance", "pairs"]])
-            write_table(spark, bins, config, "covariogram", datasets=[dataset])
+            write_table(spark, bins, config, "covariogram", datasets=[dataset], run=run)
             plot_covariogram(cov.bins, cov.correlation_length_km, outputs / "covariogram.png",
                              config.covariogram.fraction)
             run.metrics["correlation_length_km"] = float(cov.correlation_length_km)
@@ -211,16 +211,17 @@ def run_cluster(spark: SparkSession, config: Config, dataset: str, run: Run) -> 
         with run.stage("cluster.dbscan"):
             located = labelled.join(pixels.select("pixel_id", "lon", "lat"), "pixel_id")
             clustered = cluster_in_space(located, config.spatial, cov.correlation_length_km, run)
-            write_table(spark, clustered.select(*CLUSTERS_SCHEMA.fieldNames()), config, "clusters", datasets=[dataset])
-            n = read_table(spark, config, "clusters", [dataset]).count()
+            write_table(spark, clustered.select(*CLUSTERS_SCHEMA.fieldNames()), config, "clusters", datasets=[dataset],
+                        run=run)
+            n = run_results(spark, config, "clusters", dataset, run.run_id).count()
             expected = pixels.count()
             if n != expected:
                 raise RuntimeError(f"dataset {dataset}: clusters has {n} rows for {expected} pixels")
             run.count("clusters", n)
         labelled.unpersist()
         with run.stage("cluster.map"):
-            written = read_table(spark, config, "clusters", [dataset]).join(pixels.select("pixel_id", "lon", "lat"),
-                                                                            "pixel_id")
+            written = run_results(spark, config, "clusters", dataset, run.run_id).join(
+                pixels.select("pixel_id", "lon", "lat"), "pixel_id")
             plot_clusters(map_sample(written, n, config.spatial.map_max_points), outputs / "clusters.png",
                           f"{dataset}: DBSCAN per TSKM cluster, {int(run.metrics['dbscan_clusters'])} clusters")
     return ClusterResult(dataset, model, reused, n, float(cov.correlation_length_km),

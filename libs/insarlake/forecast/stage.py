@@ -44,7 +44,8 @@ from insarlake.forecast.windows import (Normalisation, WindowSplit, cadence_year
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import to_local_m
 from insarlake.files import LakeFiles
-from insarlake.lake import Run, analysis_pixels, lake_files, read_table, table_exists, write_table
+from insarlake.lake import (Run, analysis_pixels, lake_files, latest_run_id, read_table, run_results, table_exists,
+                           write_table)
 from insarlake.launch import run_training
 from insarlake.spark import default_parallelism, delta_schema_merge
 from insarlake.tables import schema
@@ -335,13 +336,16 @@ def moving_pixels(series_mm: np.ndarray, t_years: np.ndarray, split: WindowSplit
     return np.abs(velocity) > moving_mm_yr
 
 
-def hotspot_pixel_ids(spark: SparkSession, config: Config, dataset: str) -> DataFrame | None:
-    """pixel_id (distinct) of the dataset's retained hotspots, from the hotspots stage's tables;
-    None when the lake has none (the hotspot subset is then left out)."""
+def hotspot_pixel_ids(spark: SparkSession, config: Config, dataset: str, current: Run | None = None
+                      ) -> DataFrame | None:
+    """pixel_id (distinct) of the dataset's retained hotspots, from the hotspots stage's tables (the
+    rows of ``current`` when it wrote them, else of the hotspots run written last); None when the
+    lake has none (the hotspot subset is then left out)."""
     if not (table_exists(spark, config, "hotspots") and table_exists(spark, config, "hotspot_pixels")):
         return None
-    retained = read_table(spark, config, "hotspots", [dataset]).where("retained").select("hotspot_id")
-    return (read_table(spark, config, "hotspot_pixels", [dataset]).join(retained, "hotspot_id")
+    run_id = latest_run_id(spark, config, "hotspots", dataset, current)
+    retained = run_results(spark, config, "hotspots", dataset, run_id).where("retained").select("hotspot_id")
+    return (run_results(spark, config, "hotspot_pixels", dataset, run_id).join(retained, "hotspot_id")
             .select("pixel_id").distinct())
 
 
@@ -520,8 +524,8 @@ def _train_predict_evaluate(spark: SparkSession, config: Config, prepared: Prepa
             models[name] = trained_model(prepared, config, name, run.run_id)
     with run.stage("forecast.predict"):
         rows = forecast_future(prepared, models["dapf"], cfg, dataset, run.run_id)
-        write_table(spark, rows, config, "forecasts", [dataset])
-        n_rows = read_table(spark, config, "forecasts", [dataset]).where(F.col("run_id") == run.run_id).count()
+        write_table(spark, rows, config, "forecasts", [dataset], run=run)
+        n_rows = run_results(spark, config, "forecasts", dataset, run.run_id).count()
         if n_rows != n_pixels * prepared.split.horizon:
             raise RuntimeError(f"forecasts: {n_rows} rows written for {n_pixels} pixels x {prepared.split.horizon} "
                                "epochs")   # every pixel exactly once per forecast epoch
@@ -586,7 +590,8 @@ def evaluate_models(spark: SparkSession, config: Config, prepared: Prepared, mod
                 None if r.best_epoch is None or pd.isna(r.best_epoch) else int(r.best_epoch))
                for r in table.itertuples()]
     with delta_schema_merge(spark):          # lakes written before the subset and horizon columns
-        write_table(spark, spark.createDataFrame(records, METRICS_SCHEMA), config, "forecast_metrics", [dataset])
+        write_table(spark, spark.createDataFrame(records, METRICS_SCHEMA), config, "forecast_metrics", [dataset],
+                    run=run)
     overall = table[(table.subset == "all") & table.horizon.isna() & (table.horizon_epochs == cfg.horizon_epochs)]
     overall = overall.set_index("model")
     for name, r in overall.iterrows():

@@ -29,7 +29,7 @@ from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.split import split_candidate
-from insarlake.lake import Run, analysis_pixels, lake_files, read_table, table_exists, write_table
+from insarlake.lake import Run, analysis_pixels, lake_files, read_table, run_results, table_exists, write_table
 from insarlake.spatial.dbscan import dbscan
 from insarlake.tables import schema
 from insarlake.temporal.covariogram import correlation_length_km
@@ -64,21 +64,25 @@ class Detection:
     members: DataFrame
 
 
-def labelled_pixels(spark: SparkSession, config: Config, dataset: str) -> tuple[DataFrame, str]:
+def labelled_pixels(spark: SparkSession, config: Config, dataset: str, current: Run | None = None
+                    ) -> tuple[DataFrame, str]:
     """pixels (pixel_id, lon, lat, velocity, disp) with ``label``: classes.predicted_cluster, or
-    clusters.cluster_id when configured or when the dataset has no classes; and the source name."""
+    clusters.cluster_id when configured or when the dataset has no classes (the rows of ``current``
+    when it wrote them, else of the run written last: ``lake.run_results``); and the source name."""
     pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "velocity", "disp")
     source = config.hotspots.labels
     if source == "classes" and (not table_exists(spark, config, "classes")
-                                or read_table(spark, config, "classes", [dataset]).limit(1).count() == 0):
+                                or run_results(spark, config, "classes", dataset, current=current).isEmpty()):
         log.info("dataset %s has no classes: hotspots use clusters.cluster_id", dataset)
         source = "clusters"
     if source == "classes":
-        labels = read_table(spark, config, "classes", [dataset]).select("pixel_id", F.col("predicted_cluster").alias("label"))
+        labels = run_results(spark, config, "classes", dataset, current=current).select(
+            "pixel_id", F.col("predicted_cluster").alias("label"))
     else:
         if not table_exists(spark, config, "clusters"):
             raise InputError(f"dataset {dataset}: no clusters table; run the cluster stage first")
-        labels = read_table(spark, config, "clusters", [dataset]).select("pixel_id", F.col("cluster_id").alias("label"))
+        labels = run_results(spark, config, "clusters", dataset, current=current).select(
+            "pixel_id", F.col("cluster_id").alias("label"))
     out = pixels.join(labels, "pixel_id", "left")
     missing = out.where(F.col("label").isNull()).count()
     if missing:
@@ -249,11 +253,13 @@ def geojson(rows: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def dataset_correlation_length(spark: SparkSession, config: Config, dataset: str) -> float:
-    """The correlation length (km) from the dataset's `covariogram` rows (its latest cluster run)."""
+def dataset_correlation_length(spark: SparkSession, config: Config, dataset: str, current: Run | None = None
+                               ) -> float:
+    """The correlation length (km) from the dataset's `covariogram` rows (of ``current`` when it
+    wrote them, else of the cluster run written last)."""
     if not table_exists(spark, config, "covariogram"):
         return math.nan
-    bins = read_table(spark, config, "covariogram", [dataset]).orderBy("distance_km").toPandas()
+    bins = run_results(spark, config, "covariogram", dataset, current=current).orderBy("distance_km").toPandas()
     if bins.empty:
         return math.nan
     return correlation_length_km(bins["distance_km"], bins["covariance"], config.covariogram.fraction)
@@ -295,14 +301,14 @@ def score(detection: Detection, truth: DataFrame, cfg: HotspotsConfig) -> tuple[
 def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) -> HotspotsResult:
     """Detect hotspots with hotspots.method, write `hotspots` and `hotspot_pixels` (every candidate,
     retained or not), the GeoJSON and pictures; with a `truth` for the dataset, score every method
-    of hotspots.score_methods into `hotspot_scores`. Replaces the dataset's rows in these tables."""
+    of hotspots.score_methods into `hotspot_scores`. Adds this run's rows of the dataset to these tables."""
     cfg = config.hotspots
     with run.stage("hotspots.detect"):
-        pixels, source = labelled_pixels(spark, config, dataset)
+        pixels, source = labelled_pixels(spark, config, dataset, current=run)
         pixels = pixels.persist(StorageLevel.MEMORY_AND_DISK)  # deterministic: a lost part is recomputed
         n_pixels = pixels.count()
         dates = [r.date for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
-        corr_km = dataset_correlation_length(spark, config, dataset)
+        corr_km = dataset_correlation_length(spark, config, dataset, current=run)
         noise = velocity_noise(pixels, cfg)
         detection, ref = detect(pixels, cfg, cfg.method, noise, corr_km, dates)
         n_retained = int(detection.rows["retained"].sum())
@@ -316,10 +322,10 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
         with run.stage("hotspots.write"):
             rows = detection.rows.assign(dataset=dataset, run_id=run.run_id, method=cfg.method)
             table = spark.createDataFrame(rows[HOTSPOTS_SCHEMA.fieldNames()] if len(rows) else [], HOTSPOTS_SCHEMA)
-            write_table(spark, table, config, "hotspots", datasets=[dataset])
+            write_table(spark, table, config, "hotspots", datasets=[dataset], run=run)
             write_table(spark, _hotspot_pixels_frame(detection, dataset, run.run_id), config, "hotspot_pixels",
-                        datasets=[dataset])
-            written = read_table(spark, config, "hotspot_pixels", [dataset])
+                        datasets=[dataset], run=run)
+            written = run_results(spark, config, "hotspot_pixels", dataset, run.run_id)
             n_members, n_distinct = written.count(), written.select("pixel_id").distinct().count()
             n_candidate_pixels = int(detection.rows["n_pixels"].sum())
             if n_members != n_distinct or n_members != n_candidate_pixels:
@@ -345,7 +351,7 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                         run.metrics[f"score_{method}_{key}"] = float(results[method][key])
                 frame = pd.concat(per_source, ignore_index=True).assign(dataset=dataset, run_id=run.run_id)
                 write_table(spark, spark.createDataFrame(frame[SCORES_SCHEMA.fieldNames()], SCORES_SCHEMA), config,
-                            "hotspot_scores", datasets=[dataset])
+                            "hotspot_scores", datasets=[dataset], run=run)
                 for method, s in results.items():
                     log.info("score %s: recall %.2f (%d/%d sources), precision %.2f (%d/%d hotspots), ARI %.3f",
                              method, s["recall"], s["sources_matched"], s["sources"], s["precision"],

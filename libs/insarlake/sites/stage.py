@@ -33,7 +33,7 @@ from scipy.sparse.csgraph import connected_components
 from insarlake.config import Config
 from insarlake.errors import InputError
 from insarlake.ingest.stage import recorded_geometries
-from insarlake.lake import Run, read_table, table_exists, write_table
+from insarlake.lake import Run, latest_run_id, read_table, table_exists, write_table
 from insarlake.sites.decompose import decompose_los
 from insarlake.tables import schema
 
@@ -64,14 +64,19 @@ def site_geometries(spark: SparkSession, config: Config, dataset: str) -> pd.Dat
     return pd.DataFrame({"geometry_dataset": [dataset], "track": [None], "pass_direction": [None]})
 
 
-def hotspot_evidence(spark: SparkSession, config: Config, geometries: pd.DataFrame) -> DataFrame:
+def hotspot_evidence(spark: SparkSession, config: Config, geometries: pd.DataFrame, current: Run | None = None
+                     ) -> DataFrame:
     """One row per retained hotspot of the geometry datasets with its LOS evidence
-    (SITE_HOTSPOTS_COLUMNS without dataset, run_id, site_id)."""
+    (SITE_HOTSPOTS_COLUMNS without dataset, run_id, site_id), from each geometry dataset's hotspots
+    run written last, or ``current``'s own (``lake.latest_run_id``)."""
     names = geometries["geometry_dataset"].tolist()
-    hotspots = (read_table(spark, config, "hotspots", names).where("retained")
+    chosen = [(name, latest_run_id(spark, config, "hotspots", name, current)) for name in names]
+    runs = spark.createDataFrame([c for c in chosen if c[1] is not None], "dataset string, run_id string")
+    hotspots = (read_table(spark, config, "hotspots", names).join(F.broadcast(runs), ["dataset", "run_id"])
+                .where("retained")
                 .select(F.col("dataset").alias("geometry_dataset"), "hotspot_id", "center_lon", "center_lat",
                         "geometry"))
-    members = read_table(spark, config, "hotspot_pixels", names).select(
+    members = read_table(spark, config, "hotspot_pixels", names).join(F.broadcast(runs), ["dataset", "run_id"]).select(
         F.col("dataset").alias("geometry_dataset"), "hotspot_id", "pixel_id")
     pixels = read_table(spark, config, "pixels", names).select(
         F.col("dataset").alias("geometry_dataset"), "pixel_id", "velocity", "los_east", "los_north", "los_up")
@@ -152,12 +157,12 @@ def site_rows(members: pd.DataFrame) -> pd.DataFrame:
 
 def run_sites(spark: SparkSession, config: Config, dataset: str, run: Run) -> SitesResult:
     """Link the retained hotspots of ``dataset``'s geometries into sites; write `site_hotspots`
-    and `sites` (replacing the dataset's rows)."""
+    and `sites` (this run's rows of the dataset)."""
     with run.stage("sites.link"):
         geometries = site_geometries(spark, config, dataset)
         if not table_exists(spark, config, "hotspots"):
             raise InputError(f"dataset {dataset}: no hotspots table (run jobs/hotspots.py first)")
-        evidence = hotspot_evidence(spark, config, geometries).persist()
+        evidence = hotspot_evidence(spark, config, geometries, current=run).persist()
         members = evidence.toPandas().sort_values(["geometry_dataset", "hotspot_id"], ignore_index=True)
         pairs = overlapping_pairs(spark, evidence) if len(members) else pd.DataFrame(columns=["ds_a", "id_a", "ds_b", "id_b"])
         evidence.unpersist()
@@ -167,9 +172,9 @@ def run_sites(spark: SparkSession, config: Config, dataset: str, run: Run) -> Si
         members = members.assign(dataset=dataset, run_id=run.run_id)[SITE_HOTSPOTS_COLUMNS]
         members["track"] = members["track"].astype("Int32")
         write_table(spark, spark.createDataFrame(members, SITE_HOTSPOTS_SCHEMA), config, "site_hotspots",
-                    datasets=[dataset])
+                    datasets=[dataset], run=run)
         sites = sites.assign(dataset=dataset, run_id=run.run_id)[SITES_COLUMNS]
-        write_table(spark, spark.createDataFrame(sites, SITES_SCHEMA), config, "sites", datasets=[dataset])
+        write_table(spark, spark.createDataFrame(sites, SITES_SCHEMA), config, "sites", datasets=[dataset], run=run)
     multi = int((sites["n_hotspots"] > 1).sum()) if len(sites) else 0
     decomposed = int(sites["up_mm_yr"].notna().sum()) if len(sites) else 0
     run.count("sites", len(sites))
