@@ -235,11 +235,15 @@ def run_results(spark: SparkSession, config: Config, table: str, dataset: str, r
     if not table_contract(table).keeps_runs:
         raise ValueError(f"table {table} does not keep runs")
     rows = read_table(spark, config, table, [dataset])
-    if run_id is None:
+    named = run_id is not None
+    if not named:
         run_id = latest_run_id(spark, config, table, dataset, current)
-    elif run_id not in runs_by_write_time(spark, config, table, dataset):
+    if run_id is None:
+        return rows.where(F.lit(False))
+    rows = rows.where(F.col("run_id") == run_id)
+    if named and rows.isEmpty():
         raise InputError(f"table {table}: no rows of run {run_id} for dataset {dataset}")
-    return rows.where(F.col("run_id") == run_id) if run_id is not None else rows.where(F.lit(False))
+    return rows
 
 
 def latest_run_id(spark: SparkSession, config: Config, table: str, dataset: str, current: "Run | None" = None

@@ -71,13 +71,13 @@ def labelled_pixels(spark: SparkSession, config: Config, dataset: str, current: 
     when it wrote them, else of the run written last: ``lake.run_results``); and the source name."""
     pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "velocity", "disp")
     source = config.hotspots.labels
-    if source == "classes" and (not table_exists(spark, config, "classes")
-                                or run_results(spark, config, "classes", dataset, current=current).isEmpty()):
+    classes = run_results(spark, config, "classes", dataset, current=current) \
+        if source == "classes" and table_exists(spark, config, "classes") else None
+    if source == "classes" and (classes is None or classes.isEmpty()):
         log.info("dataset %s has no classes: hotspots use clusters.cluster_id", dataset)
         source = "clusters"
     if source == "classes":
-        labels = run_results(spark, config, "classes", dataset, current=current).select(
-            "pixel_id", F.col("predicted_cluster").alias("label"))
+        labels = classes.select("pixel_id", F.col("predicted_cluster").alias("label"))
     else:
         if not table_exists(spark, config, "clusters"):
             raise InputError(f"dataset {dataset}: no clusters table; run the cluster stage first")
