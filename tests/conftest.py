@@ -126,3 +126,17 @@ def delta_table_schema(path: Path):
             meta = action.get("metaData", meta)
     assert meta is not None, f"{path}: no Delta metadata"
     return T.StructType.fromJson(json.loads(meta["schemaString"])), tuple(meta["partitionColumns"])
+
+
+def write_hotspots(spark, dataset: str, run, hotspots: dict[int, dict], members: dict[int, list[str]]) -> None:
+    """Hand-made rows of `hotspots` and `hotspot_pixels` of ``dataset`` by ``run``, as the hotspots
+    stage writes them: {hotspot_id: {column: value}} (other columns null), {hotspot_id: pixel ids}."""
+    from insarlake.hotspots.stage import HOTSPOTS_SCHEMA, PIXELS_SCHEMA
+    from insarlake.lake import write_table
+
+    rows = [{**values, "dataset": dataset, "run_id": run.run_id, "method": "significant", "hotspot_id": h}
+            for h, values in hotspots.items()]
+    write_table(spark, spark.createDataFrame([tuple(r.get(f.name) for f in HOTSPOTS_SCHEMA.fields) for r in rows],
+                                             HOTSPOTS_SCHEMA), run.config, "hotspots", [dataset], run=run)
+    write_table(spark, spark.createDataFrame([(dataset, run.run_id, h, p) for h, ids in members.items() for p in ids],
+                                             PIXELS_SCHEMA), run.config, "hotspot_pixels", [dataset], run=run)

@@ -33,19 +33,13 @@ def hotspot_members(spark, forecast_config, sim_scene):
     """Pixel ids of a retained and of a rejected hotspot of dataset sim, written to the hotspots
     tables as the hotspots stage writes them (other columns null): the forecast metrics' hotspot
     subset must hold the retained one's pixels only."""
-    from insarlake.hotspots.stage import HOTSPOTS_SCHEMA, PIXELS_SCHEMA
-    from insarlake.lake import write_table
+    from conftest import write_hotspots
 
     ids = sorted(read_table(spark, forecast_config, "pixels", ["sim"]).select("pixel_id").toPandas().pixel_id)
     retained, rejected = ids[:300], ids[300:500]
-    run = Run("hotspots", forecast_config)
-    rows = [{"dataset": "sim", "run_id": run.run_id, "method": "significant", "hotspot_id": h, "n_pixels": len(m),
-             "retained": keep} for h, m, keep in ((1, retained, True), (2, rejected, False))]
-    write_table(spark, spark.createDataFrame([tuple(r.get(f.name) for f in HOTSPOTS_SCHEMA.fields) for r in rows],
-                                             HOTSPOTS_SCHEMA), forecast_config, "hotspots", ["sim"], run=run)
-    members = [("sim", run.run_id, h, pid) for h, m in ((1, retained), (2, rejected)) for pid in m]
-    write_table(spark, spark.createDataFrame(members, PIXELS_SCHEMA), forecast_config, "hotspot_pixels", ["sim"],
-                run=run)
+    write_hotspots(spark, "sim", Run("hotspots", forecast_config),
+                   {1: {"n_pixels": len(retained), "retained": True}, 2: {"n_pixels": len(rejected), "retained": False}},
+                   {1: retained, 2: rejected})
     return set(retained)
 
 

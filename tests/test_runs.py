@@ -229,16 +229,12 @@ def _readme_sql(name: str) -> str:
 
 
 def _hotspots(spark, dataset: str, run, shapes: dict[int, tuple[str, bool, float]]):
-    """Rows of hotspots (and hotspot_pixels, one pixel each) of ``dataset`` by ``run``:
-    {hotspot_id: (ellipse WKT, retained, mean_velocity)}, the other columns null."""
-    from insarlake.hotspots.stage import HOTSPOTS_SCHEMA, PIXELS_SCHEMA
+    """{hotspot_id: (ellipse WKT, retained, mean_velocity)} of ``dataset`` by ``run``, one pixel each."""
+    from conftest import write_hotspots
 
-    rows = [{"dataset": dataset, "run_id": run.run_id, "method": "significant", "hotspot_id": h, "n_pixels": 1,
-             "geometry": wkt, "retained": kept, "mean_velocity": v} for h, (wkt, kept, v) in shapes.items()]
-    write_table(spark, spark.createDataFrame([tuple(r.get(f.name) for f in HOTSPOTS_SCHEMA.fields) for r in rows],
-                                             HOTSPOTS_SCHEMA), run.config, "hotspots", [dataset], run=run)
-    write_table(spark, spark.createDataFrame([(dataset, run.run_id, h, f"p{h}") for h in shapes], PIXELS_SCHEMA),
-                run.config, "hotspot_pixels", [dataset], run=run)
+    write_hotspots(spark, dataset, run, {h: {"n_pixels": 1, "geometry": wkt, "retained": kept, "mean_velocity": v}
+                                         for h, (wkt, kept, v) in shapes.items()},
+                   {h: [f"p{h}"] for h in shapes})
 
 
 def test_the_analysts_views_and_the_readme_s_area_query(spark, config):
