@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     # insarlake-<job>: the jobs as console scripts (Databricks python_wheel_task entry points)
     entry_points={"console_scripts": [f"insarlake-{job}=insarlake.jobs.{job}:entry" for job in (
-        "simulate", "ingest", "cluster", "classify", "hotspots", "forecast", "sites", "pipeline")]},
+        "simulate", "ingest", "cluster", "classify", "hotspots", "alerts", "forecast", "sites", "pipeline")]},
     # Exact pins live in requirements.txt (installed by `make setup`); these are the direct needs.
     install_requires=[
         "pyspark>=3.5,<4.1", "delta-spark>=3.2", "apache-sedona==1.8.0", "numpy>=1.26", "pandas>=2.0",

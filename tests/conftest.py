@@ -140,3 +140,12 @@ def write_hotspots(spark, dataset: str, run, hotspots: dict[int, dict], members:
                                              HOTSPOTS_SCHEMA), run.config, "hotspots", [dataset], run=run)
     write_table(spark, spark.createDataFrame([(dataset, run.run_id, h, p) for h, ids in members.items() for p in ids],
                                              PIXELS_SCHEMA), run.config, "hotspot_pixels", [dataset], run=run)
+
+
+def readme_sql(name: str) -> str:
+    """The SQL block of the README marked <!-- tested: name ... --> (the cookbook's queries are run
+    by the tests that name them)."""
+    import re
+
+    return re.search(rf"<!-- tested: {name} [^>]*-->\n```sql\n(.*?)```", (PROJECT / "README.md").read_text(),
+                     re.S).group(1)

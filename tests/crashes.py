@@ -33,12 +33,14 @@ STAGE_TABLES = {
     "cluster": ("covariogram", "clusters"),
     "classify": ("classifier_metrics", "classes"),
     "hotspots": ("hotspots", "hotspot_pixels", "hotspot_scores"),
+    "alerts": ("hotspot_tracks", "alerts"),
     "forecast": ("forecasts",),
     "sites": ("site_hotspots", "sites"),
 }
-# Columns that name a run or a model version (different in every run by design), left out when a
+# Columns that name a run, a model version or a track (named after the run that first saw it):
+# different in every run by design, left out when a
 # re-run's rows are compared with an uninterrupted run's.
-RUN_COLUMNS = ("run_id", "model_version")
+RUN_COLUMNS = ("run_id", "model_version", "hotspots_run", "first_seen_run", "track_id", "linked_tracks")
 
 # Spark names the files of a write part-<n>-<a UUID of the write>: the UUID is left out.
 _SPARK_FILE_ID = re.compile(r"(part-\d+)-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

@@ -66,6 +66,12 @@ def test_overrides_are_typed_and_change_the_hash():
     ("catalog.server=localhost", "config key 'catalog.server' must be host:port; got 'localhost'"),
     ("catalog.server=localhost:99999", "config key 'catalog.server' must be host:port"),
     ("catalog.server=:1527", "config key 'catalog.server' must be host:port"),
+    ("alerts.min_overlap=0", "config key 'alerts.min_overlap' must be within (0, 1]; got 0"),
+    ("alerts.growth_ratio=1", "config key 'alerts.growth_ratio' must be > 1; got 1"),
+    ("alerts.persist_epochs=0", "config key 'alerts.persist_epochs' must be an integer >= 1; got 0"),
+    ("simulate.changes=[{source: 2}]", "config key 'simulate.changes[0]' must give start_date and/or rate_factor"),
+    ("simulate.changes=[{source: 2, rate_factor: 2.0}]", "must give rate_factor and change_date together"),
+    ("simulate.changes=[{source: 2, start: 2021-01-01}]", "unknown config key 'simulate.changes[0].start'"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:

@@ -18,7 +18,7 @@ from insarlake.files import LakeFiles
 pytestmark = [pytest.mark.spark, pytest.mark.slow]     # Spark jobs in their own JVMs
 
 TABLES = ("pixels", "epochs", "quarantine", "truth", "clusters", "covariogram", "classes", "classifier_metrics",
-          "hotspots", "hotspot_pixels", "hotspot_scores", "forecasts", "runs", "geometries", "site_hotspots", "sites")
+          "hotspots", "hotspot_pixels", "hotspot_scores", "hotspot_tracks", "alerts", "forecasts", "runs", "geometries", "site_hotspots", "sites")
 FAST = ["temporal.sample_size=40", "temporal.silhouette_size=40", "temporal.k_min=2", "temporal.k_max=3",
         "temporal.max_iter=2", "temporal.max_iter_barycenter=2", "covariogram.pairs=50000",
         "classify.models=[lstm]", "classify.max_epochs=2", "forecast.max_epochs=1", "forecast.evaluate=false"]

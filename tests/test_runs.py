@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import readme_sql
 from insarlake.config import replace
 from insarlake.errors import InputError
 from insarlake.faults import should_fail
@@ -204,7 +205,7 @@ def test_a_succeeded_run_prunes_old_and_failed_runs_but_never_running_ones(spark
 def test_the_readme_s_latest_run_query_answers_the_latest_succeeded_run(spark, config):
     """The SQL the README gives for a dataset's latest succeeded run, run as written (on the
     covariogram table and a dataset of this test)."""
-    query = _readme_sql("latest-run")
+    query = readme_sql("latest-run")
     dataset = "readme_latest"
     with recorded_run(spark, config, "test", [dataset]) as older:
         _bins(spark, dataset, older, 2)
@@ -216,16 +217,6 @@ def test_the_readme_s_latest_run_query_answers_the_latest_succeeded_run(spark, c
             raise RuntimeError("failed")
     rows = spark.sql(query.replace("hotspots", "covariogram").replace("'demo'", f"'{dataset}'")).collect()
     assert len(rows) == 3 and {r.run_id for r in rows} == {newer.run_id}
-
-
-def _readme_sql(name: str) -> str:
-    """The SQL block of the README marked <!-- tested: name ... -->."""
-    import re
-
-    from conftest import PROJECT
-
-    return re.search(rf"<!-- tested: {name} [^>]*-->\n```sql\n(.*?)```", (PROJECT / "README.md").read_text(),
-                     re.S).group(1)
 
 
 def _hotspots(spark, dataset: str, run, shapes: dict[int, tuple[str, bool, float]]):
@@ -260,5 +251,5 @@ def test_the_analysts_views_and_the_readme_s_area_query(spark, config):
                         f"WHERE dataset = '{dataset}'").collect()
     assert sorted((r.run_id == first.run_id, r.hotspot_id) for r in history) == [(False, 0), (False, 1), (True, 0)]
     assert all(r.run_finished is not None for r in history)
-    found = spark.sql(_readme_sql("hotspots-in-area").replace("'demo'", f"'{dataset}'")).collect()
+    found = spark.sql(readme_sql("hotspots-in-area").replace("'demo'", f"'{dataset}'")).collect()
     assert [(r.hotspot_id, r.mean_velocity) for r in found] == [(1, -12.0)]      # retained and inside only

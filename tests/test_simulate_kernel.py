@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from insarlake.errors import ConfigError
 from insarlake.simulate import scene as S
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -412,3 +413,32 @@ def test_no_sources_and_empty_tiles():
     assert comps["peak_by_source"].shape == (0, 0)
     frame = S.generate_scene(plan)
     assert len(frame) == 50 and (frame["source_type"] == "none").all()
+
+
+def test_scheduled_changes_start_a_source_and_raise_its_rate():
+    """simulate.changes: at a bowl's centre, seen from straight above (gain 1), the source that
+    starts on D is still before D and moves as the unchanged one does since D; the other's
+    displacement gains (rate_factor - 1) x rate x (t - D) from D."""
+    still_kinds = {"subsidence": 2, "uplift": 0, "landslide": 0, "tunnel": 0, "postseismic": 0}
+    day, factor = "2020-06-01", 3.0
+    plain = S.plan_scene(make_sim(n_pixels=200, sources=still_kinds))
+    changed = S.plan_scene(make_sim(n_pixels=200, sources=still_kinds, changes=[
+        {"source": 1, "start_date": day}, {"source": 2, "rate_factor": factor, "change_date": day}]))
+    t = plain.t_years
+    t0 = float((np.datetime64(day) - plain.dates[0]).astype(float) / S.DAYS_PER_YEAR)
+    one = np.ones(1)
+
+    def los(plan, k):
+        src = plan.sources[k]
+        return S._source_los_mm(plan, src, src.x_m * one, src.y_m * one, 0 * one, 0 * one, one)[0]
+
+    p = dict(plain.sources[0].params)
+    at_start = p["rate_mm_yr"] * t0 + p["seasonal_mm"] * (np.sin(2 * np.pi * t0 + p["seasonal_phase_rad"])
+                                                          - np.sin(p["seasonal_phase_rad"]))
+    late, base = los(changed, 0), los(plain, 0)
+    assert np.all(late[t < t0] == 0.0)
+    np.testing.assert_allclose(late[t >= t0], base[t >= t0] - at_start, atol=1e-9)
+    rate = dict(plain.sources[1].params)["rate_mm_yr"]
+    np.testing.assert_allclose(los(changed, 1) - los(plain, 1), (factor - 1) * rate * np.maximum(t - t0, 0), atol=1e-9)
+    with pytest.raises(ConfigError, match=r"simulate.changes\[0\].source' must name one of the scene's sources 1..2"):
+        S.plan_scene(make_sim(n_pixels=200, sources=still_kinds, changes=[{"source": 3, "start_date": day}]))

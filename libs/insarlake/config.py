@@ -24,7 +24,7 @@ from typing import Annotated, Any, Callable, ClassVar, Mapping, Optional, TypeVa
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
-from typing_extensions import TypedDict
+from typing_extensions import Required, TypedDict
 
 from insarlake.errors import ConfigError, first_line
 from insarlake.names import dataset_problem, identifier_problem
@@ -168,6 +168,23 @@ class CatalogConfig(_Section):
         return self
 
 
+class SourceChange(TypedDict, total=False):
+    """simulate.changes[]: a change in time of one simulated source (its id, 1..S)."""
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)
+    source: Required[Count]
+    start_date: Date
+    rate_factor: NonNegative
+    change_date: Date
+
+
+def _one_change(entry: dict) -> dict:
+    if "start_date" not in entry and "rate_factor" not in entry:
+        raise ValueError("must give start_date and/or rate_factor with change_date")
+    if ("rate_factor" in entry) != ("change_date" in entry):
+        raise ValueError("must give rate_factor and change_date together")
+    return entry
+
+
 class SimulateConfig(_Section):
     key: ClassVar[str] = "simulate"
     seed: int
@@ -201,6 +218,7 @@ class SimulateConfig(_Section):
     unwrap_error_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
     missing_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
     truth_min_mm: float
+    changes: list[Annotated[SourceChange, AfterValidator(_one_change)]]
 
     @model_validator(mode="after")
     def _rules(self):
@@ -380,6 +398,22 @@ class HotspotsConfig(_Section):
     map_max_points: Count
 
 
+class AlertsConfig(_Section):
+    key: ClassVar[str] = "alerts"
+    min_overlap: Annotated[float, AfterValidator(_within(0, 1, "(]"))]
+    min_present_share: Share
+    z_alert: Positive
+    persist_epochs: Count
+    baseline_years: Positive
+    min_baseline_epochs: Annotated[int, Field(ge=5)]
+    seasonal_min_years: Positive
+    growth_ratio: Annotated[float, Field(gt=1)]
+    growth_min_pixels: Count
+    high_velocity_mm_yr: Positive
+    high_z: Positive
+    assets: Optional[Text]
+
+
 class ForecastConfig(_Section):
     key: ClassVar[str] = "forecast"
     models: Annotated[list[_choice(FORECAST_NEURAL_MODELS)], AfterValidator(_distinct)]
@@ -442,6 +476,7 @@ class Config(_Section):
     spatial: SpatialConfig
     classify: ClassifyConfig
     hotspots: HotspotsConfig
+    alerts: AlertsConfig
     forecast: ForecastConfig
 
     @model_validator(mode="after")

@@ -252,8 +252,19 @@ def latest_run_id(spark: SparkSession, config: Config, table: str, dataset: str,
     written = runs_by_write_time(spark, config, table, dataset)
     if current is not None and current.run_id in written:
         return current.run_id
-    status = recorded_status(spark, config, written)
-    return next((r for r in written if status.get(r) not in _ENDED_BADLY), None)
+    return _first_not_ended_badly(spark, config, written)
+
+
+def previous_run_id(spark: SparkSession, config: Config, table: str, dataset: str, current: "Run") -> str | None:
+    """The run written last of ``dataset`` in ``table`` other than ``current``, among the runs not
+    recorded failed or lost: what ``current`` compares itself with. None when there is none."""
+    written = [r for r in runs_by_write_time(spark, config, table, dataset) if r != current.run_id]
+    return _first_not_ended_badly(spark, config, written)
+
+
+def _first_not_ended_badly(spark: SparkSession, config: Config, run_ids: list[str]) -> str | None:
+    status = recorded_status(spark, config, run_ids)
+    return next((r for r in run_ids if status.get(r) not in _ENDED_BADLY), None)
 
 
 def prune_runs(spark: SparkSession, config: Config, run: "Run") -> list[tuple[str, str, str]]:
@@ -537,31 +548,57 @@ FROM (SELECT run_id, first(job) AS job, first(datasets) AS datasets, min(started
 LEFT ANTI JOIN {runs} AS r ON h.run_id = r.run_id""")
 
 
-# The views for analysts that a result table gets besides latest_<table> (create_result_views).
+# The views for analysts that result tables get besides latest_<table> (create_result_views): view ->
+# (the tables whose writes make it again, its query). hotspot_history names each hotspot's track
+# when the lake has tracks (the track given to it by the last succeeded run that tracked it).
 _SUCCEEDED = "status = 'succeeded'"
+_LIVE_TRACK = "k.status IN ('new', 'continuing', 'merged', 'split')"
+_HISTORY = ("SELECT h.*, r.finished AS run_finished, {track_id} AS track_id FROM {hotspots} AS h "
+            "JOIN {runs} AS r ON h.run_id = r.run_id {tracks} WHERE r.{succeeded} AND h.retained")
+_HISTORY_TRACKS = ("LEFT JOIN (SELECT k.dataset, k.hotspots_run, k.hotspot_id, max_by(k.track_id, q.finished) AS track_id "
+                   "FROM {hotspot_tracks} AS k JOIN {runs} AS q ON k.run_id = q.run_id "
+                   f"WHERE q.{_SUCCEEDED} AND {_LIVE_TRACK} GROUP BY k.dataset, k.hotspots_run, k.hotspot_id) AS t "
+                   "ON t.dataset = h.dataset AND t.hotspots_run = h.run_id AND t.hotspot_id = h.hotspot_id")
 _MORE_VIEWS = {
-    "hotspots": ("hotspot_history",
-                 "SELECT h.*, r.finished AS run_finished FROM {hotspots} AS h JOIN {runs} AS r ON h.run_id = r.run_id "
-                 f"WHERE r.{_SUCCEEDED} AND h.retained"),
-    "forecasts": ("pixel_forecasts",
-                  "SELECT f.dataset, f.run_id, f.pixel_id, p.lon, p.lat, f.date, f.horizon, f.mean, f.p05, f.p50, f.p95 "
-                  "FROM {latest_forecasts} AS f JOIN {pixels} AS p ON f.dataset = p.dataset AND f.pixel_id = p.pixel_id"),
+    "hotspot_history": (("hotspots", "hotspot_tracks"), None),          # _history_query
+    "active_alerts": (("alerts",),
+                      "SELECT a.*, r.finished AS run_finished, t.status AS track_status, t.first_seen_date, "
+                      "t.n_pixels, t.mean_velocity, t.acceleration_mm_yr2 FROM {latest_alerts} AS a "
+                      "JOIN {runs} AS r ON a.run_id = r.run_id LEFT JOIN {hotspot_tracks} AS t "
+                      "ON t.dataset = a.dataset AND t.run_id = a.run_id AND t.track_id = a.track_id"),
+    "pixel_forecasts": (("forecasts",),
+                        "SELECT f.dataset, f.run_id, f.pixel_id, p.lon, p.lat, f.date, f.horizon, f.mean, f.p05, "
+                        "f.p50, f.p95 FROM {latest_forecasts} AS f JOIN {pixels} AS p "
+                        "ON f.dataset = p.dataset AND f.pixel_id = p.pixel_id"),
 }
+
+
+def _history_query(spark: SparkSession, config: Config, names: dict[str, str]) -> str:
+    tracked = table_exists(spark, config, "hotspot_tracks")
+    if tracked:
+        register_table(spark, config, "hotspot_tracks")
+    return _HISTORY.format(**names, succeeded=_SUCCEEDED,
+                           track_id="t.track_id" if tracked else "CAST(NULL AS STRING)",
+                           tracks=_HISTORY_TRACKS.format(**names) if tracked else "")
 
 
 def create_result_views(spark: SparkSession, config: Config, tables: Iterable[str]) -> list[str]:
     """The views of the result ``tables`` in the catalog: latest_<table> (each dataset's rows of its
     latest succeeded run that wrote the table), hotspot_history (the retained hotspots of every
-    succeeded run, with the run's end) and pixel_forecasts (latest_forecasts with each pixel's lon,
-    lat). Geometries stay WKT text: a persistent view cannot call Sedona's functions (Spark refuses
-    temporary functions in one), so spatial SQL wraps them in ST_GeomFromWKT. Returns the views made."""
+    succeeded run, with the run's end and the hotspot's track), active_alerts (latest_alerts with
+    the run's end and the track's state) and pixel_forecasts (latest_forecasts with each pixel's
+    lon, lat). Geometries stay WKT text: a persistent view cannot call Sedona's functions (Spark
+    refuses temporary functions in one), so spatial SQL wraps them in ST_GeomFromWKT. Returns the
+    views made."""
     made = []
+    tables = list(tables)
     names = {t: table_name(config, t) for t in TABLES}
+    names.update({f"latest_{t}": table_name(config, f"latest_{t}") for t in TABLES})
     for table in tables:
         if not table_contract(table).keeps_runs:
             continue
         t, runs = names[table], names["runs"]
-        catalog_change(spark, f"""CREATE OR REPLACE VIEW {table_name(config, 'latest_' + table)} AS
+        catalog_change(spark, f"""CREATE OR REPLACE VIEW {names['latest_' + table]} AS
 SELECT t.* FROM {t} AS t
 JOIN (SELECT dataset, max_by(run_id, finished) AS run_id
       FROM (SELECT DISTINCT x.dataset, x.run_id, r.finished FROM {t} AS x JOIN {runs} AS r ON x.run_id = r.run_id
@@ -569,13 +606,16 @@ JOIN (SELECT dataset, max_by(run_id, finished) AS run_id
       GROUP BY dataset) AS latest
 ON t.dataset = latest.dataset AND t.run_id = latest.run_id""")
         made.append(f"latest_{table}")
-        if table in _MORE_VIEWS:
-            view, query = _MORE_VIEWS[table]
-            if table == "forecasts":
-                register_table(spark, config, "pixels")        # a session catalog knows this session's tables
-            catalog_change(spark, f"CREATE OR REPLACE VIEW {table_name(config, view)} AS "
-                                  + query.format(**names, latest_forecasts=table_name(config, "latest_forecasts")))
-            made.append(view)
+    for view, (triggers, query) in _MORE_VIEWS.items():
+        if not set(triggers) & set(tables):
+            continue
+        if view == "pixel_forecasts":
+            register_table(spark, config, "pixels")        # a session catalog knows this session's tables
+        if view == "active_alerts":
+            register_table(spark, config, "hotspot_tracks")
+        text = _history_query(spark, config, names) if query is None else query.format(**names)
+        catalog_change(spark, f"CREATE OR REPLACE VIEW {table_name(config, view)} AS {text}")
+        made.append(view)
     return made
 
 

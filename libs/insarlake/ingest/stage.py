@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
+import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -33,6 +34,7 @@ from insarlake.lake import Run, lake_files, local_path, read_table, table_exists
 from insarlake.spark import default_parallelism
 from insarlake.tiling import add_tile_id, tile_order
 from insarlake.tables import schema
+from insarlake.timeseries import fit_velocity, years_since
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +308,16 @@ def _append_pixels(spark: SparkSession, config: Config, rows: DataFrame, lake_da
         columns = [F.when(take_new, F.col(f"n.{c}")).otherwise(F.col(f"o.{c}")).alias(c)
                    for c in ROW_COLUMNS if c not in ("dataset", "pixel_id", "disp")]
         disp = _merge_series_udf(old_pos, new_pos)(F.col("o.disp"), F.when(take_new, F.col("n.disp")))
-        merged.append(joined.select("dataset", "pixel_id", disp.alias("disp"), *columns,
+        merged_rows = joined.select("dataset", "pixel_id", disp.alias("disp"), *columns, take_new.alias("_take_new"),
                                     F.when(take_new & F.col("_known"), 1).otherwise(0).alias("_updated"),
-                                    F.when(take_new & ~F.col("_known"), 1).otherwise(0).alias("_added")))
+                                    F.when(take_new & ~F.col("_known"), 1).otherwise(0).alias("_added"))
+        # a merged series gets its velocity refitted: the input's describes only the input's dates
+        fitted = _fit_velocity_udf(years_since(np.array(union, dtype="datetime64[D]")))(F.col("disp"))
+        merged.append(merged_rows
+                      .withColumn("velocity", F.when(F.col("_take_new"), fitted.velocity).otherwise(F.col("velocity")))
+                      .withColumn("velocity_std", F.when(F.col("_take_new"), fitted.velocity_std)
+                                  .otherwise(F.col("velocity_std")))
+                      .drop("_take_new"))
     pixels = merged[0]
     for more in merged[1:]:
         pixels = pixels.unionByName(more)
@@ -329,6 +338,18 @@ def _largest_difference_udf(old_pos, new_pos):
         found = [append.largest_difference(o, n, old_pos, new_pos) for o, n in zip(old, new)]
         return pd.DataFrame(found, columns=["mm", "index"]).astype({"mm": "float64", "index": "int32"})
     return largest_difference
+
+
+def _fit_velocity_udf(t_years: np.ndarray):
+    """A pandas UDF disp -> struct(velocity, velocity_std) (mm/yr): the least-squares line of each
+    series on ``t_years`` (timeseries.fit_velocity)."""
+    @F.pandas_udf("velocity double, velocity_std double")
+    def fit(disp: pd.Series) -> pd.DataFrame:
+        if disp.empty:
+            return pd.DataFrame({"velocity": [], "velocity_std": []}, dtype="float64")
+        velocity, velocity_std = fit_velocity(t_years, np.stack([np.asarray(d, dtype=np.float64) for d in disp]))
+        return pd.DataFrame({"velocity": velocity, "velocity_std": velocity_std})
+    return fit
 
 
 def _merge_series_udf(old_pos, new_pos):

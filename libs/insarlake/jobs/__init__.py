@@ -2,4 +2,4 @@
 ``entry()`` (the wheel's console script ``insarlake-<job>``). ``jobs/<job>.py`` in the checkout
 runs the same entry point, for ``./spark-submit.sh jobs/<job>.py`` and cluster steps."""
 
-JOBS = ("simulate", "ingest", "cluster", "classify", "hotspots", "forecast", "sites", "pipeline")
+JOBS = ("simulate", "ingest", "cluster", "classify", "hotspots", "alerts", "forecast", "sites", "pipeline")

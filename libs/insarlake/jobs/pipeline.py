@@ -3,7 +3,7 @@
 On the embedded default (`make run`): simulate a demo scene, ingest it, cluster it in time and
 space (co-variogram, TSKM, DBSCAN per TSKM cluster), train the cluster classifiers (or reuse saved
 ones) and label every pixel, then find the hotspots (and score them against the truth of a simulated
-scene), and forecast the next epochs of every pixel with DAPF (with forecast.evaluate, also score
+scene), track them across runs and raise alerts on what changed since the previous run, and forecast the next epochs of every pixel with DAPF (with forecast.evaluate, also score
 it against the baselines on the test windows), and join the hotspots into sites. With --input it
 ingests that data instead of simulating; an input of several tracks is analysed one track at a
 time (a run per track's dataset, `<dataset>-t022`...), then one run joins their hotspots into sites
@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 
+from insarlake.alerts.stage import run_alerts
 from insarlake.classify.stage import run_classify
 from insarlake.cli import job_parser, run_job, start_job
 from insarlake.forecast.stage import format_table, run_forecast
@@ -60,10 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def analyse(spark, config, dataset: str, run):
     """The analysis stages of one dataset (one viewing geometry): cluster, classify, hotspots,
-    forecast; returns the forecast result."""
+    alerts, forecast; returns the forecast result."""
     run_cluster(spark, config, dataset, run)
     run_classify(spark, config, dataset, run)
     run_hotspots(spark, config, dataset, run)
+    run_alerts(spark, config, dataset, run)
     return run_forecast(spark, config, dataset, run, evaluate=config.forecast.evaluate)
 
 

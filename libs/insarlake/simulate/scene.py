@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from insarlake.config import SOURCE_KINDS   # noqa: F401  (the kinds the config may name)
+from insarlake.errors import ConfigError
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.timeseries import DAYS_PER_YEAR, fit_velocity
 
@@ -577,6 +578,16 @@ def _landslide_los_gain(dhx: np.ndarray, dhy: np.ndarray, los_e: np.ndarray, los
     return np.cos(slope) * (ge * los_e + gn * los_n) - np.sin(slope) * los_u
 
 
+def _trend_years(t: np.ndarray, p: dict[str, float], rate_change: bool = True) -> np.ndarray:
+    """Years of motion at times ``t`` (years): 0 before the source's start_yr, then the time since
+    it, counted rate_factor times over from rate_change_yr when ``rate_change`` (simulate.changes)."""
+    start = p.get("start_yr", 0.0)
+    years = np.maximum(t - start, 0.0)
+    if rate_change and "rate_factor" in p:
+        years = years + (p["rate_factor"] - 1.0) * np.maximum(t - max(p["rate_change_yr"], start), 0.0)
+    return years
+
+
 def _source_los_mm(plan: ScenePlan, src: Source, x: np.ndarray, y: np.ndarray,
                    los_e: np.ndarray, los_n: np.ndarray, los_u: np.ndarray) -> np.ndarray:
     """Noise-free LOS displacement (n, T) in mm of one source at points (x, y)."""
@@ -593,8 +604,9 @@ def _source_los_mm(plan: ScenePlan, src: Source, x: np.ndarray, y: np.ndarray,
         w = np.exp(-0.5 * q)
         h = p["horizontal_ratio"] / sig
         gain = w * (los_u + h * (dx * los_e + dy * los_n))
-        phi = p["seasonal_phase_rad"]
-        vertical = p["rate_mm_yr"] * t + p["seasonal_mm"] * (np.sin(2 * np.pi * t + phi) - math.sin(phi))
+        phi, start = p["seasonal_phase_rad"], p.get("start_yr", 0.0)
+        seasonal = p["seasonal_mm"] * (np.sin(2 * np.pi * t + phi) - math.sin(2 * np.pi * start + phi)) * (t >= start)
+        vertical = p["rate_mm_yr"] * _trend_years(t, p) + seasonal
         return np.multiply.outer(gain, vertical)
     if src.kind == "landslide":
         # elongated downslope footprint, motion parallel to the slope surface, accelerating creep
@@ -605,7 +617,7 @@ def _source_los_mm(plan: ScenePlan, src: Source, x: np.ndarray, y: np.ndarray,
         q = ((dx * ga + dy * gb) / sa) ** 2 + ((dx * gb - dy * ga) / sb) ** 2
         w = np.exp(-0.5 * q)
         gain = w * (math.cos(slope) * (ga * los_e + gb * los_n) - math.sin(slope) * los_u)
-        d = p["velocity_mm_yr"] * t + 0.5 * p["acceleration_mm_yr2"] * t ** 2
+        d = p["velocity_mm_yr"] * _trend_years(t, p) + 0.5 * p["acceleration_mm_yr2"] * _trend_years(t, p, rate_change=False) ** 2
         return np.multiply.outer(gain, d)
     if src.kind == "tunnel":
         # Peck trough across the axis; TBM front reaches along-axis position s at an onset date
@@ -811,12 +823,43 @@ def plan_scene(sim: Any) -> ScenePlan:
            "landslide_gain": lambda x, y: float(_landslide_los_gain(
                *terrain_gradient(draft, np.array([x]), np.array([y])),
                *los_geometry(draft, np.array([x]), np.array([y]))[1:])[0])}
-    sources = _draw_sources(sim, geo, dates, t_years)
+    sources = _scheduled_changes(_draw_sources(sim, geo, dates, t_years), sim, dates)
     common["sources"] = sources
     plan = ScenePlan(**common)
     log.info("planned scene seed=%d: %d pixels in %d tiles, %d epochs (%s..%s), %d sources",
              seed, n_pixels, len(tiles), dates.size, dates[0], dates[-1], len(sources))
     return plan
+
+
+CHANGING_KINDS = ("subsidence", "uplift", "landslide")     # the kinds simulate.changes applies to
+
+
+def _scheduled_changes(sources: tuple[Source, ...], sim: Any, dates: np.ndarray) -> tuple[Source, ...]:
+    """The sources with simulate.changes applied: start_yr (still before start_date) and
+    rate_change_yr, rate_factor (velocity times rate_factor from change_date), years since dates[0]."""
+    changes = _get(sim, "changes") or []
+    by_id = {s.source_id: s for s in sources}
+
+    def years(day: str) -> float:
+        return float((np.datetime64(str(day), "D") - dates[0]).astype(np.float64) / DAYS_PER_YEAR)
+
+    for i, change in enumerate(changes):
+        key = f"simulate.changes[{i}]"
+        source = by_id.get(change["source"])
+        if source is None:
+            raise ConfigError(f"config key '{key}.source' must name one of the scene's sources 1..{len(sources)}; "
+                              f"got {change['source']}")
+        if source.kind not in CHANGING_KINDS:
+            raise ConfigError(f"config key '{key}.source': source {source.source_id} is a {source.kind}; changes "
+                              f"apply to {', '.join(CHANGING_KINDS)} (the others have onsets of their own)")
+        added = []
+        if change.get("start_date"):
+            added.append(("start_yr", years(change["start_date"])))
+        if change.get("rate_factor") is not None:
+            added += [("rate_change_yr", years(change["change_date"])), ("rate_factor", float(change["rate_factor"]))]
+        kept = tuple((k, v) for k, v in source.params if k not in dict(added))
+        by_id[source.source_id] = Source(source.source_id, source.kind, source.x_m, source.y_m, kept + tuple(added))
+    return tuple(by_id[s.source_id] for s in sources)
 
 
 # --------------------------------------------------------------------------------------------

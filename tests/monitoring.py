@@ -1,0 +1,70 @@
+"""Monitoring runs on a simulated scene (issue 15), shared by tests/test_alerts_spark.py and
+benchmarks/alerts.py: the scene simulated once over its whole period (its sources changing as
+simulate.changes says), cut in time into two deliveries (the first up to a date, the second
+after it: new acquisitions), and a monitoring run (ingest, cluster, hotspots, alerts) on each:
+the first a release, the second an append."""
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import pandas as pd
+
+# the simulated CSV's velocity columns: left empty in a delivery, so that ingest fits them from
+# the delivery's own dates (the scene's describe its whole period)
+_VELOCITY = ("mean_velocity", "mean_velocity_std")
+
+
+def simulate_scene(spark, config, dataset: str, folder: Path) -> Path:
+    """The scene of ``config.simulate`` simulated into ``folder``/whole (CSV) and its `truth`."""
+    from insarlake.lake import Run
+    from insarlake.simulate.stage import run_simulate
+
+    whole = folder / "whole"
+    run_simulate(spark, config, dataset, str(whole), Run("simulate", config))
+    return whole
+
+
+def cut_deliveries(whole: Path, folder: Path, cut: str) -> tuple[Path, Path]:
+    """first/ (the epochs up to ``cut``, YYYYMMDD) and second/ (those after) of the simulated CSV."""
+    frame = pd.concat([pd.read_csv(p, dtype={"pid": str}) for p in sorted(glob.glob(str(whole / "part-*.csv")))],
+                      ignore_index=True)
+    epochs = [c for c in frame.columns if c[:1].isdigit()]
+    static = [c for c in frame.columns if c not in epochs]
+    out = []
+    for name, kept in (("first", [e for e in epochs if e <= cut]), ("second", [e for e in epochs if e > cut])):
+        part = frame[static + kept].copy()
+        part.loc[:, list(_VELOCITY)] = float("nan")
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        part.to_csv(folder / name / f"{name}.csv", index=False)
+        out.append(folder / name)
+    return out[0], out[1]
+
+
+def monitoring_run(spark, config, dataset: str, source: Path, mode: str):
+    """One recorded monitoring run on ``source``: ingest (``mode``), cluster, hotspots, alerts;
+    returns (run, the alerts result)."""
+    from insarlake.alerts.stage import run_alerts
+    from insarlake.cluster.stage import run_cluster
+    from insarlake.hotspots.stage import run_hotspots
+    from insarlake.ingest.stage import run_ingest
+    from insarlake.lake import recorded_run
+
+    with recorded_run(spark, config, "pipeline", [dataset]) as run:
+        run_ingest(spark, config, str(source), dataset, run, mode=mode)
+        run_cluster(spark, config, dataset, run)
+        run_hotspots(spark, config, dataset, run)
+        result = run_alerts(spark, config, dataset, run)
+    return run, result
+
+
+def tracks_with_source(spark, config, dataset: str, run, truth: pd.DataFrame) -> pd.DataFrame:
+    """The `hotspot_tracks` rows of ``run`` with ``source``: the truth source most of each
+    hotspot's pixels belong to (NaN for a track without a hotspot now)."""
+    from insarlake.lake import run_results
+
+    rows = run_results(spark, config, "hotspot_tracks", dataset, run_id=run.run_id).toPandas()
+    members = (run_results(spark, config, "hotspot_pixels", dataset, run_id=rows.hotspots_run.iloc[0]).toPandas()
+               .merge(truth, on="pixel_id"))
+    source = members.groupby("hotspot_id").source_id.agg(lambda s: s.value_counts().idxmax())
+    return rows.assign(source=rows.hotspot_id.map(source))

@@ -1,0 +1,206 @@
+"""Hotspot tracks and alerts on two monitoring runs of a simulated scene (issue 15): three
+subsidence bowls and an uplift, 2020-2022; run 1 holds the acquisitions up to 2021-12-31 (a
+release), run 2 appends those of 2022. Bowl 2 starts moving in 2022 (after run 1), bowl 3's rate
+triples in 2022, bowl 1 and the uplift do not change. An asset layer (a road through bowl 2, a
+house at its centre, a road far from every source) ranks the alerts."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import shapely
+from scipy.integrate import quad
+
+from conftest import fast_clustering, readme_sql
+from monitoring import cut_deliveries, monitoring_run, simulate_scene, tracks_with_source
+from insarlake.alerts.assets import read_assets
+from insarlake.config import replace
+from insarlake.errors import ConfigError
+from insarlake.lake import read_table, run_results
+from insarlake.simulate.scene import local_to_lonlat, plan_scene
+
+DATASET = "monitor"
+NEW_SOURCE, FASTER_SOURCE, STILL_SOURCE = 2, 3, 1
+CHANGE_DATE = "2022-01-20"
+
+
+@pytest.fixture(scope="module")
+def monitor_config(config, tmp_path_factory):
+    scene = replace(config.simulate, n_pixels=8000, width_km=16.0, height_km=16.0, end_date="2022-12-31",
+                    sources={"subsidence": 3, "uplift": 1, "landslide": 0, "tunnel": 0, "postseismic": 0},
+                    changes=[{"source": NEW_SOURCE, "start_date": CHANGE_DATE},
+                             {"source": FASTER_SOURCE, "rate_factor": 3.0, "change_date": CHANGE_DATE}])
+    assets = tmp_path_factory.mktemp("assets") / "assets.geojson"
+    assets.write_text(json.dumps(_asset_layer(plan_scene(scene))))
+    base = fast_clustering(config)
+    return replace(base, simulate=scene, hotspots=replace(config.hotspots, labels="clusters"),
+                   alerts=replace(config.alerts, assets=str(assets)))
+
+
+def _asset_layer(plan) -> dict:
+    """A north-south road 8 km long through bowl NEW_SOURCE's centre, a 20 m house there, a road
+    in the scene's corner, and a feature without geometry."""
+    source = plan.sources[NEW_SOURCE - 1]
+    (lon,), (lat,) = local_to_lonlat(plan, np.array([source.x_m]), np.array([source.y_m]))
+    (lon0, lon1), (lat0, lat1) = local_to_lonlat(plan, np.array([50.0, 400.0]), np.array([50.0, 50.0]))
+    d = 0.0001
+    features = [
+        {"type": "LineString", "coordinates": [[lon, lat - 0.036], [lon, lat + 0.036]]},
+        {"type": "Polygon", "coordinates": [[[lon - d, lat - d], [lon + d, lat - d], [lon + d, lat + d],
+                                             [lon - d, lat + d], [lon - d, lat - d]]]},
+        {"type": "LineString", "coordinates": [[lon0, lat0], [lon1, lat1]]},
+        None]
+    return {"type": "FeatureCollection",
+            "features": [{"type": "Feature", "properties": {"n": i}, "geometry": g} for i, g in enumerate(features)]}
+
+
+@pytest.fixture(scope="module")
+def runs(spark, monitor_config, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("monitor")
+    whole = simulate_scene(spark, monitor_config, DATASET, folder)
+    first, second = cut_deliveries(whole, folder, "20211231")
+    one = monitoring_run(spark, monitor_config, DATASET, first, "release")
+    two = monitoring_run(spark, monitor_config, DATASET, second, "append")
+    truth = read_table(spark, monitor_config, "truth", [DATASET]).toPandas()
+    return {"one": one, "two": two, "truth": truth, "first": first}
+
+
+def test_the_first_run_starts_every_track_and_raises_no_alert(spark, monitor_config, runs):
+    (run, result), truth = runs["one"], runs["truth"]
+    assert result.previous_run is None and result.alerts.empty
+    tracks = tracks_with_source(spark, monitor_config, DATASET, run, truth)
+    assert (tracks.status == "new").all() and len(tracks) == run.counts["hotspot_tracks"] >= 2
+    assert (tracks.first_seen_run == run.run_id).all() and tracks.track_id.is_unique
+    assert NEW_SOURCE not in set(tracks.source)                  # it does not move yet
+    assert {STILL_SOURCE, FASTER_SOURCE} <= set(tracks.source)
+
+
+def test_the_second_run_alerts_on_what_changed_and_only_on_that(spark, monitor_config, runs):
+    """Bowl 2 gives a new track with a `new` alert, bowl 3 keeps its track and is `accelerating`,
+    bowl 1 keeps its track with no alert."""
+    (one, _), (two, result), truth = runs["one"], runs["two"], runs["truth"]
+    assert result.previous_run == one.run_id
+    before = tracks_with_source(spark, monitor_config, DATASET, one, truth)
+    now = tracks_with_source(spark, monitor_config, DATASET, two, truth)
+    alerts = result.alerts.merge(now[["track_id", "source"]], on="track_id", how="left")
+    by_source = {s: set(g.kind) for s, g in alerts.groupby("source")}
+    assert by_source.get(NEW_SOURCE) == {"new"}
+    assert by_source.get(FASTER_SOURCE) == {"accelerating"}
+    assert STILL_SOURCE not in by_source
+    assert set(alerts.source) <= {NEW_SOURCE, FASTER_SOURCE}, alerts[["kind", "source", "evidence"]]
+    for source in (STILL_SOURCE, FASTER_SOURCE):                 # the same track in both runs
+        [track_before] = before.loc[before.source == source, "track_id"]
+        [track_now] = now.loc[now.source == source, "track_id"]
+        assert track_now == track_before
+        row = now[now.track_id == track_now].iloc[0]
+        assert row.status == "continuing" and row.first_seen_run == one.run_id
+    fast = alerts[alerts.kind == "accelerating"].iloc[0].evidence
+    assert fast["new_rate_mm_yr"] < fast["baseline_rate_mm_yr"] < 0          # faster subsidence
+    assert fast["epochs_persisting"] >= monitor_config.alerts.persist_epochs
+    assert fast["z_min"] >= monitor_config.alerts.z_alert
+    born = now[now.source == NEW_SOURCE].iloc[0]
+    assert born.status == "new" and born.first_seen_run == two.run_id
+    assert born.first_seen_date == read_table(spark, monitor_config, "epochs", [DATASET]).agg({"date": "max"}).first()[0]
+    assert list(alerts["rank"]) == list(range(1, len(alerts) + 1))
+
+
+def _meridian_arc_m(lat0: float, lat1: float) -> float:
+    """The WGS84 meridian arc between two latitudes (degrees), by quadrature."""
+    a, f = 6378137.0, 1 / 298.257223563
+    e2 = f * (2 - f)
+    integrand = lambda phi: a * (1 - e2) / (1 - e2 * math.sin(phi) ** 2) ** 1.5     # noqa: E731
+    return quad(integrand, math.radians(min(lat0, lat1)), math.radians(max(lat0, lat1)), epsabs=1e-9)[0]
+
+
+def test_alerts_count_and_measure_the_assets_they_touch(spark, monitor_config, runs):
+    """The new bowl's alert touches the road through it and the house (2 assets) and holds the
+    road's length inside its ellipse (the meridian arc between the crossing points); the far road
+    touches nothing; the feature without geometry is counted as refused."""
+    (two, result) = runs["two"]
+    layer = json.loads(open(monitor_config.alerts.assets).read())
+    road = shapely.geometry.shape(layer["features"][0]["geometry"])
+    truth = runs["truth"]
+    now = tracks_with_source(spark, monitor_config, DATASET, two, truth)
+    alert = result.alerts.merge(now[["track_id", "source"]], on="track_id").query(f"source == {NEW_SOURCE}").iloc[0]
+    assert alert.assets == 2
+    inside = shapely.intersection(road, shapely.from_wkt(alert.geometry))
+    expected = sum(_meridian_arc_m(part.coords[0][1], part.coords[-1][1]) for part in getattr(inside, "geoms", [inside]))
+    assert expected > 100
+    assert alert.asset_length_m == pytest.approx(expected, rel=1e-6)
+    others = result.alerts[result.alerts.track_id != alert.track_id]
+    assert (others.assets == 0).all() and (others.asset_length_m == 0).all()
+    assert two.counts["assets_without_geometry"] == 1
+    ranked = result.alerts.sort_values("rank")
+    severity = ranked.severity.map({"high": 0, "medium": 1, "low": 2}).to_numpy()
+    assert (np.diff(severity) >= 0).all()
+
+
+def test_views_show_the_active_alerts_and_each_hotspots_track(spark, monitor_config, runs):
+    (one, _), (two, result) = runs["one"], runs["two"]
+    active = spark.sql(f"SELECT * FROM insar.active_alerts WHERE dataset = '{DATASET}'").toPandas()
+    assert set(active.run_id) == {two.run_id} and len(active) == len(result.alerts)
+    assert set(active.track_status) <= {"new", "continuing", "merged", "split", "vanished", "missed"}
+    history = spark.sql(f"SELECT run_id, hotspot_id, track_id FROM insar.hotspot_history "
+                        f"WHERE dataset = '{DATASET}'").toPandas()
+    for run in (one, two):
+        tracks = run_results(spark, monitor_config, "hotspot_tracks", DATASET, run_id=run.run_id).toPandas()
+        live = tracks[tracks.hotspot_id.notna() & tracks.status.isin(["new", "continuing", "merged", "split"])]
+        mine = history[history.run_id == run.run_id].set_index("hotspot_id").track_id
+        assert mine.to_dict() == dict(zip(live.hotspot_id.astype(int), live.track_id))
+    cookbook = spark.sql(readme_sql("active-alerts").replace("'demo'", f"'{DATASET}'")).toPandas()
+    assert list(cookbook["rank"]) == sorted(result.alerts["rank"])
+    assert list(cookbook.kind) == list(result.alerts.sort_values("rank").kind)
+    fast = cookbook[cookbook.kind == "accelerating"]
+    assert len(fast) == 1 and fast.z_min.iloc[0] >= monitor_config.alerts.z_alert
+    track = result.alerts[result.alerts.kind == "accelerating"].track_id.iloc[0]          # seen by both runs
+    lived = spark.sql(readme_sql("track-history").replace("'demo'", f"'{DATASET}'").replace("TRACK", track)).toPandas()
+    assert len(lived) == 2 and lived.run_finished.is_monotonic_increasing
+    assert lived.mean_velocity.iloc[1] < lived.mean_velocity.iloc[0] < 0           # the bowl sinks faster
+    spatial = spark.sql(f"SELECT count(*) AS n FROM insar.active_alerts WHERE dataset = '{DATASET}' AND "
+                        f"ST_Intersects(ST_GeomFromWKT(geometry), ST_Buffer(ST_Point(center_lon, center_lat), 0.001))")
+    assert spatial.first().n == len(result.alerts)
+
+
+def test_a_run_that_found_nothing_is_what_the_next_run_compares_with(spark, monitor_config, runs):
+    """A run whose hotspots are all refused writes one `none` row; the next run's hotspot is `new`
+    against it (and alerts: change after a quiet run is what monitoring is for)."""
+    from conftest import write_hotspots
+    from insarlake.alerts.stage import run_alerts
+    from insarlake.ingest.stage import run_ingest
+    from insarlake.lake import Run
+
+    quiet = "quiet"
+    config = replace(monitor_config, alerts=replace(monitor_config.alerts, assets=None))
+    run_ingest(spark, config, str(runs["first"]), quiet, Run("ingest", config))
+    pixels = read_table(spark, config, "pixels", [quiet]).select("pixel_id", "lon", "lat").limit(40).toPandas()
+    n_epochs = read_table(spark, config, "epochs", [quiet]).count()
+    lon, lat = float(pixels.lon.mean()), float(pixels.lat.mean())
+    hotspot = {"n_pixels": 40, "center_lon": lon, "center_lat": lat, "ellipse_area_km2": 0.5, "mean_velocity": -12.0,
+               "geometry": shapely.Point(lon, lat).buffer(0.004).wkt, "mean_disp": [0.0] * n_epochs}
+    first, second = Run("alerts", config), Run("alerts", config)
+    write_hotspots(spark, quiet, first, {0: {**hotspot, "retained": False}}, {0: list(pixels.pixel_id)})
+    nothing = run_alerts(spark, config, quiet, first)
+    rows = run_results(spark, config, "hotspot_tracks", quiet, run_id=first.run_id).toPandas()
+    assert rows.status.tolist() == ["none"] and rows.track_id.isna().all() and nothing.alerts.empty
+    write_hotspots(spark, quiet, second, {0: {**hotspot, "retained": True}}, {0: list(pixels.pixel_id)})
+    found = run_alerts(spark, config, quiet, second)
+    assert found.previous_run == first.run_id
+    assert found.alerts.kind.tolist() == ["new"] and found.alerts.severity.tolist() == ["medium"]   # 12 - v0 < 20
+
+
+def test_an_asset_layer_that_cannot_be_read_is_one_line(spark, tmp_path):
+    with pytest.raises(ConfigError, match=r"alerts.assets': .*nosuch.geojson: cannot be read"):
+        read_assets(spark, str(tmp_path / "nosuch.geojson"))
+    with pytest.raises(ConfigError, match=r"not a GeoParquet \(.parquet\) or GeoJSON"):
+        read_assets(spark, str(tmp_path / "roads.shp"))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"type": "Topology", "objects": {}}')
+    with pytest.raises(ConfigError, match=r"wrong.json: not GeoJSON Features or FeatureCollections \(type Topology\)"):
+        read_assets(spark, str(wrong))
+    lines = tmp_path / "lines.geojson"
+    lines.write_text('{"type": "Feature", "geometry": {"type": "Point", "coordinates": [11, 44]}, "properties": {}}\n'
+                     '{"type": "Feature", "geometry": null, "properties": {}}\n')
+    assets, refused = read_assets(spark, str(lines))
+    assert assets.count() == 1 and refused == 1
