@@ -163,31 +163,89 @@ def test_views_show_the_active_alerts_and_each_hotspots_track(spark, monitor_con
     assert spatial.first().n == len(result.alerts)
 
 
-def test_a_run_that_found_nothing_is_what_the_next_run_compares_with(spark, monitor_config, runs):
-    """A run whose hotspots are all refused writes one `none` row; the next run's hotspot is `new`
-    against it (and alerts: change after a quiet run is what monitoring is for)."""
+def test_hand_made_runs_nothing_then_new_growing_and_gone(spark, monitor_config, runs):
+    """Hand-made hotspots runs on a dataset of its own: a run whose hotspot is refused writes one
+    `none` row; the next run's hotspot (40 of the fastest pixels) is `new` against it; then 120 of
+    them in an ellipse twice as large are `growing`; then no hotspot: the track `vanished` with an
+    alert, or is `missed` without one when the ground in its last ellipse still moves (the
+    pixels inside it counted here with shapely)."""
     from conftest import write_hotspots
+    from insarlake.alerts import change
     from insarlake.alerts.stage import run_alerts
+    from insarlake.hotspots.stage import velocity_noise
     from insarlake.ingest.stage import run_ingest
     from insarlake.lake import Run
 
     quiet = "quiet"
     config = replace(monitor_config, alerts=replace(monitor_config.alerts, assets=None))
     run_ingest(spark, config, str(runs["first"]), quiet, Run("ingest", config))
-    pixels = read_table(spark, config, "pixels", [quiet]).select("pixel_id", "lon", "lat").limit(40).toPandas()
+    pixels = read_table(spark, config, "pixels", [quiet]).select("pixel_id", "lon", "lat", "velocity")
+    v0, sigma = velocity_noise(pixels, config.hotspots)
+    level = config.hotspots.z_pixel * sigma
+    movers = pixels.toPandas().assign(speed=lambda p: (p.velocity - v0).abs()).sort_values("speed", ascending=False)
+    assert (movers.speed.iloc[:120] >= level).all()
     n_epochs = read_table(spark, config, "epochs", [quiet]).count()
-    lon, lat = float(pixels.lon.mean()), float(pixels.lat.mean())
-    hotspot = {"n_pixels": 40, "center_lon": lon, "center_lat": lat, "ellipse_area_km2": 0.5, "mean_velocity": -12.0,
-               "geometry": shapely.Point(lon, lat).buffer(0.004).wkt, "mean_disp": [0.0] * n_epochs}
-    first, second = Run("alerts", config), Run("alerts", config)
-    write_hotspots(spark, quiet, first, {0: {**hotspot, "retained": False}}, {0: list(pixels.pixel_id)})
-    nothing = run_alerts(spark, config, quiet, first)
-    rows = run_results(spark, config, "hotspot_tracks", quiet, run_id=first.run_id).toPandas()
+
+    def hotspot(n: int, area_km2: float, retained: bool) -> dict:
+        part = movers.iloc[:n]
+        lon, lat = float(part.lon.mean()), float(part.lat.mean())
+        return {"n_pixels": n, "center_lon": lon, "center_lat": lat, "ellipse_area_km2": area_km2,
+                "mean_velocity": float(part.velocity.mean()), "retained": retained, "mean_disp": [0.0] * n_epochs,
+                "geometry": shapely.Point(lon, lat).buffer(0.004 * math.sqrt(area_km2)).wkt}
+
+    def run_with(n: int, area_km2: float, retained: bool):
+        run = Run("alerts", config)
+        write_hotspots(spark, quiet, run, {0: hotspot(n, area_km2, retained)}, {0: list(movers.pixel_id.iloc[:n])})
+        result = run_alerts(spark, config, quiet, run)
+        return run, result, run_results(spark, config, "hotspot_tracks", quiet, run_id=run.run_id).toPandas()
+
+    first, nothing, rows = run_with(40, 0.5, retained=False)
     assert rows.status.tolist() == ["none"] and rows.track_id.isna().all() and nothing.alerts.empty
-    write_hotspots(spark, quiet, second, {0: {**hotspot, "retained": True}}, {0: list(pixels.pixel_id)})
-    found = run_alerts(spark, config, quiet, second)
-    assert found.previous_run == first.run_id
-    assert found.alerts.kind.tolist() == ["new"] and found.alerts.severity.tolist() == ["medium"]   # 12 - v0 < 20
+    second, found, rows = run_with(40, 0.5, retained=True)
+    assert found.previous_run == first.run_id and found.alerts.kind.tolist() == ["new"]
+    assert rows.status.tolist() == ["new"]
+    third, grown, rows = run_with(120, 1.0, retained=True)
+    assert grown.alerts.kind.tolist() == ["growing"] and rows.status.tolist() == ["continuing"]
+    assert grown.alerts.evidence.iloc[0]["n_pixels_at_level"] == 120
+    last = shapely.from_wkt(rows.geometry.iloc[0])
+    fourth, gone, rows = run_with(120, 1.0, retained=False)
+    inside = movers[shapely.contains_xy(last, movers.lon.to_numpy(), movers.lat.to_numpy())]
+    moving = change.still_moving(len(inside), inside.velocity.mean(), v0, level / config.hotspots.z_pixel,
+                                 config.hotspots.z_hotspot, config.hotspots.min_pixels)
+    assert rows.status.tolist() == ["missed" if moving else "vanished"]
+    assert gone.alerts.kind.tolist() == ([] if moving else ["vanished"])
+    if moving:
+        assert rows.n_pixels.iloc[0] == len(inside)
+        assert rows.mean_velocity.iloc[0] == pytest.approx(inside.velocity.mean(), rel=1e-12)
+
+
+def test_hotspots_and_alerts_exported_as_geoparquet(spark, monitor_config, runs):
+    """outputs/<dataset>/<run>/alerts.parquet and hotspots.parquet: GeoParquet metadata (WKB, the
+    geometry column), the run's rows with the tables' geometries; read back by GeoPandas' way
+    (pyarrow + shapely) and by Sedona (as an asset layer)."""
+    import pyarrow.parquet as pq
+
+    from insarlake.lake import lake_files
+
+    (two, result) = runs["two"]
+    files = lake_files(monitor_config)
+    for name, expected in (("alerts", result.alerts),
+                           ("hotspots", run_results(spark, monitor_config, "hotspots", DATASET, run_id=two.run_id)
+                            .where("retained").toPandas())):
+        table = pq.read_table(files.local_path("outputs", DATASET, two.run_id, f"{name}.parquet"))
+        geo = json.loads(table.schema.metadata[b"geo"])
+        assert geo["primary_column"] == "geometry" and geo["columns"]["geometry"]["encoding"] == "WKB"
+        frame = table.to_pandas().sort_values("track_id" if name == "alerts" else "hotspot_id")
+        expected = expected.sort_values("track_id" if name == "alerts" else "hotspot_id")
+        assert len(frame) == len(expected) > 0
+        shapes, wkt = shapely.from_wkb(frame.geometry.to_numpy()), shapely.from_wkt(expected.geometry.to_numpy())
+        assert shapely.equals_exact(shapes, wkt, tolerance=1e-12).all()
+        if name == "alerts":                   # the evidence as JSON text, the linked tracks joined
+            for text, evidence in zip(frame.evidence, expected.evidence):
+                assert json.loads(text) == pytest.approx(dict(evidence), rel=1e-15, nan_ok=True)
+            assert list(frame.linked_tracks) == [",".join(t) for t in expected.linked_tracks]
+    assets, refused = read_assets(spark, str(files.local_path("outputs", DATASET, two.run_id, "hotspots.parquet")))
+    assert assets.count() == len(expected) and refused == 0
 
 
 def test_an_asset_layer_that_cannot_be_read_is_one_line(spark, tmp_path):

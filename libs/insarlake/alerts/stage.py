@@ -21,9 +21,10 @@ from insarlake.alerts import change, tracks
 from insarlake.alerts.assets import read_assets, touched
 from insarlake.config import AlertsConfig, Config
 from insarlake.errors import InputError
+from insarlake.exports import write_geoparquet
 from insarlake.hotspots.stage import velocity_noise
-from insarlake.lake import (Run, analysis_pixels, latest_run_id, previous_run_id, read_table, run_results,
-                            runs_by_write_time, table_exists, write_table)
+from insarlake.lake import (Run, analysis_pixels, lake_files, latest_run_id, previous_run_id, read_table,
+                            run_results, runs_by_write_time, table_exists, write_table)
 from insarlake.tables import schema
 from insarlake.timeseries import years_since
 
@@ -89,8 +90,12 @@ def run_alerts(spark: SparkSession, config: Config, dataset: str, run: Run) -> A
         table = spark.createDataFrame(rows[TRACKS_SCHEMA.fieldNames()] if len(rows) else [], TRACKS_SCHEMA)
         write_table(spark, table, config, "hotspot_tracks", datasets=[dataset], run=run)
         frame = found.assign(dataset=dataset, run_id=run.run_id)
-        write_table(spark, spark.createDataFrame(frame[ALERTS_SCHEMA.fieldNames()] if len(frame) else [],
-                                                 ALERTS_SCHEMA), config, "alerts", datasets=[dataset], run=run)
+        written = spark.createDataFrame(frame[ALERTS_SCHEMA.fieldNames()] if len(frame) else [], ALERTS_SCHEMA)
+        write_table(spark, written, config, "alerts", datasets=[dataset], run=run)
+        # for GIS tools: plain columns (the evidence as JSON text, the linked tracks comma-separated)
+        write_geoparquet(written.withColumn("evidence", F.to_json("evidence"))
+                         .withColumn("linked_tracks", F.array_join("linked_tracks", ",")),
+                         lake_files(config, spark).uri("outputs", dataset, run.run_id, "alerts.parquet"))
     run.count("hotspot_tracks", len(rows))
     run.count("alerts", len(found))
     for kind in KINDS:

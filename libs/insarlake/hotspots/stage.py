@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 
 from insarlake.config import Config, HotspotsConfig
 from insarlake.errors import InputError
+from insarlake.exports import write_geoparquet
 from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset_peak
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series
 from insarlake.hotspots.scoring import match, scores
@@ -334,6 +335,8 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
             run.count("hotspots", len(rows))
             run.count("hotspot_pixels", n_members)
             geojson(detection.rows, outputs / "hotspots.geojson")
+            write_geoparquet(table.where("retained").drop("mean_disp"),
+                             files.uri("outputs", dataset, run.run_id, "hotspots.parquet"))
         with run.stage("hotspots.maps"):
             _pictures(pixels, detection, dates, outputs, dataset, cfg, n_pixels)
     results = {}
