@@ -116,13 +116,13 @@ def kernel_rates(n_scenes: int, first_seed: int, factors: list[float], size: tup
 
     base = scene_config([], Path(tempfile.gettempdir()), first_seed, size, [])
     cfg = base.alerts
-    cut_day = np.datetime64(f"{size[2][:4]}-{size[2][4:6]}-{size[2][6:]}", "D")
+    cut_day = np.array([f"{size[2][:4]}-{size[2][4:6]}-{size[2][6:]}"], dtype="datetime64[D]")
     rows = []
     for seed in range(first_seed, first_seed + n_scenes):
         sim = replace(base.simulate, seed=seed)
         plan = plan_scene(sim)
         t_yr = years_since(plan.dates)
-        t_cut = float((cut_day - plan.dates[0]).astype(np.float64) / 365.25)
+        t_cut = float(years_since(cut_day, origin=plan.dates[0])[0])
         bowls = [s.source_id for s in plan.sources if s.kind in ("subsidence", "uplift")]
         variants = [(1.0, generate_scene(plan), bowls)]
         for factor in factors:

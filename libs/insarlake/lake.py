@@ -549,8 +549,9 @@ LEFT ANTI JOIN {runs} AS r ON h.run_id = r.run_id""")
 
 
 # The views for analysts that result tables get besides latest_<table> (create_result_views): view ->
-# (the tables whose writes make it again, its query). hotspot_history names each hotspot's track
-# when the lake has tracks (the track given to it by the last succeeded run that tracked it).
+# (the tables whose writes make it again, the tables it reads besides those, which exist whenever
+# one of those does, its query). hotspot_history names each hotspot's track when the lake has
+# tracks (the track given to it by the last succeeded run that tracked it; _history_query).
 _SUCCEEDED = "status = 'succeeded'"
 _LIVE_TRACK = "k.status IN ('new', 'continuing', 'merged', 'split')"
 _HISTORY = ("SELECT h.*, r.finished AS run_finished, {track_id} AS track_id FROM {hotspots} AS h "
@@ -560,13 +561,13 @@ _HISTORY_TRACKS = ("LEFT JOIN (SELECT k.dataset, k.hotspots_run, k.hotspot_id, m
                    f"WHERE q.{_SUCCEEDED} AND {_LIVE_TRACK} GROUP BY k.dataset, k.hotspots_run, k.hotspot_id) AS t "
                    "ON t.dataset = h.dataset AND t.hotspots_run = h.run_id AND t.hotspot_id = h.hotspot_id")
 _MORE_VIEWS = {
-    "hotspot_history": (("hotspots", "hotspot_tracks"), None),          # _history_query
-    "active_alerts": (("alerts",),
+    "hotspot_history": (("hotspots", "hotspot_tracks"), (), None),                       # _history_query
+    "active_alerts": (("alerts",), ("hotspot_tracks",),
                       "SELECT a.*, r.finished AS run_finished, t.status AS track_status, t.first_seen_date, "
                       "t.n_pixels, t.mean_velocity, t.acceleration_mm_yr2 FROM {latest_alerts} AS a "
                       "JOIN {runs} AS r ON a.run_id = r.run_id LEFT JOIN {hotspot_tracks} AS t "
                       "ON t.dataset = a.dataset AND t.run_id = a.run_id AND t.track_id = a.track_id"),
-    "pixel_forecasts": (("forecasts",),
+    "pixel_forecasts": (("forecasts",), ("pixels",),
                         "SELECT f.dataset, f.run_id, f.pixel_id, p.lon, p.lat, f.date, f.horizon, f.mean, f.p05, "
                         "f.p50, f.p95 FROM {latest_forecasts} AS f JOIN {pixels} AS p "
                         "ON f.dataset = p.dataset AND f.pixel_id = p.pixel_id"),
@@ -606,13 +607,11 @@ JOIN (SELECT dataset, max_by(run_id, finished) AS run_id
       GROUP BY dataset) AS latest
 ON t.dataset = latest.dataset AND t.run_id = latest.run_id""")
         made.append(f"latest_{table}")
-    for view, (triggers, query) in _MORE_VIEWS.items():
+    for view, (triggers, reads, query) in _MORE_VIEWS.items():
         if not set(triggers) & set(tables):
             continue
-        if view == "pixel_forecasts":
-            register_table(spark, config, "pixels")        # a session catalog knows this session's tables
-        if view == "active_alerts":
-            register_table(spark, config, "hotspot_tracks")
+        for table in reads:                 # a session catalog knows this session's tables only
+            register_table(spark, config, table)
         text = _history_query(spark, config, names) if query is None else query.format(**names)
         catalog_change(spark, f"CREATE OR REPLACE VIEW {table_name(config, view)} AS {text}")
         made.append(view)

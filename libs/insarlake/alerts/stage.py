@@ -67,13 +67,12 @@ def run_alerts(spark: SparkSession, config: Config, dataset: str, run: Run) -> A
         before = (run_results(spark, config, "hotspot_tracks", dataset, run_id=previous_run).toPandas()
                   if previous_run else None)
         alive = None if before is None else before[before["status"].isin(tracks.LIVE)].reset_index(drop=True)
-        linked = _links(spark, config, dataset, alive, current, members, pixels, cfg) if alive is not None else \
-            pd.DataFrame({"prev_track_id": [], "hotspot_id": [], "overlap": [], "by": []})
+        linked = _links(spark, config, dataset, alive, current, members, pixels, cfg)
         tracked = tracks.assign_tracks(None if alive is None else alive[["track_id", "first_seen_run"]],
                                        [int(h) for h in current["hotspot_id"]], linked,
                                        lambda hotspot_id: f"{run.run_id[:8]}-{hotspot_id}")
         level_before = float(alive["moving_level_mm_yr"].max()) if alive is not None and len(alive) else level
-        at_level = _pixels_at_level(members, pixels, v0, max(level, level_before))
+        at_level = _pixels_at_level(members, pixels, v0, max(level, level_before)) if alive is not None else {}
         gone = tracked.ended[tracked.ended["status"] == tracks.VANISHED]
         ground = _ground_now(pixels, alive.set_index("track_id").loc[gone["track_id"], ["geometry"]]
                              .reset_index()) if len(gone) else {}
@@ -113,12 +112,12 @@ def _members(spark: SparkSession, config: Config, dataset: str, hotspots_run: st
             .where(F.col("hotspot_id").isin([int(i) for i in ids])).select("hotspot_id", "pixel_id"))
 
 
-def _links(spark: SparkSession, config: Config, dataset: str, alive: pd.DataFrame, current: pd.DataFrame,
+def _links(spark: SparkSession, config: Config, dataset: str, alive: pd.DataFrame | None, current: pd.DataFrame,
            members: DataFrame, pixels: DataFrame, cfg: AlertsConfig) -> pd.DataFrame:
-    """tracks.links of the previous run's live tracks (``alive``) with the current hotspots: the
-    shared pixels and the previous pixels still in the dataset counted by Spark (missed tracks,
-    without a hotspot, by their ellipse)."""
-    if alive.empty or current.empty:
+    """tracks.links of the previous run's live tracks (``alive``; None on the first tracked run)
+    with the current hotspots: the shared pixels and the previous pixels still in the dataset
+    counted by Spark (missed tracks, without a hotspot, by their ellipse)."""
+    if alive is None or alive.empty or current.empty:
         return pd.DataFrame({"prev_track_id": [], "hotspot_id": [], "overlap": [], "by": []})
     detected = alive[alive["hotspot_id"].notna()]
     track_of = dict(zip(detected["hotspot_id"].astype("int64"), detected["track_id"]))
@@ -186,7 +185,7 @@ def _track_rows(dataset: str, run: Run, hotspots_run: str, tracked: tracks.Track
                      "area_km2": float(h.ellipse_area_km2), "mean_velocity": float(h.mean_velocity),
                      "acceleration_mm_yr2": change.acceleration_mm_yr2(t_yr, _series(h.mean_disp)),
                      "center_lon": float(h.center_lon), "center_lat": float(h.center_lat), "geometry": h.geometry,
-                     "first_seen_run": was.loc[r.track_id, "first_seen_run"] if inherited else run.run_id,
+                     "first_seen_run": r.first_seen_run if inherited else run.run_id,
                      "first_seen_date": was.loc[r.track_id, "first_seen_date"] if inherited else series_end,
                      "n_at_level": at_level.get(int(r.hotspot_id), 0), "mean_disp": _series(h.mean_disp)})
     for r in tracked.ended.itertuples():
@@ -198,7 +197,7 @@ def _track_rows(dataset: str, run: Run, hotspots_run: str, tracked: tracks.Track
                      "n_pixels": n_now if missed else None, "area_km2": None,
                      "mean_velocity": mean_now if missed else None, "acceleration_mm_yr2": None,
                      "center_lon": float(last.center_lon), "center_lat": float(last.center_lat),
-                     "geometry": last.geometry, "first_seen_run": last.first_seen_run,
+                     "geometry": last.geometry, "first_seen_run": r.first_seen_run,
                      "first_seen_date": last.first_seen_date, "n_at_level": None, "mean_disp": None})
     if not rows:        # a run that found nothing says so: the next run compares with it
         rows.append({"track_id": None, "hotspot_id": None, "status": tracks.NONE, "linked_tracks": [],
@@ -251,7 +250,8 @@ def _alerts(rows: pd.DataFrame, alive: pd.DataFrame, linked: pd.DataFrame, t_yr:
                                            "n_pixels": r.n_pixels, "area_km2_before": prev.area_km2,
                                            "area_km2": r.area_km2, "moving_level_mm_yr": max(
                                                r.moving_level_mm_yr, prev.moving_level_mm_yr)})
-        dep = change.departure(t_yr, r.mean_disp, _years_since_first(prev.series_end, dates), cfg.baseline_years,
+        baseline_end = years_since(np.array([prev.series_end], dtype="datetime64[D]"), origin=dates[0])[0]
+        dep = change.departure(t_yr, r.mean_disp, baseline_end, cfg.baseline_years,
                                cfg.seasonal_min_years, cfg.min_baseline_epochs) if len(r.mean_disp) else None
         if change.accelerating(dep, cfg.z_alert, cfg.persist_epochs):
             persisted = change.persisting(dep, cfg.z_alert)
@@ -277,13 +277,6 @@ def _alerts(rows: pd.DataFrame, alive: pd.DataFrame, linked: pd.DataFrame, t_yr:
 
 _ALERT_COLUMNS = ["track_id", "hotspot_id", "kind", "severity", "center_lon", "center_lat", "geometry",
                   "linked_tracks", "evidence"]
-
-
-def _years_since_first(day, dates: list) -> float:
-    """Years since the first epoch at ``day`` (a date)."""
-    if day is None or pd.isna(day):
-        return float("nan")
-    return float((np.datetime64(day, "D") - np.datetime64(dates[0], "D")).astype(np.float64) / 365.25)
 
 
 def _no_alerts() -> pd.DataFrame:

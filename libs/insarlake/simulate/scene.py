@@ -28,7 +28,7 @@ import pandas as pd
 from insarlake.config import SOURCE_KINDS   # noqa: F401  (the kinds the config may name)
 from insarlake.errors import ConfigError
 from insarlake.geo import EARTH_RADIUS_M
-from insarlake.timeseries import DAYS_PER_YEAR, fit_velocity
+from insarlake.timeseries import DAYS_PER_YEAR, fit_velocity, years_since
 
 log = logging.getLogger(__name__)
 
@@ -841,7 +841,7 @@ def _scheduled_changes(sources: tuple[Source, ...], sim: Any, dates: np.ndarray)
     by_id = {s.source_id: s for s in sources}
 
     def years(day: str) -> float:
-        return float((np.datetime64(str(day), "D") - dates[0]).astype(np.float64) / DAYS_PER_YEAR)
+        return float(years_since(np.array([str(day)], dtype="datetime64[D]"), origin=dates[0])[0])
 
     for i, change in enumerate(changes):
         key = f"simulate.changes[{i}]"
