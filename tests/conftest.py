@@ -142,10 +142,10 @@ def write_hotspots(spark, dataset: str, run, hotspots: dict[int, dict], members:
                                              PIXELS_SCHEMA), run.config, "hotspot_pixels", [dataset], run=run)
 
 
-def readme_sql(name: str) -> str:
-    """The SQL block of the README marked <!-- tested: name ... --> (the cookbook's queries are run
-    by the tests that name them)."""
+def readme_block(name: str, language: str = "sql") -> str:
+    """The code block (``language``) of the README marked <!-- tested: name ... --> (the cookbook's
+    queries and snippets are run by the tests that name them)."""
     import re
 
-    return re.search(rf"<!-- tested: {name} [^>]*-->\n```sql\n(.*?)```", (PROJECT / "README.md").read_text(),
+    return re.search(rf"<!-- tested: {name} [^>]*-->\n```{language}\n(.*?)```", (PROJECT / "README.md").read_text(),
                      re.S).group(1)

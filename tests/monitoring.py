@@ -41,20 +41,25 @@ def cut_deliveries(whole: Path, folder: Path, cut: str) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def monitoring_run(spark, config, dataset: str, source: Path, mode: str):
-    """One recorded monitoring run on ``source``: ingest (``mode``), cluster, hotspots, alerts;
-    returns (run, the alerts result)."""
+def monitoring_run(spark, config, dataset: str, source: Path, mode: str, full: bool = False):
+    """One recorded monitoring run on ``source``: ingest (``mode``), cluster, hotspots, alerts; with
+    ``full``, every analysis stage of the pipeline instead (also classify, forecast and the run's
+    report); returns (run, the alerts result)."""
     from insarlake.alerts.stage import run_alerts
     from insarlake.cluster.stage import run_cluster
     from insarlake.hotspots.stage import run_hotspots
     from insarlake.ingest.stage import run_ingest
+    from insarlake.jobs.pipeline import analyse
     from insarlake.lake import recorded_run
 
     with recorded_run(spark, config, "pipeline", [dataset]) as run:
         run_ingest(spark, config, str(source), dataset, run, mode=mode)
-        run_cluster(spark, config, dataset, run)
-        run_hotspots(spark, config, dataset, run)
-        result = run_alerts(spark, config, dataset, run)
+        if full:
+            result = analyse(spark, config, dataset, run).alerts
+        else:
+            run_cluster(spark, config, dataset, run)
+            run_hotspots(spark, config, dataset, run)
+            result = run_alerts(spark, config, dataset, run)
     return run, result
 
 

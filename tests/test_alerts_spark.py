@@ -1,24 +1,29 @@
 """Hotspot tracks and alerts on two monitoring runs of a simulated scene (issue 15): three
 subsidence bowls and an uplift, 2020-2022; run 1 holds the acquisitions up to 2021-12-31 (a
-release), run 2 appends those of 2022. Bowl 2 starts moving in 2022 (after run 1), bowl 3's rate
+release), run 2 appends those of 2022 and runs every analysis stage of the pipeline, with its
+report (opened in headless chromium). Bowl 2 starts moving in 2022 (after run 1), bowl 3's rate
 triples in 2022, bowl 1 and the uplift do not change. An asset layer (a road through bowl 2, a
 house at its centre, a road far from every source) ranks the alerts."""
 from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import shapely
 from scipy.integrate import quad
 
-from conftest import fast_clustering, readme_sql
+from browser import ARTIFACTS, browser_page
+from conftest import PROJECT, fast_clustering, readme_block
 from monitoring import cut_deliveries, monitoring_run, simulate_scene, tracks_with_source
 from insarlake.alerts.assets import read_assets
 from insarlake.config import replace
 from insarlake.errors import ConfigError
-from insarlake.lake import read_table, run_results
+from insarlake.lake import lake_files, read_table, run_results
 from insarlake.simulate.scene import local_to_lonlat, plan_scene
 
 DATASET = "monitor"
@@ -36,7 +41,9 @@ def monitor_config(config, tmp_path_factory):
     assets.write_text(json.dumps(_asset_layer(plan_scene(scene))))
     base = fast_clustering(config)
     return replace(base, simulate=scene, hotspots=replace(config.hotspots, labels="clusters"),
-                   alerts=replace(config.alerts, assets=str(assets)))
+                   alerts=replace(config.alerts, assets=str(assets)),
+                   classify=replace(config.classify, models=["lstm"], max_epochs=2),
+                   forecast=replace(config.forecast, models=["dapf"], max_epochs=1, samples=8, evaluate=False))
 
 
 def _asset_layer(plan) -> dict:
@@ -62,7 +69,7 @@ def runs(spark, monitor_config, tmp_path_factory):
     whole = simulate_scene(spark, monitor_config, DATASET, folder)
     first, second = cut_deliveries(whole, folder, "20211231")
     one = monitoring_run(spark, monitor_config, DATASET, first, "release")
-    two = monitoring_run(spark, monitor_config, DATASET, second, "append")
+    two = monitoring_run(spark, monitor_config, DATASET, second, "append", full=True)   # the pipeline's stages
     truth = read_table(spark, monitor_config, "truth", [DATASET]).toPandas()
     return {"one": one, "two": two, "truth": truth, "first": first}
 
@@ -149,13 +156,13 @@ def test_views_show_the_active_alerts_and_each_hotspots_track(spark, monitor_con
         live = tracks[tracks.hotspot_id.notna() & tracks.status.isin(["new", "continuing", "merged", "split"])]
         mine = history[history.run_id == run.run_id].set_index("hotspot_id").track_id
         assert mine.to_dict() == dict(zip(live.hotspot_id.astype(int), live.track_id))
-    cookbook = spark.sql(readme_sql("active-alerts").replace("'demo'", f"'{DATASET}'")).toPandas()
+    cookbook = spark.sql(readme_block("active-alerts").replace("'demo'", f"'{DATASET}'")).toPandas()
     assert list(cookbook["rank"]) == sorted(result.alerts["rank"])
     assert list(cookbook.kind) == list(result.alerts.sort_values("rank").kind)
     fast = cookbook[cookbook.kind == "accelerating"]
     assert len(fast) == 1 and fast.z_min.iloc[0] >= monitor_config.alerts.z_alert
     track = result.alerts[result.alerts.kind == "accelerating"].track_id.iloc[0]          # seen by both runs
-    lived = spark.sql(readme_sql("track-history").replace("'demo'", f"'{DATASET}'").replace("TRACK", track)).toPandas()
+    lived = spark.sql(readme_block("track-history").replace("'demo'", f"'{DATASET}'").replace("TRACK", track)).toPandas()
     assert len(lived) == 2 and lived.run_finished.is_monotonic_increasing
     assert lived.mean_velocity.iloc[1] < lived.mean_velocity.iloc[0] < 0           # the bowl sinks faster
     spatial = spark.sql(f"SELECT count(*) AS n FROM insar.active_alerts WHERE dataset = '{DATASET}' AND "
@@ -225,8 +232,6 @@ def test_hotspots_and_alerts_exported_as_geoparquet(spark, monitor_config, runs)
     (pyarrow + shapely) and by Sedona (as an asset layer)."""
     import pyarrow.parquet as pq
 
-    from insarlake.lake import lake_files
-
     (two, result) = runs["two"]
     files = lake_files(monitor_config)
     for name, expected in (("alerts", result.alerts),
@@ -262,3 +267,103 @@ def test_an_asset_layer_that_cannot_be_read_is_one_line(spark, tmp_path):
                      '{"type": "Feature", "geometry": null, "properties": {}}\n')
     assets, refused = read_assets(spark, str(lines))
     assert assets.count() == 1 and refused == 1
+
+
+def test_the_run_report_opens_in_a_browser(spark, monitor_config, runs):
+    """The second run's report (outputs/<dataset>/<run_id>/report.html) in headless chromium: no
+    console error, every picture decoded (map, series with forecasts, confusion), the alerts table
+    holds the run's alerts by rank and the hotspots table its retained hotspots with their tracks;
+    the screenshot is kept in build/test-artifacts/."""
+    (two, _), truth = runs["two"], runs["truth"]
+    path = lake_files(monitor_config, spark).local_path("outputs", DATASET, two.run_id, "report.html")
+    alerts = run_results(spark, monitor_config, "alerts", DATASET, two.run_id).orderBy("rank").toPandas()
+    tracks = tracks_with_source(spark, monitor_config, DATASET, two, truth)
+    tracks = tracks[tracks.hotspot_id.notna()].sort_values("hotspot_id")
+    shot = ARTIFACTS / f"report_{two.run_id[:8]}.png"
+    with browser_page() as (page, problems):
+        page.goto(path.as_uri(), wait_until="load")
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+        cells = "rows => rows.map(r => Array.from(r.cells, c => c.textContent))"
+        alert_rows = page.eval_on_selector_all("#alerts-table tbody tr", cells)
+        hotspot_rows = page.eval_on_selector_all("#hotspots-table tbody tr", cells)
+        stage_rows = page.eval_on_selector_all("#stages-table tbody tr", cells)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+    assert problems == []
+    assert len(images) == 3 and all(complete and width > 0 for _, complete, width in images), images
+    assert {"new", "accelerating"} <= set(alerts.kind)
+    assert [(int(r[0]), r[1], r[3]) for r in alert_rows] == list(zip(alerts["rank"], alerts.kind, alerts.track_id))
+    assert [(int(r[0]), r[1], r[2]) for r in hotspot_rows] == list(zip(tracks.hotspot_id.astype(int), tracks.track_id,
+                                                                        tracks.status))
+    assert [r[0] for r in stage_rows] == [s for s in two.seconds if s != "report"]    # every stage before it
+    assert {"classify.predict", "hotspots.detect", "forecast.predict"} <= set(two.seconds)
+    assert any(s.startswith("alerts") for s in two.seconds)
+    assert shot.stat().st_size > 0
+    print(f"report screenshot: {shot}")
+
+
+def test_the_tables_read_without_spark(spark, monitor_config, runs):
+    """The README's snippet reads the lake with delta-rs alone, in a process without Spark (and
+    exits cleanly): the latest run's alerts by rank and the retained hotspots of every run, as
+    Spark sees them."""
+    (two, _) = runs["two"]
+    snippet = readme_block("without-spark", "python").replace(
+        'lake, dataset = "lake", "demo"', f'lake, dataset = {monitor_config.lake.path!r}, {DATASET!r}')
+    script = (snippet + "import json, sys\n"
+              "json.dump({'alerts': latest_alerts[['run_id', 'rank', 'kind', 'track_id']].values.tolist(),\n"
+              "           'hotspots': sorted(hotspots[['run_id', 'hotspot_id']].values.tolist()),\n"
+              "           'spark': 'pyspark' in sys.modules}, sys.stdout)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK"))}
+    done = subprocess.run([sys.executable, "-c", script], env=env, text=True, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    read = json.loads(done.stdout)
+    alerts = run_results(spark, monitor_config, "alerts", DATASET, two.run_id).orderBy("rank").toPandas()
+    assert read["alerts"] == [[two.run_id, int(r), k, t] for r, k, t in zip(alerts["rank"], alerts.kind, alerts.track_id)]
+    assert len(read["alerts"]) >= 2 and not read["spark"]
+    hotspots = read_table(spark, monitor_config, "hotspots", [DATASET]).where("retained").collect()
+    assert read["hotspots"] == sorted([r.run_id, r.hotspot_id] for r in hotspots)
+
+
+def _summary(book) -> dict:
+    """The JSON a notebook's last cell prints."""
+    [text] = [o["text"] for o in book.cells[-1].outputs if o.get("name") == "stdout"]
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def _images(book) -> int:
+    return sum("image/png" in o.get("data", {}) for cell in book.cells if cell.cell_type == "code" for o in cell.outputs)
+
+
+@pytest.mark.parametrize("name", ["quick_start", "hotspot_review", "forecasts", "monitoring_history"])
+def test_the_notebooks_run_on_the_monitoring_lake(spark, monitor_config, runs, name, tmp_path, monkeypatch):
+    """Each notebook of notebooks/ runs from top to bottom in a fresh kernel (nbclient) on the
+    monitoring lake and states what it showed; its numbers are those Spark reads."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    (two, result) = runs["two"]
+    monkeypatch.setenv("INSARLAKE_LAKE", str(monitor_config.lake.path))
+    monkeypatch.setenv("INSARLAKE_DATASET", DATASET)
+    book = nbformat.read(PROJECT / "notebooks" / f"{name}.ipynb", as_version=4)
+    NotebookClient(book, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    summary = _summary(book)
+    hotspots = run_results(spark, monitor_config, "hotspots", DATASET, two.run_id).where("retained")
+    if name == "quick_start":
+        assert summary == {"pixels": 8000, "quarantined": 0, "run": two.run_id, "retained": hotspots.count(),
+                           "report_exists": True}
+        assert _images(book) == 1
+    elif name == "hotspot_review":
+        members = run_results(spark, monitor_config, "hotspot_pixels", DATASET, two.run_id).join(
+            hotspots.select("hotspot_id"), "hotspot_id")
+        assert summary == {"run": two.run_id, "retained": hotspots.count(), "members": members.count(),
+                           "alerts": sorted(result.alerts.kind)}
+        assert _images(book) == 2
+    elif name == "forecasts":
+        assert summary == {"run": two.run_id, "pixels_shown": 4, "horizons": monitor_config.forecast.horizon_epochs,
+                           "ordered_share": 1.0, "pixels": 8000}
+        assert _images(book) == 1
+    else:
+        tracks = read_table(spark, monitor_config, "hotspot_tracks", [DATASET]).where("track_id IS NOT NULL")
+        assert summary == {"runs": 2, "tracks": tracks.select("track_id").distinct().count(),
+                           "alerts": result.alerts.kind.value_counts().to_dict()}
+        assert _images(book) == 1

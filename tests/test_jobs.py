@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,12 @@ def test_pipeline_then_sql_from_a_new_process(tmp_path):
     assert int(h_rows) == int(h_pixels) <= int(n) and int(methods) == 3
     assert int(f) == int(n) and int(m) == 5           # dapf, the three classical baselines, harmonic_trend
     assert "forecast metrics" in done.stdout and "persistence" in done.stdout
+    # the run's report, its path printed last
+    *_, last = done.stdout.strip().splitlines()
+    assert last.startswith("report of jobdemo (") and last.endswith("report.html"), last
+    report = Path(last.rsplit(": ", 1)[1])
+    assert report.is_file() and report.parent.parent.parent == lake / "outputs"
+    assert "<section id=\"alerts\">" in report.read_text()
     # every table the pipeline wrote has the contract's columns, in order, and its partitioning
     from insarlake.tables import TABLES, conform
 

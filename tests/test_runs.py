@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import readme_sql
+from conftest import readme_block
 from insarlake.config import replace
 from insarlake.errors import InputError
 from insarlake.faults import should_fail
@@ -205,7 +205,7 @@ def test_a_succeeded_run_prunes_old_and_failed_runs_but_never_running_ones(spark
 def test_the_readme_s_latest_run_query_answers_the_latest_succeeded_run(spark, config):
     """The SQL the README gives for a dataset's latest succeeded run, run as written (on the
     covariogram table and a dataset of this test)."""
-    query = readme_sql("latest-run")
+    query = readme_block("latest-run")
     dataset = "readme_latest"
     with recorded_run(spark, config, "test", [dataset]) as older:
         _bins(spark, dataset, older, 2)
@@ -251,5 +251,5 @@ def test_the_analysts_views_and_the_readme_s_area_query(spark, config):
                         f"WHERE dataset = '{dataset}'").collect()
     assert sorted((r.run_id == first.run_id, r.hotspot_id) for r in history) == [(False, 0), (False, 1), (True, 0)]
     assert all(r.run_finished is not None for r in history)
-    found = spark.sql(readme_sql("hotspots-in-area").replace("'demo'", f"'{dataset}'")).collect()
+    found = spark.sql(readme_block("hotspots-in-area").replace("'demo'", f"'{dataset}'")).collect()
     assert [(r.hotspot_id, r.mean_velocity) for r in found] == [(1, -12.0)]      # retained and inside only

@@ -13,7 +13,7 @@ from insarlake.tables import TABLES, columns, conform, schema
 PACKAGE = PROJECT / "libs" / "insarlake"
 # The calls that read or write a table named by a string literal among their arguments.
 WRITES = {"write_table"}
-READS = {"read_table", "table_exists", "analysis_pixels", "run_results", "latest_run_id"}
+READS = {"read_table", "table_exists", "analysis_pixels", "run_results", "rows_written", "latest_run_id"}
 
 
 def test_the_ddl_parses_to_spark_types():

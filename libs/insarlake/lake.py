@@ -246,6 +246,16 @@ def run_results(spark: SparkSession, config: Config, table: str, dataset: str, r
     return rows
 
 
+def rows_written(spark: SparkSession, config: Config, table: str, dataset: str, run: "Run") -> DataFrame | None:
+    """The rows ``run`` wrote of ``dataset`` in the result table ``table`` (maybe none: a stage can
+    write zero rows); None when the run did not write the table for ``dataset``."""
+    if not table_contract(table).keeps_runs:
+        raise ValueError(f"table {table} does not keep runs")
+    if dataset not in run.wrote.get(table, set()):
+        return None
+    return read_table(spark, config, table, [dataset]).where(F.col("run_id") == run.run_id)
+
+
 def latest_run_id(spark: SparkSession, config: Config, table: str, dataset: str, current: "Run | None" = None
                   ) -> str | None:
     """The run whose rows of ``dataset`` in ``table`` a reader takes (``run_results``), or None."""

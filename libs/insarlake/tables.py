@@ -52,12 +52,12 @@ TABLES: dict[str, Table] = {t.name: t for t in [
           "los_up double, disp array<float>, last_date date, attributes map<string,double>, track int, "
           "pass_direction string, burst string, swath string, release string, release_version int, "
           "duplicate_of string, source string, row_number long, tile_id string",
-          "ingest", ("ingest", "cluster", "classify", "hotspots", "alerts", "forecast", "sites", "cli", "lake"),
+          "ingest", ("ingest", "cluster", "classify", "hotspots", "alerts", "forecast", "report", "sites", "cli", "lake"),
           "one row per measurement point: position, LOS unit vector, velocity (mm/yr), the displacement "
           "series disp (mm, one value per `epochs` row, NaN where missing), the last date it was measured, "
           "its viewing geometry and input row; duplicate_of names the point it repeats where bursts overlap"),
     Table("epochs", "dataset string, idx int, date date",
-          "ingest", ("ingest", "cluster", "classify", "hotspots", "alerts", "forecast"),
+          "ingest", ("ingest", "cluster", "classify", "hotspots", "alerts", "forecast", "report"),
           "the acquisition dates of a dataset: position idx of pixels.disp"),
     Table("quarantine", "dataset string, source string, row_number long, pixel_id string, reason string",
           "ingest", ("ingest",), "input rows (or whole files, row_number null) refused by ingest, with the reason"),
@@ -80,19 +80,19 @@ TABLES: dict[str, Table] = {t.name: t for t in [
     Table("classes",
           "dataset string, run_id string, pixel_id string, predicted_cluster long, probability float, "
           "model string, target string",
-          "classify", ("classify", "hotspots"), "every pixel's class predicted by the cluster classifier"),
+          "classify", ("classify", "hotspots", "report"), "every pixel's class predicted by the cluster classifier"),
     Table("classifier_metrics",
           "dataset string, run_id string, model string, model_version string, target string, split string, "
           "accuracy double, true_cluster long, support long, precision double, recall double, f1 double, "
           "confusion map<long,double>",
-          "classify", (), "held-out accuracy and per-class scores of each classifier"),
+          "classify", ("report",), "held-out accuracy and per-class scores of each classifier"),
     Table("hotspots",
           f"dataset string, run_id string, method string, hotspot_id long, {_HOTSPOT_GEOMETRY}, velocity_z double, "
           "mean_disp array<float>, onset_date date, peak_date date, retained boolean, reason string",
-          "hotspots", ("alerts", "forecast", "sites"),
+          "hotspots", ("alerts", "forecast", "report", "sites"),
           "candidate hotspots: ellipse (km, deg), velocities (mm/yr), mean series (mm), retained or the reason not"),
     Table("hotspot_pixels", "dataset string, run_id string, hotspot_id long, pixel_id string",
-          "hotspots", ("hotspots", "alerts", "forecast", "sites"), "the pixels of each candidate hotspot"),
+          "hotspots", ("hotspots", "alerts", "forecast", "report", "sites"), "the pixels of each candidate hotspot"),
     Table("hotspot_scores",
           "dataset string, run_id string, method string, source_id long, source_type string, n_pixels long, "
           "scored boolean, best_hotspot_id long, jaccard double, matched boolean, recall double, precision double, "
@@ -103,7 +103,7 @@ TABLES: dict[str, Table] = {t.name: t for t in [
           "linked_tracks array<string>, n_pixels long, area_km2 double, mean_velocity double, "
           "acceleration_mm_yr2 double, moving_level_mm_yr double, center_lon double, center_lat double, "
           "geometry string, first_seen_run string, first_seen_date date, series_end date",
-          "alerts", ("alerts", "lake"),
+          "alerts", ("alerts", "report", "lake"),
           "each run's retained hotspots (those of run hotspots_run) on tracks across runs (status new, continuing, merged, split; a "
           "previous track without a hotspot now: vanished, absorbed, missed; one row none: no hotspot, no track), size (pixels, ellipse km2), mean "
           "velocity (mm/yr), acceleration (mm/yr2), the moving-pixel level |v - v0| of the run (mm/yr)"),
@@ -111,14 +111,14 @@ TABLES: dict[str, Table] = {t.name: t for t in [
           "dataset string, run_id string, track_id string, hotspot_id long, kind string, severity string, "
           "rank int, center_lon double, center_lat double, geometry string, linked_tracks array<string>, "
           "assets long, asset_length_m double, evidence map<string,double>",
-          "alerts", (),
+          "alerts", ("report",),
           "what changed since the previous run: kind new, growing, accelerating, merged, split or vanished, "
           "severity (high, medium, low), rank in the run (1 first: severity, then assets touched), the assets "
           "of alerts.assets within the hotspot (count, length in m) and the numbers that raised it"),
     Table("forecasts",
           "dataset string, run_id string, pixel_id string, date date, horizon int, mean float, p05 float, "
           "p50 float, p95 float",
-          "forecast", ("forecast",), "the forecast displacement (mm) of every pixel at the next dates, with its "
+          "forecast", ("forecast", "report"), "the forecast displacement (mm) of every pixel at the next dates, with its "
                                      "90 % interval p05..p95"),
     Table("forecast_metrics",
           "dataset string, run_id string, model string, subset string, horizon int, horizon_epochs int, "

@@ -1,5 +1,5 @@
-"""Hotspot figures: a map of the hotspot pixels with their standard-deviation ellipses, and a grid of the hotspots'
-mean displacement series. Pure pandas/numpy/matplotlib (no Spark).
+"""Hotspot figures: a map of the hotspot pixels with their standard-deviation ellipses (and a run's alerts), and a
+grid of the hotspots' mean displacement series (and their forecasts). Pure pandas/numpy/matplotlib (no Spark).
 
 Both functions use matplotlib's object API (``Figure`` + ``FigureCanvasAgg``; no pyplot, no global state), write a
 PNG (dpi 110, ``bbox_inches="tight"``), create the parent folder and return the path. A hotspot has the same colour
@@ -24,16 +24,19 @@ from matplotlib.lines import Line2D
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["plot_hotspot_map", "plot_hotspot_series"]
+__all__ = ["plot_hotspot_map", "plot_hotspot_series", "series_frame"]
 
 PIXEL_COLUMNS = ("lon", "lat", "hotspot_id")
 HOTSPOT_COLUMNS = ("hotspot_id", "retained", "geometry", "center_lon", "center_lat", "mean_velocity")
 SERIES_COLUMNS = ("hotspot_id", "mean_disp_mm", "mean_velocity", "n_pixels", "onset_index", "peak_index")
+ALERT_COLUMNS = ("center_lon", "center_lat", "kind", "severity")
+FORECAST_COLUMNS = ("hotspot_id", "date", "p05", "p50", "p95")
 
 DPI = 110
 _PALETTE = [c for i, c in enumerate(colormaps["tab10"].colors) if i != 7]   # tab10 without grey (index 7)
 _NO_HOTSPOT = "0.85"      # pixels in no retained hotspot
 _DROPPED = "0.55"         # ellipses of dropped hotspots
+_SEVERITY = {"high": "#c00000", "medium": "#e07000", "low": "#c8a000"}    # alert marker colours
 
 
 def _colour(hotspot_id: int):
@@ -47,12 +50,17 @@ def _check_columns(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> Non
         raise ValueError(f"{what}: missing column(s) {missing} (has {list(df.columns)})")
 
 
+def _number(value) -> float:
+    """``value`` as a float; NaN when missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _fmt(value, spec: str = ".1f") -> str:
     """A number for a label; 'n/a' when missing or not finite."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
+    v = _number(value)
     return format(v, spec) if math.isfinite(v) else "n/a"
 
 
@@ -84,7 +92,8 @@ def _save(fig: Figure, path: Path) -> Path:
 # map
 
 
-def plot_hotspot_map(pixels: pd.DataFrame, hotspots: pd.DataFrame, path: Path, title: str) -> Path:
+def plot_hotspot_map(pixels: pd.DataFrame, hotspots: pd.DataFrame, path: Path, title: str,
+                     alerts: pd.DataFrame | None = None) -> Path:
     """PNG map of hotspot pixels and ellipses; returns ``path`` (its parent folder is created).
 
     pixels: columns lon, lat (degrees), hotspot_id (int; -1 = in no retained hotspot). Pixels in no hotspot are
@@ -92,11 +101,16 @@ def plot_hotspot_map(pixels: pd.DataFrame, hotspots: pd.DataFrame, path: Path, t
     hotspots: columns hotspot_id, retained (bool), geometry (WKT of the ellipse, lon/lat degrees), center_lon,
     center_lat (degrees), mean_velocity (mm/yr). Retained hotspots: ellipse outline in the hotspot's colour and a
     label "id: v mm/yr" at the centre; dropped hotspots: thin dashed grey outline. A missing geometry is skipped.
-    Zero rows (in either frame) is fine. The aspect is corrected for latitude (1 / cos(mean latitude)).
+    alerts (optional): columns center_lon, center_lat (degrees), kind, severity (high, medium, low): a triangle
+    at each alert's centre coloured by severity, labelled with its kind (an alert without a centre is skipped).
+    Zero rows (in any frame) is fine. The aspect is corrected for latitude (1 / cos(mean latitude)).
     """
     _check_columns(pixels, PIXEL_COLUMNS, "plot_hotspot_map: pixels")
     if len(hotspots):
         _check_columns(hotspots, HOTSPOT_COLUMNS, "plot_hotspot_map: hotspots")
+    alerts = alerts if alerts is not None else pd.DataFrame(columns=list(ALERT_COLUMNS))
+    if len(alerts):
+        _check_columns(alerts, ALERT_COLUMNS, "plot_hotspot_map: alerts")
 
     fig = Figure(figsize=(8, 8))
     FigureCanvasAgg(fig)
@@ -141,6 +155,7 @@ def plot_hotspot_map(pixels: pd.DataFrame, hotspots: pd.DataFrame, path: Path, t
             n_retained += 1
         if n_retained:
             handles.append(Line2D([], [], lw=1.2, color=_colour(0), label="retained hotspot (ellipse)"))
+    handles += _draw_alerts(ax, alerts)
 
     if len(pixels):
         mean_lat = float(np.nanmean(lat))
@@ -151,13 +166,31 @@ def plot_hotspot_map(pixels: pd.DataFrame, hotspots: pd.DataFrame, path: Path, t
     if not math.isfinite(mean_lat):
         mean_lat = 0.0
     ax.set_aspect(1.0 / max(math.cos(math.radians(mean_lat)), 1e-6))
+    alert_note = f", {len(alerts)} alert(s)" if len(alerts) else ""
     ax.set(xlabel="longitude (deg)", ylabel="latitude (deg)",
-           title=f"{title}\n{n_retained} retained, {n_dropped} dropped hotspot(s)")
+           title=f"{title}\n{n_retained} retained, {n_dropped} dropped hotspot(s){alert_note}")
     if handles:
         ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.8)
     logger.info("hotspot map: %d pixels (%d in hotspots), %d retained and %d dropped hotspot(s)",
                 len(pixels), int(in_hotspot.sum()), n_retained, n_dropped)
     return _save(fig, path)
+
+
+def _draw_alerts(ax, alerts: pd.DataFrame) -> list:
+    """Triangles at the alerts' centres coloured by severity, labelled with the kind; the legend handles."""
+    drawn = set()
+    for row in alerts.itertuples(index=False):
+        lon, lat = _number(row.center_lon), _number(row.center_lat)
+        if not (math.isfinite(lon) and math.isfinite(lat)):
+            continue
+        colour = _SEVERITY.get(str(row.severity), "black")
+        ax.scatter([lon], [lat], marker="^", s=70, facecolors="none", edgecolors=colour, linewidths=1.6, zorder=6)
+        ax.annotate(str(row.kind), (lon, lat), xytext=(0, 7), textcoords="offset points", fontsize=7, ha="center",
+                    color=colour, zorder=6, clip_on=True,
+                    path_effects=[patheffects.withStroke(linewidth=2.0, foreground="white")])
+        drawn.add(str(row.severity))
+    return [Line2D([], [], ls="", marker="^", ms=7, mfc="none", mec=_SEVERITY.get(s, "black"), label=f"{s} alert")
+            for s in sorted(drawn, key=lambda s: list(_SEVERITY).index(s) if s in _SEVERITY else 9)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -192,7 +225,19 @@ def _epoch(index, n_epochs: int) -> int | None:
     return i if 0 <= i < n_epochs else None
 
 
-def plot_hotspot_series(dates, series: pd.DataFrame, path: Path, title: str, max_panels: int = 24) -> Path:
+def series_frame(hotspots: pd.DataFrame, dates: list) -> pd.DataFrame:
+    """The ``series`` frame of plot_hotspot_series from `hotspots` rows (mean_disp, onset_date,
+    peak_date, ...) and the epoch dates (datetime.date) their mean_disp is aligned with."""
+    if not len(hotspots):
+        return pd.DataFrame(columns=list(SERIES_COLUMNS))
+    series = hotspots.rename(columns={"mean_disp": "mean_disp_mm"}).copy()
+    series["onset_index"] = [dates.index(d) if d in dates else -1 for d in series["onset_date"]]
+    series["peak_index"] = [dates.index(d) if d in dates else -1 for d in series["peak_date"]]
+    return series
+
+
+def plot_hotspot_series(dates, series: pd.DataFrame, path: Path, title: str, max_panels: int = 24,
+                        forecasts: pd.DataFrame | None = None) -> Path:
     """PNG grid of the hotspots' mean displacement series, one small panel per hotspot; returns ``path``.
 
     dates: (T,) list of datetime.date or array of datetime64, the epochs.
@@ -201,6 +246,8 @@ def plot_hotspot_series(dates, series: pd.DataFrame, path: Path, title: str, max
     no marker). Each panel shows the mean series and vertical markers at the onset (dashed) and peak (dotted) dates,
     titled "hotspot id (n px, v mm/yr)". The first ``max_panels`` rows (in the frame's order) are drawn and the
     title says how many were left out. Zero rows writes a figure saying "no hotspot".
+    forecasts (optional): columns hotspot_id, date, p05, p50, p95 (mm, the same reference as mean_disp_mm): drawn
+    after the series as the median (dashed) in a shaded band p05..p95; hotspots without rows get none.
     """
     max_panels = int(max_panels)
     if max_panels < 1:
@@ -211,6 +258,10 @@ def plot_hotspot_series(dates, series: pd.DataFrame, path: Path, title: str, max
     if t.ndim != 1:
         raise ValueError(f"plot_hotspot_series: dates must be 1-D, got shape {t.shape}")
     n_epochs, n_total = t.size, len(series)
+    ahead = {}
+    if forecasts is not None and len(forecasts):
+        _check_columns(forecasts, FORECAST_COLUMNS, "plot_hotspot_series: forecasts")
+        ahead = {int(h): g.sort_values("date") for h, g in forecasts.groupby("hotspot_id")}
 
     if n_total == 0:
         fig = Figure(figsize=(6, 3))
@@ -245,6 +296,14 @@ def plot_hotspot_series(dates, series: pd.DataFrame, path: Path, title: str, max
             ax.axvline(t[onset], color="tab:orange", ls="--", lw=0.9, label="onset")
         if peak is not None:
             ax.axvline(t[peak], color="tab:red", ls=":", lw=1.1, label="peak")
+        end = t[-1] if n_epochs else None
+        if hid in ahead:
+            f = ahead[hid]
+            tf = _as_dates(list(f["date"]))
+            ax.fill_between(tf, f["p05"].to_numpy(float), f["p95"].to_numpy(float), color=colour, alpha=0.25, lw=0,
+                            label="forecast 90 %")
+            ax.plot(tf, f["p50"].to_numpy(float), color=colour, ls="--", lw=1.0, label="forecast median")
+            end = max(end, tf[-1]) if end is not None else tf[-1]
         n_px = _fmt(row.n_pixels, ".0f")
         ax.set_title(f"hotspot {hid} ({n_px} px, {_fmt(row.mean_velocity)} mm/yr)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -252,11 +311,11 @@ def plot_hotspot_series(dates, series: pd.DataFrame, path: Path, title: str, max
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         if n_epochs:
-            pad = max((t[-1] - t[0]) // 50, np.timedelta64(1, "D"))   # markers at the first/last date stay visible
-            ax.set_xlim(t[0] - pad, t[-1] + pad)
+            pad = max((end - t[0]) // 50, np.timedelta64(1, "D"))   # markers at the first/last date stay visible
+            ax.set_xlim(t[0] - pad, end + pad)
         if i % ncols == 0:
             ax.set_ylabel("mean disp. (mm)", fontsize=7)
-        if i == 0 and (onset is not None or peak is not None):
+        if i == 0 and (onset is not None or peak is not None or hid in ahead):
             ax.legend(fontsize=6, loc="best", framealpha=0.7)
     for j in range(n, nrows * ncols):
         axes[j // ncols][j % ncols].set_axis_off()

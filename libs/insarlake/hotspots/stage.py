@@ -27,7 +27,7 @@ from insarlake.config import Config, HotspotsConfig
 from insarlake.errors import InputError
 from insarlake.exports import write_geoparquet
 from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset_peak
-from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series
+from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series, series_frame
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.split import split_candidate
 from insarlake.lake import Run, analysis_pixels, lake_files, read_table, run_results, table_exists, write_table
@@ -364,21 +364,26 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
     return HotspotsResult(dataset, cfg.method, len(rows), n_retained, results, outputs_uri)
 
 
+def map_sample(pixels: DataFrame, members: DataFrame, hotspot_ids: list[int], max_points: int,
+               n_pixels: int) -> pd.DataFrame:
+    """The pixels of a hotspot map (lon, lat, hotspot_id; -1: in none of ``hotspot_ids``): at most
+    ``max_points`` of the ``n_pixels`` of ``pixels``, the members (pixel_id, hotspot_id) of those
+    hotspots first, then a seeded random share of the others."""
+    labelled = pixels.select("pixel_id", "lon", "lat").join(
+        members.select("pixel_id", "hotspot_id").where(F.col("hotspot_id").isin(hotspot_ids)), "pixel_id", "left")
+    share = min(1.0, max_points / max(n_pixels, 1))
+    sample = labelled.where(F.col("hotspot_id").isNotNull() | (F.rand(7) < share)).limit(max_points).toPandas()
+    sample["hotspot_id"] = sample["hotspot_id"].fillna(-1).astype("int64")
+    return sample
+
+
 def _pictures(pixels: DataFrame, detection: Detection, dates: list, outputs: Path, dataset: str,
               cfg: HotspotsConfig, n_pixels: int) -> None:
     """hotspots.png (a sample of at most map_max_points pixels, hotspot pixels first) and
     hotspot_series.png (the retained hotspots' mean series)."""
     retained = detection.rows[detection.rows["retained"]]
     ids = [int(h) for h in retained["hotspot_id"]]
-    labelled = pixels.select("pixel_id", "lon", "lat").join(
-        detection.members.where(F.col("hotspot_id").isin(ids)), "pixel_id", "left")
-    share = min(1.0, cfg.map_max_points / max(n_pixels, 1))
-    sample = labelled.where(F.col("hotspot_id").isNotNull() | (F.rand(7) < share)).limit(cfg.map_max_points).toPandas()
-    sample["hotspot_id"] = sample["hotspot_id"].fillna(-1).astype("int64")
+    sample = map_sample(pixels, detection.members, ids, cfg.map_max_points, n_pixels)
     plot_hotspot_map(sample, detection.rows, outputs / "hotspots.png",
                      f"{dataset}: hotspots ({detection.method})")
-    series = retained.rename(columns={"mean_disp": "mean_disp_mm"}).copy() if len(retained) else pd.DataFrame()
-    if len(series):
-        series["onset_index"] = [dates.index(d) if d in dates else -1 for d in series["onset_date"]]
-        series["peak_index"] = [dates.index(d) if d in dates else -1 for d in series["peak_date"]]
-    plot_hotspot_series(dates, series, outputs / "hotspot_series.png", f"{dataset}: mean series of the hotspots")
+    plot_hotspot_series(dates, series_frame(retained, dates), outputs / "hotspot_series.png", f"{dataset}: mean series of the hotspots")

@@ -4,12 +4,13 @@ On the embedded default (`make run`): simulate a demo scene, ingest it, cluster 
 space (co-variogram, TSKM, DBSCAN per TSKM cluster), train the cluster classifiers (or reuse saved
 ones) and label every pixel, then find the hotspots (and score them against the truth of a simulated
 scene), track them across runs and raise alerts on what changed since the previous run, and forecast the next epochs of every pixel with DAPF (with forecast.evaluate, also score
-it against the baselines on the test windows), and join the hotspots into sites. With --input it
+it against the baselines on the test windows), write the run's report (one HTML page per dataset in
+the lake: outputs/<dataset>/<run_id>/report.html), and join the hotspots into sites. With --input it
 ingests that data instead of simulating; an input of several tracks is analysed one track at a
 time (a run per track's dataset, `<dataset>-t022`...), then one run joins their hotspots into sites
 (`sites`, `site_hotspots`). --mode append (with --input) merges new acquisitions into the
 dataset's pixels before the analysis (ingest/append.py). Ends with a summary: tables written, row
-counts, results, time per stage.
+counts, results, time per stage, and the path of each report (printed last).
 
     ./spark-submit.sh jobs/pipeline.py --config conf/local.yaml      # demo scene (make run)
     ./spark-submit.sh jobs/pipeline.py --input ../shared/data/egms --dataset egms
@@ -18,6 +19,7 @@ counts, results, time per stage.
 import argparse
 import logging
 import sys
+from dataclasses import dataclass
 
 from insarlake.alerts.stage import run_alerts
 from insarlake.classify.stage import run_classify
@@ -27,6 +29,7 @@ from insarlake.hotspots.stage import run_hotspots
 from insarlake.ingest.parse import INPUT_FORMATS
 from insarlake.errors import ConfigError
 from insarlake.ingest.stage import MODES, run_ingest
+from insarlake.report.stage import ReportResult, run_report
 from insarlake.lake import lake_root, raw_path, recorded_run
 from insarlake.simulate.stage import run_simulate
 from insarlake.sites.stage import run_sites
@@ -59,14 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def analyse(spark, config, dataset: str, run):
+@dataclass(frozen=True)
+class Analysis:
+    """What the analysis of one dataset returns: the alerts, forecast and report stages' results."""
+    alerts: object
+    forecast: object
+    report: ReportResult
+
+
+def analyse(spark, config, dataset: str, run) -> Analysis:
     """The analysis stages of one dataset (one viewing geometry): cluster, classify, hotspots,
-    alerts, forecast; returns the forecast result."""
+    alerts, forecast, then the run's report."""
     run_cluster(spark, config, dataset, run)
     run_classify(spark, config, dataset, run)
     run_hotspots(spark, config, dataset, run)
-    run_alerts(spark, config, dataset, run)
-    return run_forecast(spark, config, dataset, run, evaluate=config.forecast.evaluate)
+    alerts = run_alerts(spark, config, dataset, run)
+    forecast = run_forecast(spark, config, dataset, run, evaluate=config.forecast.evaluate)
+    return Analysis(alerts, forecast, run_report(spark, config, dataset, run))
 
 
 def main(argv=None) -> int:
@@ -74,7 +86,7 @@ def main(argv=None) -> int:
     if args.mode == "append" and args.input is None:
         raise ConfigError("--mode append needs --input (the new acquisitions)")
     dataset = args.dataset or config.dataset
-    forecasts = []
+    analyses = []
     with recorded_run(spark, config, "pipeline", [dataset]) as run:
         source = args.input
         if source is None:
@@ -83,23 +95,27 @@ def main(argv=None) -> int:
         ingest = run_ingest(spark, config, source, dataset, run, fmt=args.format, mode=args.mode)
         split = ingest.datasets != (dataset,)
         if not split:
-            forecasts.append(analyse(spark, config, dataset, run))
+            analyses.append(analyse(spark, config, dataset, run))
             run_sites(spark, config, dataset, run)
     runs = [run]
     if split:       # one run per track's dataset, then one joining their hotspots into sites
         for geometry_dataset in ingest.datasets:
             with recorded_run(spark, config, "pipeline", [geometry_dataset]) as track_run:
-                forecasts.append(analyse(spark, config, geometry_dataset, track_run))
+                analyses.append(analyse(spark, config, geometry_dataset, track_run))
             runs.append(track_run)
         with recorded_run(spark, config, "sites", [dataset]) as sites_run:
             run_sites(spark, config, dataset, sites_run)
         runs.append(sites_run)
     for each in runs:
         sys.stdout.write(format_summary(each, lake_root(config)))
-    for forecast in forecasts:
-        if forecast.metrics is not None:
-            sys.stdout.write(f"forecast metrics of {forecast.dataset} (mm, test windows):\n"
-                             f"{format_table(forecast.metrics)}\n")
+    for analysis in analyses:
+        if analysis.forecast.metrics is not None:
+            sys.stdout.write(f"forecast metrics of {analysis.forecast.dataset} (mm, test windows):\n"
+                             f"{format_table(analysis.forecast.metrics)}\n")
+    for analysis in analyses:
+        report = analysis.report
+        sys.stdout.write(f"report of {report.dataset} ({report.hotspots} hotspots, {report.alerts} alerts): "
+                         f"{report.location}\n")
     return 0
 
 
