@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from insarlake.classify.stage import plot_confusion
@@ -40,20 +40,21 @@ class ReportResult:
 
 
 def _hotspots(spark, config, run, dataset, content: ReportContent) -> pd.DataFrame:
-    """The retained hotspots of the run (with their track when the alerts stage ran), by id."""
+    """Every hotspot candidate of the run by id (with its track when the alerts stage ran); empty
+    when the hotspots stage did not run."""
     rows = rows_written(spark, config, "hotspots", dataset, run)
     if rows is None:
         content.missing["hotspots"] = "the hotspots stage did not run in this run"
-        return pd.DataFrame()
-    retained = rows.where("retained").drop("dataset", "run_id").toPandas().sort_values("hotspot_id")
-    if not len(retained):
+        return pd.DataFrame(columns=["hotspot_id", "retained"])
+    candidates = rows.drop("dataset", "run_id").toPandas().sort_values("hotspot_id")
+    if not candidates["retained"].any():
         content.missing["hotspots"] = "no hotspot retained in this run"
     tracks = rows_written(spark, config, "hotspot_tracks", dataset, run)
-    if tracks is not None and len(retained):
+    if tracks is not None and len(candidates):
         tracked = (tracks.where((F.col("hotspots_run") == run.run_id) & F.col("hotspot_id").isNotNull())
                    .select("hotspot_id", "track_id", "status", "acceleration_mm_yr2", "first_seen_date").toPandas())
-        retained = retained.merge(tracked, on="hotspot_id", how="left")
-    return retained.reset_index(drop=True)
+        candidates = candidates.merge(tracked, on="hotspot_id", how="left")
+    return candidates.reset_index(drop=True)
 
 
 def _alerts(spark, config, run, dataset, content: ReportContent) -> pd.DataFrame:
@@ -68,12 +69,11 @@ def _alerts(spark, config, run, dataset, content: ReportContent) -> pd.DataFrame
     return alerts
 
 
-def _forecasts(spark, config, run, dataset, ids: list[int]) -> pd.DataFrame | None:
-    """The run's forecasts of the hotspots' pixels averaged per hotspot and date (mm); None when the
-    forecast stage did not run."""
+def _forecasts(spark, config, run, dataset, members: DataFrame, ids: list[int]) -> pd.DataFrame | None:
+    """The run's forecasts of the pixels (``members``: pixel_id, hotspot_id) of hotspots ``ids``
+    averaged per hotspot and date (mm); None when the forecast stage did not run."""
     forecasts = rows_written(spark, config, "forecasts", dataset, run)
-    members = rows_written(spark, config, "hotspot_pixels", dataset, run)
-    if forecasts is None or members is None or not ids:
+    if forecasts is None or not ids:
         return None
     return (forecasts.join(members.where(F.col("hotspot_id").isin(ids)).select("pixel_id", "hotspot_id"), "pixel_id")
             .groupBy("hotspot_id", "date")
@@ -112,7 +112,8 @@ def run_report(spark: SparkSession, config: Config, dataset: str, run: Run) -> R
                                 started=run.started.strftime("%Y-%m-%d %H:%M:%S UTC"), lake=lake_root(config),
                                 headline={}, alerts=pd.DataFrame(), hotspots=pd.DataFrame(),
                                 classifiers=pd.DataFrame(), seconds=dict(run.seconds), counts=dict(run.counts))
-        hotspots = _hotspots(spark, config, run, dataset, content)
+        candidates = _hotspots(spark, config, run, dataset, content)
+        hotspots = candidates[candidates["retained"].astype(bool)].reset_index(drop=True)
         alerts = _alerts(spark, config, run, dataset, content)
         content.hotspots, content.alerts = hotspots, alerts
         content.classifiers = _classifiers(spark, config, run, dataset, content, folder)
@@ -124,10 +125,9 @@ def run_report(spark: SparkSession, config: Config, dataset: str, run: Run) -> R
         members = rows_written(spark, config, "hotspot_pixels", dataset, run)
         if members is not None:
             sample = map_sample(pixels, members, ids, config.hotspots.map_max_points, n_pixels)
-            all_rows = rows_written(spark, config, "hotspots", dataset, run).drop("mean_disp").toPandas()
-            content.map_png = plot_hotspot_map(sample, all_rows, folder / "map.png", f"{dataset}: hotspots",
+            content.map_png = plot_hotspot_map(sample, candidates, folder / "map.png", f"{dataset}: hotspots",
                                                alerts=alerts if len(alerts) else None).read_bytes()
-            forecasts = _forecasts(spark, config, run, dataset, ids)
+            forecasts = _forecasts(spark, config, run, dataset, members, ids)
             content.series_png = plot_hotspot_series(dates, series_frame(hotspots, dates), folder / "series.png",
                                                      f"{dataset}: mean series", forecasts=forecasts).read_bytes()
             if forecasts is None:
