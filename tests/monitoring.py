@@ -25,20 +25,23 @@ def simulate_scene(spark, config, dataset: str, folder: Path) -> Path:
     return whole
 
 
-def cut_deliveries(whole: Path, folder: Path, cut: str) -> tuple[Path, Path]:
-    """first/ (the epochs up to ``cut``, YYYYMMDD) and second/ (those after) of the simulated CSV."""
+def cut_deliveries(whole: Path, folder: Path, *cuts: str) -> tuple[Path, ...]:
+    """The simulated CSV cut in time at ``cuts`` (YYYYMMDD, increasing): first/ (the epochs up to the
+    first cut), second/ (those after it, up to the next cut), ... one folder more than cuts."""
     frame = pd.concat([pd.read_csv(p, dtype={"pid": str}) for p in sorted(glob.glob(str(whole / "part-*.csv")))],
                       ignore_index=True)
     epochs = [c for c in frame.columns if c[:1].isdigit()]
     static = [c for c in frame.columns if c not in epochs]
+    bounds = ["", *cuts, "99999999"]
     out = []
-    for name, kept in (("first", [e for e in epochs if e <= cut]), ("second", [e for e in epochs if e > cut])):
+    for i, name in enumerate(("first", "second", "third", "fourth", "fifth")[:len(cuts) + 1]):
+        kept = [e for e in epochs if bounds[i] < e <= bounds[i + 1]]
         part = frame[static + kept].copy()
         part.loc[:, list(_VELOCITY)] = float("nan")
         (folder / name).mkdir(parents=True, exist_ok=True)
         part.to_csv(folder / name / f"{name}.csv", index=False)
         out.append(folder / name)
-    return out[0], out[1]
+    return tuple(out)
 
 
 def monitoring_run(spark, config, dataset: str, source: Path, mode: str, full: bool = False):

@@ -72,6 +72,9 @@ def test_overrides_are_typed_and_change_the_hash():
     ("simulate.changes=[{source: 2}]", "config key 'simulate.changes[0]' must give start_date and/or rate_factor"),
     ("simulate.changes=[{source: 2, rate_factor: 2.0}]", "must give rate_factor and change_date together"),
     ("simulate.changes=[{source: 2, start: 2021-01-01}]", "unknown config key 'simulate.changes[0].start'"),
+    ("models.refit_every_runs=-1", "config key 'models.refit_every_runs' must be an integer >= 0; got -1"),
+    ("models.reuse_max_new_share=-0.1", "config key 'models.reuse_max_new_share' must be >= 0"),
+    ("models.reuse_extended=sometimes", "config key 'models.reuse_extended'"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:

@@ -12,7 +12,7 @@ from insarlake.config import replace
 from insarlake.errors import InputError
 from insarlake.forecast.graph import knn_edges
 from insarlake.forecast.stage import prepare, run_forecast, train
-from insarlake.forecast.windows import WindowSplit
+from insarlake.forecast.windows import Normalisation, WindowSplit
 from insarlake.hotspots.geometry import to_local_m
 from insarlake.files import LakeFiles
 from insarlake.forecast.model import forecast_store
@@ -239,9 +239,21 @@ def test_training_sample_is_bounded_and_the_same_for_a_seed(spark, forecast_conf
         assert a.norm == b.norm                # exact sums: the same normalisation to the last bit
         assert len(a.train_ids) == 3 and a.train_ids == b.train_ids and a.train_parts == b.train_parts
         assert set(a.train_ids) <= set(prepared.members.select("subgraph").distinct().toPandas().subgraph)
+        # another seed, and a given normalisation (a reused model's): the coordinates are that one's
+        given = Normalisation(2.0 * a.norm.scale_mm, tuple(m + 1.0 for m in a.norm.coord_mean),
+                              tuple(2.0 * s for s in a.norm.coord_std))
         other = prepare(spark, replace(cfg, forecast=replace(cfg.forecast, seed=1)), "sim",
-                        LakeFiles(str(tmp_path / "c")))
-        assert other.train_ids != a.train_ids
+                        LakeFiles(str(tmp_path / "c")), given)
+        assert other.train_ids != a.train_ids and other.norm == given
+        mine, theirs = ({r.pixel_id: np.asarray(r.coords, np.float64)
+                         for r in p.members.where("core").select("pixel_id", "coords").collect()} for p in (a, other))
+        assert mine.keys() == theirs.keys()
+        ids = sorted(mine)
+        got, ours = np.stack([theirs[i] for i in ids]), np.stack([mine[i] for i in ids])
+        want = (ours * a.norm.coord_std + np.subtract(a.norm.coord_mean, given.coord_mean)) / given.coord_std
+        # each side rounded once to float32 (relative 2^-24), ours scaled by std_a / std_given = 0.5
+        np.testing.assert_allclose(got, want, rtol=0, atol=2.0 ** -22 * (np.abs(ours).max() + np.abs(want).max()))
+        other.release()
         from insarlake.forecast.train import read_parts
         for part, n in a.train_parts.items():
             coords, series, edges = read_parts(a.shards, [part])[part]
@@ -308,7 +320,7 @@ def test_saved_model_is_reused(spark, forecast_config, forecasted):
     store = forecast_store(forecast_config, "sim", "dapf")
     versions = {name.split("/")[0] for name in store.files.list_files(*store.parts)} - {"latest.json"}
     assert len(versions) == 1 and store.latest() in versions         # nothing new trained
-    assert run.seconds["forecast.train.dapf"] < 5
+    assert run.metrics["model_reused.forecast.dapf"] == 1.0 and run.metrics["model_new_epochs.forecast.dapf"] == 0
 
 
 def test_a_record_too_short_for_the_windows_is_refused(spark, forecast_config, sim_scene, tmp_path):

@@ -153,6 +153,10 @@ class ModelsConfig(_Section):
     key: ClassVar[str] = "models"
     mlflow: _choice(MLFLOW_MODES)
     mlflow_experiment: Text
+    reuse_extended: bool
+    reuse_max_new_share: NonNegative
+    cadence_tolerance_days: NonNegative
+    refit_every_runs: Annotated[int, Field(ge=0)]
 
 
 class CatalogConfig(_Section):

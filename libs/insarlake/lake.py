@@ -33,6 +33,7 @@ from insarlake.config import Config
 from insarlake.errors import InputError, first_line
 from insarlake.files import LakeFiles, is_local_path, spark_settings
 from insarlake.modelstore import COMPLETE, ModelStore
+from insarlake.reuse import Verdict
 from insarlake.tables import TABLES, conform, schema, table as table_contract
 from insarlake.tracking import MlflowTracker, mlflow_wanted
 
@@ -256,6 +257,24 @@ def rows_written(spark: SparkSession, config: Config, table: str, dataset: str, 
     return read_table(spark, config, table, [dataset]).where(F.col("run_id") == run.run_id)
 
 
+def runs_since_fit(spark: SparkSession, config: Config, dataset: str, store: ModelStore,
+                   version: str | None = None) -> int:
+    """How many succeeded runs of ``dataset`` reused ``version`` of ``store`` (default its newest; a
+    version is named by the run that fitted it, and a later fit makes a newer one), from their
+    ``runs.metrics``; 0 when none is saved."""
+    version = version or store.latest()
+    if version is None or not table_exists(spark, config, "runs"):
+        return 0
+    runs = read_table(spark, config, "runs")
+    fitted = runs.where(F.col("run_id") == version).select("started").first()
+    if fitted is None:
+        return 0
+    key = f"model_reused.{store.kind}.{store.name}"
+    return runs.where((F.col("status") == "succeeded") & F.array_contains("datasets", dataset)
+                      & (F.col("started") > F.lit(fitted.started))
+                      & (F.try_element_at("metrics", F.lit(key)) == 1.0)).count()
+
+
 def latest_run_id(spark: SparkSession, config: Config, table: str, dataset: str, current: "Run | None" = None
                   ) -> str | None:
     """The run whose rows of ``dataset`` in ``table`` a reader takes (``run_results``), or None."""
@@ -328,6 +347,15 @@ class Run:
     def count(self, key: str, n: int) -> None:
         self.counts[key] = int(n)
         log.info("%s: %d rows", key, n)
+
+    def model_use(self, kind: str, name: str, verdict: Verdict | None, runs_since_fit: int) -> None:
+        """Record in ``metrics`` whether model ``kind``/``name`` was reused (verdict) or fitted
+        (None): model_reused.<kind>.<name> 1/0, model_new_epochs..., model_runs_since_fit...
+        (runs that reused it before this one, this one not counted)."""
+        key = f"{kind}.{name}"
+        self.metrics[f"model_reused.{key}"] = 0.0 if verdict is None else 1.0
+        self.metrics[f"model_new_epochs.{key}"] = 0.0 if verdict is None else float(verdict.new_epochs)
+        self.metrics[f"model_runs_since_fit.{key}"] = 0.0 if verdict is None else float(runs_since_fit)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

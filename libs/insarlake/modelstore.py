@@ -20,10 +20,11 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from insarlake.errors import InputError
 from insarlake.files import LakeFiles
+from insarlake.reuse import ReusePolicy, Verdict, reuse_verdict
 from insarlake.tracking import MlflowTracker
 
 log = logging.getLogger(__name__)
@@ -164,3 +165,20 @@ class ModelStore:
         why = verdict if isinstance(verdict, str) else "its settings, data or dates differ"
         log.info("%s model %s: saved version %s not reused (%s)", self.kind, self.name, self.uri(version), why)
         return None
+
+    def reusable_by_policy(self, read: Callable[[Path], M], matches: Callable[[M], bool | str],
+                           dates_of: Callable[[M], Sequence], dates: Sequence, policy: ReusePolicy,
+                           runs_since_fit: int, retrain: bool = False) -> tuple[M, str, Verdict] | None:
+        """``reusable`` where the dates follow the model-reuse policy (reuse.py): (model, version,
+        the policy's verdict) when ``matches(model)`` (its settings) and the policy both say reuse."""
+        verdicts = []
+
+        def both(model: M) -> bool | str:
+            settings = matches(model)
+            if settings is not True:
+                return settings
+            verdicts.append(reuse_verdict(dates_of(model), dates, runs_since_fit, policy))
+            return True if verdicts[-1].reuse else verdicts[-1].why
+
+        saved = self.reusable(read, both, retrain)
+        return None if saved is None else (*saved, verdicts[-1])

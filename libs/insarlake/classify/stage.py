@@ -15,6 +15,7 @@ Models: <lake>/models/classifier/<dataset>/<model>/<run_id>/ with latest.json na
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -31,10 +32,12 @@ from insarlake.classify.model import STATIC_FEATURES, Architecture, ClassifierMo
 from insarlake.config import ClassifyConfig, Config
 from insarlake.errors import InputError
 from insarlake.files import LakeFiles
-from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, run_results, write_table
+from insarlake.lake import (Run, analysis_pixels, lake_files, model_store, read_table, run_results, runs_since_fit,
+                           write_table)
 from insarlake.launch import run_training
 from insarlake.spark import delta_schema_merge, session_conf
 from insarlake.modelstore import ModelStore
+from insarlake.reuse import ReusePolicy
 from insarlake.tables import schema
 
 log = logging.getLogger(__name__)
@@ -261,7 +264,8 @@ def arrow_batch_rows(spark: SparkSession, rows: int):
 def predict(pixels: DataFrame, store: ModelStore, version: str, threshold: float, dataset: str, run_id: str,
             threads: int = 1, network_rows: int = 256) -> DataFrame:
     """`classes` rows for ``pixels`` (pixel_id, disp, statics) from ``version`` of the model in
-    ``store`` (each Python worker loads it from the lake once), the
+    ``store`` (each Python worker loads it from the lake once; it reads the latest epochs of each
+    series, as many as it was trained on: reuse.py), the
     network run on at most ``network_rows`` rows at a time; run its actions inside
     ``arrow_batch_rows(spark, rows)`` to set the size of Spark's Arrow batches.
     Arrow batches go straight to numpy (list_column_to_numpy), never through Python lists."""
@@ -287,7 +291,9 @@ def predict(pixels: DataFrame, store: ModelStore, version: str, threshold: float
                  pa.repeat(model_name, n), pa.repeat(target, n)],
                 names=CLASSES_SCHEMA.fieldNames())
 
-    return pixels.select("pixel_id", "disp", "statics").mapInArrow(classify, CLASSES_SCHEMA)
+    n_epochs = int(meta["architecture"]["n_epochs"])     # the latest epochs, as many as it was trained on
+    latest = F.slice("disp", -n_epochs, n_epochs).alias("disp")
+    return pixels.select("pixel_id", latest, "statics").mapInArrow(classify, CLASSES_SCHEMA)
 
 
 def confusion_counts(truth_pred: DataFrame, true_col: str = "class_id",
@@ -363,11 +369,12 @@ def plot_confusion(per_class: pd.DataFrame, labels: list[int], path: Path, title
     return path
 
 
-def _matches(model: ClassifierModel, arch: Architecture, target: str, labels: list[int],
-             dates: list[str]) -> bool | str:
-    """True when a saved ``model`` has this architecture, target, classes and epochs; else why not."""
+def _matches(model: ClassifierModel, arch: Architecture, target: str, labels: list[int]) -> bool | str:
+    """True when a saved ``model`` has this architecture (its own number of epochs aside: the reuse
+    policy judges its epochs, reuse.py), target and classes; else why not."""
+    arch = dataclasses.replace(arch, n_epochs=model.arch.n_epochs)
     for what, saved, wanted in (("architecture", model.arch, arch), ("target", model.target, target),
-                                ("classes", list(model.labels), labels), ("epochs", list(model.epoch_dates), dates)):
+                                ("classes", list(model.labels), labels)):
         if saved != wanted:
             return f"other {what}"
     return True
@@ -403,9 +410,12 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
             for name in cfg.models:
                 store = classifier_store(config, dataset, name, spark)
                 arch = architecture(cfg, name, len(dates), len(labels))
-                saved = store.reusable(ClassifierModel.load, lambda m: _matches(m, arch, cfg.target, labels, dates),
-                                       cfg.retrain)
+                since = runs_since_fit(spark, config, dataset, store)
+                saved = store.reusable_by_policy(ClassifierModel.load, lambda m: _matches(m, arch, cfg.target, labels),
+                                                 lambda m: m.epoch_dates, dates, ReusePolicy.of(config.models),
+                                                 since, cfg.retrain)
                 trained[name] = saved is None
+                run.model_use("classifier", name, None if saved is None else saved[2], since)
                 if saved is None:
                     with run.stage(f"classify.train_{name}"):
                         if prepared is None:
@@ -415,7 +425,7 @@ def run_classify(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                         store.save(run.run_id, model.save, make_latest=False)   # the newest once evaluated
                     version = run.run_id
                 else:
-                    model, version = saved
+                    model, version, _ = saved
                 versions[name] = version
                 with run.stage(f"classify.evaluate_{name}"):
                     held_out = evaluation_sample(split.where(F.col("split") == "validation"), held_out_pixels,

@@ -25,8 +25,10 @@ from pyspark.sql import types as T
 from insarlake.cluster.space import cluster_in_space, map_sample, plot_clusters
 from insarlake.config import Config
 from insarlake.errors import InputError
-from insarlake.lake import Run, analysis_pixels, lake_files, model_store, read_table, run_results, write_table
+from insarlake.lake import (Run, analysis_pixels, lake_files, model_store, read_table, run_results, runs_since_fit,
+                           write_table)
 from insarlake.modelstore import ModelStore
+from insarlake.reuse import ReusePolicy
 from insarlake.tables import schema
 from insarlake.temporal.covariogram import covariogram, plot_covariogram
 from insarlake.temporal.tskm import TskmModel, fit_tskm
@@ -108,23 +110,29 @@ def _keep_share(quota, n):
     return F.least(F.lit(1.0), (quota + F.lit(3.0) * F.sqrt(quota) + F.lit(3.0)) / n)
 
 
-def _reusable(model: TskmModel, config: Config, dates: list[str]) -> bool | str:
-    """True when ``model`` was fitted on these epochs with these temporal settings; else why not."""
+def _same_settings(model: TskmModel, config: Config) -> bool | str:
+    """True when ``model`` was fitted with these temporal settings; else why not (its epochs are
+    the reuse policy's: reuse.py)."""
     wanted = {k: getattr(config.temporal, k) for k in _MODEL_KEYS}
-    if model.epoch_dates != dates:
-        return "other epochs"
     saved = {k: model.settings.get(k) for k in _MODEL_KEYS}
     return True if saved == wanted else f"other temporal settings ({saved} vs {wanted})"
 
 
 def fit_or_reuse(spark: SparkSession, config: Config, dataset: str, pixels: DataFrame,
                  dates: list[str], run: Run) -> tuple[TskmModel, bool]:
+    """The dataset's saved TSKM model when the settings and the reuse policy (models.*) allow it,
+    else one fitted on a stratified sample; records which in ``run.metrics``."""
     cfg = config.temporal
     store = tskm_store(config, dataset, spark)
-    saved = store.reusable(_read_tskm, lambda m: _reusable(m, config, dates), retrain=not cfg.reuse_model)
+    since = runs_since_fit(spark, config, dataset, store)
+    saved = store.reusable_by_policy(_read_tskm, lambda m: _same_settings(m, config), lambda m: m.epoch_dates,
+                                     dates, ReusePolicy.of(config.models), since, retrain=not cfg.reuse_model)
     if saved is not None:
-        log.info("TSKM model reused (k=%d)", saved[0].k)
-        return saved[0], True
+        model, _, verdict = saved
+        run.model_use("tskm", "tskm", verdict, since)
+        log.info("TSKM model reused (k=%d; %s)", model.k, verdict.why)
+        return model, True
+    run.model_use("tskm", "tskm", None, 0)
     sample = stratified_sample(pixels, cfg.sample_size, cfg.seed)
     series = np.stack(sample["disp"].to_numpy()).astype(np.float64)
     k_values = [cfg.k] if cfg.k is not None else list(range(cfg.k_min, cfg.k_max + 1))
@@ -142,7 +150,9 @@ def fit_or_reuse(spark: SparkSession, config: Config, dataset: str, pixels: Data
 def assign_pixels(pixels: DataFrame, model: TskmModel, dataset: str, run_id: str,
                   with_distance: bool) -> DataFrame:
     """Every pixel's TSKM label (and distance, NaN unless ``with_distance``) with the model's exact
-    kernel, in mapInPandas: dataset, run_id, pixel_id, tskm_label, tskm_distance."""
+    kernel, in mapInPandas: dataset, run_id, pixel_id, tskm_label, tskm_distance. The model reads
+    the latest epochs of each series, as many as it was fitted on (all of them unless it is reused
+    across an append: reuse.py)."""
     def assign(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             if batch.empty:
@@ -156,7 +166,9 @@ def assign_pixels(pixels: DataFrame, model: TskmModel, dataset: str, run_id: str
                                 "tskm_label": labels.astype(np.int32),
                                 "tskm_distance": np.where(with_distance, distance, np.nan)})
 
-    return pixels.select("pixel_id", "disp").mapInPandas(assign, TSKM_SCHEMA)
+    n_epochs = len(model.epoch_dates)
+    latest = F.slice("disp", -n_epochs, n_epochs).alias("disp")
+    return pixels.select("pixel_id", latest).mapInPandas(assign, TSKM_SCHEMA)
 
 
 def plot_centroids(model: TskmModel, path: Path) -> Path:

@@ -80,12 +80,13 @@ class ForecastModel:
         training = {k: result.get(k) for k in ("history", "best_epoch", "seconds", "world_size", "interval_scale")}
         return cls(name, dict(hyper), split, norm, list(dates), network, training)
 
-    def matches(self, name: str, hyper: dict, split: WindowSplit, norm: Normalisation, dates: list) -> bool:
-        """Same model, settings and dates, and the same normalisation up to the rounding of Spark's
-        sums (added in any order: relative error ~ n x 2^-53, far below 1e-9 for n < 10^6 terms
-        per partial sum)."""
-        return (self.name == name and self.hyper == dict(hyper) and self.split == split
-                and self.norm.close_to(norm) and list(self.epoch_dates) == list(dates))
+    def same_settings(self, name: str, hyper: dict, split: WindowSplit) -> bool | str:
+        """True when this is model ``name`` with these hyperparameters and the window split the
+        settings give on its own epochs (``split``); else why not. Its epochs are the reuse
+        policy's (reuse.py); its normalisation serves whatever run reuses it."""
+        if self.name != name or self.hyper != dict(hyper):
+            return "other model or hyperparameters"
+        return True if self.split == split else f"other window split ({self.split} vs {split})"
 
     @property
     def interval_scale(self) -> float:

@@ -44,9 +44,10 @@ from insarlake.forecast.windows import (Normalisation, WindowSplit, cadence_year
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import to_local_m
 from insarlake.files import LakeFiles
-from insarlake.lake import (Run, analysis_pixels, lake_files, latest_run_id, read_table, run_results, table_exists,
-                           write_table)
+from insarlake.lake import (Run, analysis_pixels, lake_files, latest_run_id, read_table, run_results, runs_since_fit,
+                           table_exists, write_table)
 from insarlake.launch import run_training
+from insarlake.reuse import ReusePolicy, Verdict
 from insarlake.spark import default_parallelism, delta_schema_merge
 from insarlake.tables import schema
 from insarlake.temporal.softdtw import fill_missing
@@ -194,18 +195,31 @@ def subgraph_arrays(group: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.n
             np.stack(group["series"].to_numpy()).astype(np.float64), edges, group["core"].to_numpy(bool))
 
 
-def prepare(spark: SparkSession, config: Config, dataset: str, folder: LakeFiles) -> Prepared:
-    """Gap-free series, graph and subgraphs, split and normalisation; writes the training sample
-    (``forecast.train_subgraphs`` subgraphs chosen by a seeded hash) as Parquet into ``folder``."""
-    cfg = config.forecast
-    pixels = analysis_pixels(spark, config, dataset)
+def epoch_dates(spark: SparkSession, config: Config, dataset: str) -> list:
+    """The dataset's epoch dates (dt.date), in order; InputError when it has none."""
     dates = [r.date for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]
     if not dates:
         raise InputError(f"dataset {dataset}: no epochs; run ingest first")
+    return dates
+
+
+def window_split(cfg: ForecastConfig, n_epochs: int, dataset: str) -> WindowSplit:
+    """The train/validation/test windows of a record of ``n_epochs`` under ``cfg``."""
     try:
-        split = WindowSplit.of(len(dates), cfg.input_epochs, cfg.horizon_epochs, cfg.train_share, cfg.validation_share)
+        return WindowSplit.of(n_epochs, cfg.input_epochs, cfg.horizon_epochs, cfg.train_share, cfg.validation_share)
     except ValueError as exc:
         raise InputError(f"dataset {dataset}: forecast.input_epochs / horizon_epochs: {exc}") from None
+
+
+def prepare(spark: SparkSession, config: Config, dataset: str, folder: LakeFiles,
+            norm: Normalisation | None = None) -> Prepared:
+    """Gap-free series, graph and subgraphs, split and normalisation (``norm``: a reused model's,
+    else computed from the pixels); writes the training sample (``forecast.train_subgraphs``
+    subgraphs chosen by a seeded hash) as Parquet into ``folder``."""
+    cfg = config.forecast
+    pixels = analysis_pixels(spark, config, dataset)
+    dates = epoch_dates(spark, config, dataset)
+    split = window_split(cfg, len(dates), dataset)
     t_years = np.array([(d - dates[0]).days / 365.25 for d in dates])
     n_pixels = pixels.count()
     if n_pixels < 2:
@@ -221,16 +235,17 @@ def prepare(spark: SparkSession, config: Config, dataset: str, folder: LakeFiles
              .repartition(tasks, "subgraph").sortWithinPartitions("subgraph", "slot")
              .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        return _prepared(spark, cfg, dataset, folder, graph, split, dates, t_years, n_pixels, tasks)
+        return _prepared(spark, cfg, dataset, folder, graph, split, dates, t_years, n_pixels, tasks, norm)
     except BaseException:
         graph.unpersist()
         raise
 
 
 def _prepared(spark: SparkSession, cfg: ForecastConfig, dataset: str, folder: LakeFiles, graph: DataFrame,
-              split: WindowSplit, dates: list, t_years: np.ndarray, n_pixels: int, tasks: int) -> Prepared:
+              split: WindowSplit, dates: list, t_years: np.ndarray, n_pixels: int, tasks: int,
+              given: Normalisation | None) -> Prepared:
     """``prepare``'s second half on the cached subgraph rows ``graph`` (``gap_free``'s columns by
-    subgraph): normalisation, counts, the training sample."""
+    subgraph): normalisation (``given``, else computed), counts, the training sample."""
     coord_cols = ("x_km", "y_km", "height")
     core = graph.where("core")
     finite = {c: F.when(~F.isnan(c), F.col(c)) for c in coord_cols}
@@ -254,8 +269,8 @@ def _prepared(spark: SparkSession, cfg: ForecastConfig, dataset: str, folder: La
     scale = math.sqrt(total["sumsq"] / total["count"]) if total["count"] else 0.0
     if not scale > 0:
         raise InputError(f"dataset {dataset}: the displacements do not change over the training epochs; nothing to forecast")
-    norm = Normalisation(scale_mm=scale, coord_mean=mean, coord_std=std)
-
+    norm = given or Normalisation(scale_mm=scale, coord_mean=mean, coord_std=std)
+    mean, std = norm.coord_mean, norm.coord_std
     coords = F.array(*[((F.coalesce(F.col(c), F.lit(mu)) - mu) / sd).cast("float")
                        for c, mu, sd in zip(coord_cols, mean, std)])
     members = graph.select("subgraph", "pixel_id", "slot", "core", "nbr", coords.alias("coords"), "series")
@@ -292,33 +307,70 @@ def train(prepared: Prepared, cfg: ForecastConfig, name: str) -> dict:
     return run_training(train_worker, args, cfg.num_processes, cfg.local_mode, cfg.use_gpu)
 
 
-def trained_model(prepared: Prepared, config: Config, name: str, run_id: str, store_name: str | None = None
-                  ) -> ForecastModel:
-    """The saved model ``name`` of the dataset (in its store ``store_name``, default ``name``) when
-    it matches (dates, split, normalisation, hyperparameters, interval calibration) and retrain is
-    off; else a newly trained one, saved."""
+def saved_forecaster(spark: SparkSession, config: Config, dataset: str, name: str, dates: list,
+                     store_name: str | None = None, norm: Normalisation | None = None
+                     ) -> tuple[ForecastModel, str, Verdict, int] | None:
+    """(model, version, the reuse policy's verdict, runs that reused it since its fit) of the saved
+    forecaster ``name`` of the dataset (in its store ``store_name``, default ``name``) when retrain
+    is off, its settings match (hyperparameters, the window split the settings give on its epochs,
+    interval calibration; with ``norm``, also that normalisation) and the reuse policy (models.*,
+    reuse.py) says reuse over ``dates``; else None."""
     cfg = config.forecast
     hyper = dict(cfg.hyper.get(name, {}))
-    dates = [d.isoformat() for d in prepared.dates]
-    store = forecast_store(config, prepared.dataset, store_name or name, prepared.members.sparkSession)
+    store = forecast_store(config, dataset, store_name or name, spark)
 
     def matches(saved: ForecastModel) -> bool | str:
         calibrated = saved.training.get("interval_scale") is not None
-        wants_calibration = cfg.calibrate_interval and hasattr(saved.network, "predictive")
-        if calibrated != wants_calibration:
+        if calibrated != (cfg.calibrate_interval and hasattr(saved.network, "predictive")):
             return "interval calibration differs"
-        return saved.matches(name, hyper, prepared.split, prepared.norm, dates)
+        if norm is not None and not saved.norm.close_to(norm):
+            return "other normalisation"
+        try:
+            split = window_split(cfg, len(saved.epoch_dates), dataset)
+        except InputError:
+            return "the window settings leave no windows on its epochs"
+        return saved.same_settings(name, hyper, split)
 
-    saved = store.reusable(ForecastModel.load, matches, cfg.retrain)
+    since = runs_since_fit(spark, config, dataset, store)
+    saved = store.reusable_by_policy(ForecastModel.load, matches, lambda m: m.epoch_dates,
+                                     [d.isoformat() for d in dates], ReusePolicy.of(config.models), since, cfg.retrain)
+    return None if saved is None else (*saved, since)
+
+
+def reused_normalisation(spark: SparkSession, config: Config, dataset: str, store_name: str = "dapf"
+                         ) -> Normalisation | None:
+    """The normalisation of the saved DAPF (in ``store_name``) when this run reuses it: the run
+    then prepares its series and coordinates as that model was trained on them."""
+    dates = epoch_dates(spark, config, dataset)
+    saved = saved_forecaster(spark, config, dataset, "dapf", dates, store_name)
+    return None if saved is None else saved[0].norm
+
+
+def trained_model(prepared: Prepared, config: Config, name: str, run: Run, store_name: str | None = None
+                  ) -> ForecastModel:
+    """The saved model ``name`` of the dataset (in its store ``store_name``, default ``name``) when
+    ``saved_forecaster`` allows it over the prepared record and its normalisation; else a newly
+    trained one, saved. Records which in ``run.metrics`` (model_reused.forecast.<store>, ...)."""
+    cfg = config.forecast
+    hyper = dict(cfg.hyper.get(name, {}))
+    store_name = store_name or name
+    spark = prepared.members.sparkSession
+    saved = saved_forecaster(spark, config, prepared.dataset, name, prepared.dates, store_name, prepared.norm)
     if saved is not None:
-        return saved[0]
+        model, _, verdict, since = saved
+        run.model_use("forecast", store_name, verdict, since)
+        log.info("forecast model %s reused (%s)", store_name, verdict.why)
+        return model
+    run.model_use("forecast", store_name, None, 0)
     result = train(prepared, cfg, name)
-    model = ForecastModel.create(name, hyper, prepared.split, prepared.norm, dates, result)
+    model = ForecastModel.create(name, hyper, prepared.split, prepared.norm,
+                                 [d.isoformat() for d in prepared.dates], result)
     best = result["history"][result["best_epoch"]]
-    store.save(run_id, model.save, params={"model": name, "hyper": hyper, "split": prepared.split.as_dict(),
-                                           "train_subgraphs": len(prepared.train_parts)},
-               metrics={"val_mse": best["val_mse"], "best_epoch": result["best_epoch"],
-                        "train_seconds": result["seconds"], "interval_scale": model.interval_scale})
+    forecast_store(config, prepared.dataset, store_name, spark).save(
+        run.run_id, model.save, params={"model": name, "hyper": hyper, "split": prepared.split.as_dict(),
+                                        "train_subgraphs": len(prepared.train_parts)},
+        metrics={"val_mse": best["val_mse"], "best_epoch": result["best_epoch"], "train_seconds": result["seconds"],
+                 "interval_scale": model.interval_scale})
     log.info("forecast model %s: %d epochs (best %d, validation mse %.4f) in %.1f s", name, len(result["history"]),
              result["best_epoch"], best["val_mse"], result["seconds"])
     return model
@@ -501,7 +553,7 @@ def run_forecast(spark: SparkSession, config: Config, dataset: str, run: Run, ev
     prepared = None
     try:
         with run.stage("forecast.prepare"):
-            prepared = prepare(spark, config, dataset, work)
+            prepared = prepare(spark, config, dataset, work, reused_normalisation(spark, config, dataset))
             run.count("forecast_pixels", prepared.pixels)
             run.count("forecast_edges", prepared.edges)
             run.count("forecast_subgraphs", prepared.subgraphs)
@@ -523,7 +575,7 @@ def _train_predict_evaluate(spark: SparkSession, config: Config, prepared: Prepa
     models = {}
     for name in (cfg.models if evaluate else ["dapf"]):
         with run.stage(f"forecast.train.{name}"):
-            models[name] = trained_model(prepared, config, name, run.run_id)
+            models[name] = trained_model(prepared, config, name, run)
     with run.stage("forecast.predict"):
         rows = forecast_future(prepared, models["dapf"], cfg, dataset, run.run_id)
         write_table(spark, rows, config, "forecasts", [dataset], run=run)
@@ -572,9 +624,10 @@ def evaluate_models(spark: SparkSession, config: Config, prepared: Prepared, mod
                         cfg.monitoring_horizon_days, exc)
         else:
             with run.stage("forecast.evaluate.monitoring"):
-                long = prepare(spark, monitoring, dataset, work.sub("monitoring"))
+                long = prepare(spark, monitoring, dataset, work.sub("monitoring"),
+                               reused_normalisation(spark, monitoring, dataset, f"dapf_h{steps}"))
                 try:
-                    long_models = {name: trained_model(long, monitoring, name, run.run_id, f"{name}_h{steps}")
+                    long_models = {name: trained_model(long, monitoring, name, run, f"{name}_h{steps}")
                                    for name in cfg.models}
                     tables.append(_with_training(score_models(long, long_models, monitoring.forecast, hotspot_ids),
                                                  long_models, steps))
