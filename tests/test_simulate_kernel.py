@@ -442,3 +442,43 @@ def test_scheduled_changes_start_a_source_and_raise_its_rate():
     np.testing.assert_allclose(los(changed, 1) - los(plain, 1), (factor - 1) * rate * np.maximum(t - t0, 0), atol=1e-9)
     with pytest.raises(ConfigError, match=r"simulate.changes\[0\].source' must name one of the scene's sources 1..2"):
         S.plan_scene(make_sim(n_pixels=200, sources=still_kinds, changes=[{"source": 3, "start_date": day}]))
+
+
+def test_nested_sources_sit_in_bowls_and_beside_faults_and_keep_their_own_pixels():
+    """simulate.nested_share 1: every landslide and tunnel midpoint within NEST_BOWL_RADII of a
+    bowl's centre, the uplift across the post-seismic fault at decay + NEST_UPLIFT_RADII of its
+    radius; bowls and faults stay where they were; each moved source still owns pixels in the truth."""
+    kinds = {"subsidence": 2, "uplift": 1, "landslide": 3, "tunnel": 1, "postseismic": 1}
+    apart = S.plan_scene(make_sim(n_pixels=8000, sources=kinds))
+    nested = S.plan_scene(make_sim(n_pixels=8000, sources=kinds, nested_share=1.0))
+    W, H = nested.width_m, nested.height_m
+    assert [s.kind for s in nested.sources] == [s.kind for s in apart.sources]
+    hosts = {s.source_id: s for s in nested.sources if s.kind in ("subsidence", "postseismic")}
+    assert hosts == {s.source_id: s for s in apart.sources if s.kind in ("subsidence", "postseismic")}
+    bowls = [s for s in hosts.values() if s.kind == "subsidence"]
+    (fault,) = [s for s in hosts.values() if s.kind == "postseismic"]
+
+    def clipped(x, y):          # a site pushed inside the scene's 5 % margin
+        return min(x, W - x) <= 0.05 * W + 1e-6 or min(y, H - y) <= 0.05 * H + 1e-6
+
+    for src, was in zip(nested.sources, apart.sources):
+        p = dict(src.params)
+        if src.kind in ("landslide", "tunnel"):
+            x, y = src.x_m, src.y_m
+            if src.kind == "tunnel":
+                x, y = x + 0.5 * p["length_m"] * np.sin(p["azimuth_rad"]), y + 0.5 * p["length_m"] * np.cos(p["azimuth_rad"])
+            assert (src.x_m, src.y_m) != (was.x_m, was.y_m)
+            within = [np.hypot(x - b.x_m, y - b.y_m) / dict(b.params)["radius_m"] for b in bowls]
+            assert min(within) <= S.NEST_BOWL_RADII[1] + 1e-9 or clipped(x, y), (src, within)
+        if src.kind == "uplift":
+            f = dict(fault.params)
+            dx, dy = src.x_m - fault.x_m, src.y_m - fault.y_m
+            along = dx * np.sin(f["strike_rad"]) + dy * np.cos(f["strike_rad"])
+            across = abs(dx * np.cos(f["strike_rad"]) - dy * np.sin(f["strike_rad"]))
+            lo, hi = (f["decay_m"] + r * p["radius_m"] for r in S.NEST_UPLIFT_RADII)
+            assert clipped(src.x_m, src.y_m) or (abs(along) < 1e-6 * W and lo - 1e-6 <= across <= hi + 1e-6)
+    slides = [(s.x_m, s.y_m, dict(s.params)["length_m"]) for s in nested.sources if s.kind == "landslide"]
+    for i, (x, y, length) in enumerate(slides):       # moved apart from each other
+        assert all(np.hypot(x - q, y - r) >= 0.5 * (length + e) - 1e-6 for q, r, e in slides[:i])
+    truth = S.generate_scene(nested)["source_id"].value_counts()
+    assert all(truth.get(s.source_id, 0) > 0 for s in nested.sources), truth

@@ -222,6 +222,7 @@ class SimulateConfig(_Section):
     unwrap_error_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
     missing_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
     truth_min_mm: float
+    nested_share: Share
     changes: list[Annotated[SourceChange, AfterValidator(_one_change)]]
 
     @model_validator(mode="after")

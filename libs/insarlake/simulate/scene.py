@@ -48,6 +48,7 @@ STREAM_SOURCES = 4
 STREAM_ATMOSPHERE = 5          # wavevector pool and per-epoch coefficients (regenerated per tile)
 STREAM_ATMOSPHERE_EPOCH = 6    # per-epoch strength and stratified coefficient (stored in plan)
 STREAM_ALLOCATION = 7
+STREAM_NESTING = 8             # simulate.nested_share: which sources move next to another, and where
 STREAM_TILE = 1000
 
 # Model constants (documented where used).
@@ -551,12 +552,10 @@ def _draw_sources(sim: Any, plan_geo: dict[str, Any], dates: np.ndarray, t_years
                         return px, py
                 return float(cand["x"][j]), float(cand["y"][j])
             x, y = placer.choose(draw_site, 2.0 * length_m, 1.0)
-            gx, gy = plan_geo["terrain_gradient"](np.array([x]), np.array([y]))
-            grad = math.hypot(gx[0], gy[0])
-            down_az = math.atan2(-gx[0], -gy[0]) if grad > 0 else rng.uniform(0, 2 * np.pi)
+            down_az, slope = _downslope(plan_geo, x, y, rng)
             drafted["landslide"].append((x, y, {
                 "length_m": length_m, "width_ratio": rng.uniform(0.35, 0.6),
-                "downslope_azimuth_rad": down_az, "slope_rad": math.atan(grad),
+                "downslope_azimuth_rad": down_az, "slope_rad": slope,
                 "velocity_mm_yr": rng.uniform(10.0, 40.0), "acceleration_mm_yr2": rng.uniform(1.0, 8.0)}))
 
     sources = []
@@ -564,7 +563,71 @@ def _draw_sources(sim: Any, plan_geo: dict[str, Any], dates: np.ndarray, t_years
         for x, y, params in drafted[kind]:
             sources.append(Source(len(sources) + 1, kind, float(x), float(y),
                                   tuple((k, float(v)) for k, v in params.items())))
-    return tuple(sources)
+    return _nest_sources(tuple(sources), float(_get(sim, "nested_share")), _get(sim, "seed"), plan_geo)
+
+
+def _downslope(plan_geo: dict[str, Any], x: float, y: float, rng: np.random.Generator) -> tuple[float, float]:
+    """(downslope azimuth, slope) in radians of the terrain at (x, y) m; the azimuth is drawn from
+    ``rng`` on flat ground."""
+    gx, gy = plan_geo["terrain_gradient"](np.array([x]), np.array([y]))
+    grad = math.hypot(gx[0], gy[0])
+    return (math.atan2(-gx[0], -gy[0]) if grad > 0 else rng.uniform(0, 2 * np.pi)), math.atan(grad)
+
+
+# Where a nested source goes (simulate.nested_share), in units of its host's size: a landslide or a
+# tunnel's midpoint within this many bowl radii of the bowl's centre (inside it or on its rim); an
+# uplift's centre this many of its own radii beyond the post-seismic field's decay distance.
+NEST_BOWL_RADII = (0.2, 1.3)
+NEST_UPLIFT_RADII = (0.6, 1.4)
+NEST_LANDSLIDE_SITES = 32      # sites tried around the bowl; the one whose slope the radar sees best
+
+
+def _nest_sources(sources: tuple[Source, ...], share: float, seed: int, plan_geo: dict[str, Any]
+                  ) -> tuple[Source, ...]:
+    """Hard layouts for benchmarks: each landslide and tunnel, with probability ``share``, moved
+    inside or beside a subsidence bowl (NEST_BOWL_RADII), and each uplift beside a post-seismic
+    field, across its fault (NEST_UPLIFT_RADII). A moved landslide takes the best of
+    NEST_LANDSLIDE_SITES sites for the radar (LOS gain of its downslope motion) away from the
+    landslides moved before it (half their lengths apart), and the slope there.
+    On RNG stream STREAM_NESTING, so that ``share`` 0 leaves the scene as it was."""
+    if share <= 0:
+        return sources
+    rng = _rng(seed, STREAM_NESTING)
+    W, H = plan_geo["width_m"], plan_geo["height_m"]
+    bowls = [s for s in sources if s.kind == "subsidence"]
+    faults = [s for s in sources if s.kind == "postseismic"]
+    slides: list[tuple[float, float, float]] = []       # (x, y, length) of the landslides moved so far
+    out = []
+    for src in sources:
+        hosts = bowls if src.kind in ("landslide", "tunnel") else faults if src.kind == "uplift" else []
+        if not hosts or not rng.random() < share:
+            out.append(src)
+            continue
+        host = hosts[int(rng.integers(len(hosts)))]
+        p, h = dict(src.params), dict(host.params)
+        if src.kind == "uplift":
+            away = h["decay_m"] + rng.uniform(*NEST_UPLIFT_RADII) * p["radius_m"]
+            side = rng.choice([-1.0, 1.0])      # across the fault: along its normal (cos, -sin) of the strike
+            x = float(np.clip(host.x_m + side * away * math.cos(h["strike_rad"]), 0.05 * W, 0.95 * W))
+            y = float(np.clip(host.y_m - side * away * math.sin(h["strike_rad"]), 0.05 * H, 0.95 * H))
+        else:
+            angle = rng.uniform(0, 2 * np.pi, NEST_LANDSLIDE_SITES if src.kind == "landslide" else 1)
+            dist = rng.uniform(*NEST_BOWL_RADII, angle.size) * h["radius_m"]
+            xs = np.clip(host.x_m + dist * np.cos(angle), 0.05 * W, 0.95 * W)
+            ys = np.clip(host.y_m + dist * np.sin(angle), 0.05 * H, 0.95 * H)
+            if src.kind == "landslide":
+                gain = np.array([abs(plan_geo["landslide_gain"](a, b)) for a, b in zip(xs, ys)])
+                free = np.array([all(math.hypot(a - q, b - r) >= 0.5 * (p["length_m"] + e) for q, r, e in slides)
+                                 for a, b in zip(xs, ys)])       # not on a slide moved before it
+                best = int(np.argmax(np.where(free, gain, -np.inf) if free.any() else gain))
+                x, y = float(xs[best]), float(ys[best])
+                slides.append((x, y, p["length_m"]))
+                p["downslope_azimuth_rad"], p["slope_rad"] = _downslope(plan_geo, x, y, rng)
+            else:   # the tunnel's start point, so that its midpoint falls at (xs, ys)
+                x = float(xs[0]) - 0.5 * p["length_m"] * math.sin(p["azimuth_rad"])
+                y = float(ys[0]) - 0.5 * p["length_m"] * math.cos(p["azimuth_rad"])
+        out.append(Source(src.source_id, src.kind, x, y, tuple((k, float(v)) for k, v in p.items())))
+    return tuple(out)
 
 
 def _landslide_los_gain(dhx: np.ndarray, dhy: np.ndarray, los_e: np.ndarray, los_n: np.ndarray,
