@@ -186,7 +186,7 @@ def test_hand_made_runs_nothing_then_new_growing_and_gone(spark, monitor_config,
     quiet = "quiet"
     config = replace(monitor_config, alerts=replace(monitor_config.alerts, assets=None))
     run_ingest(spark, config, str(runs["first"]), quiet, Run("ingest", config))
-    pixels = read_table(spark, config, "pixels", [quiet]).select("pixel_id", "lon", "lat", "velocity")
+    pixels = read_table(spark, config, "pixels", [quiet]).select("pixel_id", "lon", "lat", "velocity", "velocity_std")
     v0, sigma = velocity_noise(pixels, config.hotspots)
     level = config.hotspots.z_pixel * sigma
     movers = pixels.toPandas().assign(speed=lambda p: (p.velocity - v0).abs()).sort_values("speed", ascending=False)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from insarlake.hotspots.geometry import from_local_m
-from insarlake.hotspots.split import split_candidate
+from insarlake.hotspots.split import candidate_parts, split_candidate
 
 CENTRE = (11.35, 44.5)
 
@@ -72,3 +72,65 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="finite"):
         split_candidate(np.r_[lon[:-1], np.nan], lat, z, 1.5, 2.5, 150.0, 10, 30)
     assert split_candidate([], [], [], 1.5, 2.5, 150.0, 10, 30).shape == (0,)
+
+
+def _fault(offset_m=0.0, seed=0):
+    """A post-seismic field across a fault along x = 0: excess z = +-peak * exp(-|x| / decay), the
+    fastest at the trace, towards the radar on one side and away on the other; with an uplift
+    bowl (positive) ``offset_m`` beyond it when given. Kept where |z| > 1.5."""
+    rng = np.random.default_rng(seed)
+    gx, gy = np.meshgrid(np.arange(-6000, 8000, 60.0), np.arange(-3000, 3000, 60.0))
+    x = gx.ravel() + rng.uniform(-20, 20, gx.size)
+    y = gy.ravel() + rng.uniform(-20, 20, gy.size)
+    along = np.exp(-(y / 2500.0) ** 4)
+    z = np.sign(x) * 15.0 * np.exp(-np.abs(x) / 900.0) * along
+    if offset_m:
+        z = z + 12.0 * np.exp(-((x - offset_m) ** 2 + y ** 2) / (2 * 700.0 ** 2))
+    z = z + rng.normal(0, 0.3, x.size)
+    keep = np.abs(z) > 1.5
+    lon, lat = from_local_m(x[keep], y[keep], *CENTRE)
+    return lon, lat, z[keep], x[keep]
+
+
+def _parts(lon, lat, z, contact_ratio=1.3):
+    return candidate_parts(lon, lat, z, z_start=1.5, level_ratio=2.5, eps_m=150.0, min_samples=10,
+                           min_pixels=30, contact_ratio=contact_ratio)
+
+
+def test_a_field_whose_sign_changes_at_its_fault_is_one_part():
+    lon, lat, z, _ = _fault()
+    part = _parts(lon, lat, z)
+    assert (z[part == 0] > 0).any() and (z[part == 0] < 0).any()
+    assert set(np.unique(part)) <= {-1, 0}
+    assert (part[np.abs(z) > 3.0] == 0).all()       # only stray pixels at the fringe are in no lobe (-1)
+    never = _parts(lon, lat, z, contact_ratio=1e6)   # the merge is what joins them
+    assert sorted(np.unique(never[never >= 0])) == [0, 1]
+
+
+def test_an_uplift_beside_the_fault_stays_apart_from_the_field():
+    lon, lat, z, x = _fault(offset_m=4500.0)
+    part = _parts(lon, lat, z)
+    uplift, field = part[x > 3200], part[np.abs(x) < 1500]
+    assert np.bincount(field[field >= 0]).argmax() != np.bincount(uplift[uplift >= 0]).argmax()
+    # the field's two lobes are still one part
+    west, east = part[(x < 0) & (x > -800)], part[(x > 0) & (x < 800)]
+    assert np.bincount(west[west >= 0]).argmax() == np.bincount(east[east >= 0]).argmax()
+
+
+def test_a_bowl_beside_an_uplift_is_two_parts():
+    # opposite signs that touch at their slow rims: no merge
+    lon, lat, z, truth = _bowls([(-1000, 0), (1000, 0)], peak_z=12.0, width_m=500.0)
+    z = np.where(truth == 0, -z, z)
+    part = _parts(lon, lat, z)
+    assert sorted(np.unique(part[part >= 0])) == [0, 1]
+    assert _agreement(part[part >= 0], truth[part >= 0]) > 0.99
+
+
+def test_candidate_parts_rejects_bad_input():
+    lon, lat, z, _ = _fault()
+    with pytest.raises(ValueError, match="same shape"):
+        _parts(lon, lat[:-1], z)
+    with pytest.raises(ValueError, match="finite"):
+        _parts(lon, lat, np.where(np.arange(z.size) == 3, np.nan, z))
+    with pytest.raises(ValueError, match="contact_ratio"):
+        _parts(lon, lat, z, contact_ratio=0.0)

@@ -95,8 +95,30 @@ def test_retention_gives_every_failed_rule_as_reason(hotspot_config):
     assert out.retained.tolist() == [True, False, False, False]
     assert out.reason[0] == "" and "10 pixels < min_pixels 30" in out.reason[1]
     assert "standard distance 4.00 km >= 3.00 km" in out.reason[2]
-    assert "within 2.0 sigma" in out.reason[3]
+    assert "within 2.0 sigma" in out.reason[3] and "mean speed 3.00 mm/yr" in out.reason[3]
     seed = retain(rows, cfg, "seed", ref)                 # the paper's rule: no velocity test
     assert seed.retained.tolist() == [True, False, False, True]
     baseline = retain(rows, cfg, "velocity_threshold", ref)
     assert baseline.retained.tolist() == [True, False, True, True]
+
+
+def test_the_noise_level_on_spark_is_the_numpy_kernels(spark, hotspot_config, hotspots_run):
+    # velocity_noise bins the velocities (NOISE_BIN_SHARE of the first sigma estimate): each value
+    # moves by at most one bin, so the clip edges, the median and the MAD by at most one bin each:
+    # v0 within two bins of stable_level on the values themselves, sigma within its factor times two
+    from insarlake.hotspots.noise import MAD_TO_SIGMA, clipped_mad_to_sigma, stable_level
+    from insarlake.hotspots.stage import NOISE_BIN_SHARE, velocity_noise
+
+    pixels = read_table(spark, hotspot_config, "pixels", ["sim"]).select("velocity", "velocity_std")
+    frame = pixels.toPandas()
+    v = frame["velocity"].to_numpy(np.float64)
+    stds = np.sort(frame["velocity_std"].to_numpy(np.float64))
+    formal = float(stds[(len(stds) + 1) // 2 - 1])          # percentile_approx's median: the lower one
+    v0, sigma = velocity_noise(pixels, hotspot_config.hotspots)
+    exact_v0, exact_sigma = stable_level(v, clip_z=hotspot_config.hotspots.stable_clip_z, start_sigma_mm_yr=formal)
+    # the first estimates are percentile_approx's (exact at this size): the bin width is known
+    width = NOISE_BIN_SHARE * min(MAD_TO_SIGMA * np.median(np.abs(v - np.median(v))), formal)
+    assert abs(v0 - exact_v0) <= 2 * width
+    assert abs(sigma - exact_sigma) <= 2 * clipped_mad_to_sigma(hotspot_config.hotspots.stable_clip_z) * width
+    run, _ = hotspots_run
+    assert run.metrics["hotspots_sigma_mm_yr"] == pytest.approx(sigma)

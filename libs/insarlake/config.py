@@ -390,9 +390,11 @@ class HotspotsConfig(_Section):
     standard_distance_factor: Positive
     min_pixels: Count
     noise_velocity_mm_yr: Optional[Positive]
+    stable_clip_z: Annotated[float, Field(gt=1)]
     z_pixel: Positive
     z_hotspot: Positive
     split_level_ratio: Optional[Annotated[float, Field(gt=1)]]
+    merge_contact_ratio: Positive
     eps_m: Optional[Positive]
     eps_correlation_factor: Positive
     min_samples: Count

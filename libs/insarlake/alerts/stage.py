@@ -56,7 +56,7 @@ def run_alerts(spark: SparkSession, config: Config, dataset: str, run: Run) -> A
                    .select("hotspot_id", "n_pixels", "ellipse_area_km2", "mean_velocity", "center_lon",
                            "center_lat", "geometry", "mean_disp").toPandas())
         members = _members(spark, config, dataset, hotspots_run, current["hotspot_id"])
-        pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "velocity")
+        pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "velocity", "velocity_std")
         v0, sigma = velocity_noise(pixels, config.hotspots)
         level = config.hotspots.z_pixel * sigma
         dates = [r.date for r in read_table(spark, config, "epochs", [dataset]).orderBy("idx").collect()]

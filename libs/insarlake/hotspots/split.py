@@ -8,6 +8,13 @@ two or more children of at least ``min_pixels`` mean two sources, each child is 
 and a single child is followed upwards until the peak. Every pixel of the candidate then joins the
 nearest final core (the rim is shared out by distance), so nothing is lost and a candidate with one
 peak stays whole.
+
+``candidate_parts`` applies it to one cluster of moving pixels of either sign: each sign's pixels
+are clustered (lobes), each lobe is split at its peaks, and two parts of opposite signs become one
+source again when they meet where both move fastest. That is a fault: a post-seismic field moves
+towards the radar on one side and away on the other, the fastest next to the trace, with no
+stable ground between. Two sources of opposite signs side by side (an uplift beside a bowl) meet
+at their slow rims instead.
 """
 from __future__ import annotations
 
@@ -54,6 +61,74 @@ def split_candidate(lon_deg, lat_deg, excess_z, z_start: float, level_ratio: flo
     xyz = np.column_stack(unit_vectors(lon_rad, lat_rad))
     _, nearest = cKDTree(xyz[points]).query(xyz)
     return owner[nearest]
+
+
+def candidate_parts(lon_deg, lat_deg, excess_z, z_start: float, level_ratio: float | None, eps_m: float,
+                    min_samples: int, min_pixels: int, contact_ratio: float) -> np.ndarray:
+    """Part index (n,) int64 (0..m-1; -1: a pixel in no lobe of its sign) of every pixel of one
+    cluster of moving pixels of both signs.
+
+    excess_z: (n,) signed (velocity - v0) / sigma, |excess_z| > z_start; level_ratio: the peak
+    split's (``split_candidate``; None: lobes are not split); contact_ratio: two parts of opposite
+    signs merge when their contact pixels (those within eps_m of the other part) move on average
+    at least contact_ratio times as fast (|excess_z|) as the two parts' pixels."""
+    lon = np.asarray(lon_deg, np.float64)
+    lat = np.asarray(lat_deg, np.float64)
+    z = np.asarray(excess_z, np.float64)
+    n = lon.shape[0]
+    if lat.shape != (n,) or z.shape != (n,):
+        raise ValueError(f"lon_deg, lat_deg and excess_z must have the same shape (n,), got {lon.shape}, {lat.shape}, {z.shape}")
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all() and np.isfinite(z).all()):
+        raise ValueError("lon_deg, lat_deg and excess_z must be finite")
+    if not (contact_ratio > 0 and eps_m > 0 and min_samples >= 1 and min_pixels >= 1):
+        raise ValueError("contact_ratio and eps_m must be > 0, min_samples and min_pixels >= 1")
+    part = np.full(n, -1, np.int64)
+    lat_rad, lon_rad = np.radians(lat), np.radians(lon)
+    eps_rad = eps_m / EARTH_RADIUS_M
+    parts: list[np.ndarray] = []
+    signs: list[float] = []
+    for sign in (-1.0, 1.0):
+        idx = np.flatnonzero(np.sign(z) == sign)
+        if len(idx) == 0:
+            continue
+        _, root = local_dbscan(lat_rad[idx], lon_rad[idx], np.zeros(len(idx), np.int8), eps_rad, min_samples)
+        for r in np.unique(root[root >= 0]):
+            lobe = idx[root == r]
+            pieces = np.zeros(len(lobe), np.int64) if level_ratio is None else split_candidate(
+                lon[lobe], lat[lobe], np.abs(z[lobe]), z_start, level_ratio, eps_m, min_samples, min_pixels)
+            for q in range(int(pieces.max()) + 1):
+                parts.append(lobe[pieces == q])
+                signs.append(sign)
+    if not parts:
+        return part
+    owner = np.arange(len(parts))
+    xyz = np.column_stack(unit_vectors(lon_rad, lat_rad))
+    chord = 2.0 * np.sin(0.5 * eps_rad)
+    trees = [cKDTree(xyz[p]) for p in parts]
+    speed = np.abs(z)
+    for a in range(len(parts)):
+        for b in range(a + 1, len(parts)):
+            if signs[a] == signs[b] or _find(owner, a) == _find(owner, b):
+                continue
+            near_a = trees[b].query_ball_point(xyz[parts[a]], chord, return_length=True) > 0
+            if not near_a.any():
+                continue
+            near_b = trees[a].query_ball_point(xyz[parts[b]], chord, return_length=True) > 0
+            contact = np.concatenate([speed[parts[a]][near_a], speed[parts[b]][near_b]]).mean()
+            whole = np.concatenate([speed[parts[a]], speed[parts[b]]]).mean()
+            if contact >= contact_ratio * whole:
+                owner[_find(owner, b)] = _find(owner, a)
+    roots = np.array([_find(owner, i) for i in range(len(parts))])
+    for number, r in enumerate(np.unique(roots)):
+        for i in np.flatnonzero(roots == r):
+            part[parts[i]] = number
+    return part
+
+
+def _find(owner: np.ndarray, i: int) -> int:
+    while owner[i] != i:
+        i = owner[i]
+    return int(i)
 
 
 def _cores(members: np.ndarray, z: float, lat: np.ndarray, lon: np.ndarray, excess_z: np.ndarray,

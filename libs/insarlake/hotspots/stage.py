@@ -29,7 +29,8 @@ from insarlake.exports import write_geoparquet
 from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset_peak
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series, series_frame
 from insarlake.hotspots.scoring import match, scores
-from insarlake.hotspots.split import split_candidate
+from insarlake.hotspots.noise import speed_z, stable_level
+from insarlake.hotspots.split import candidate_parts
 from insarlake.lake import Run, analysis_pixels, lake_files, read_table, run_results, table_exists, write_table
 from insarlake.spatial.dbscan import dbscan
 from insarlake.tables import schema
@@ -40,10 +41,12 @@ log = logging.getLogger(__name__)
 HOTSPOTS_SCHEMA = schema("hotspots")
 PIXELS_SCHEMA = schema("hotspot_pixels")
 SCORES_SCHEMA = schema("hotspot_scores")
-# What ``describe`` computes of a candidate: its id and the contract's columns n_pixels .. geometry.
+# What ``describe`` computes of a candidate: its id, the contract's columns n_pixels .. geometry
+# and velocity_z.
 _NAMES = HOTSPOTS_SCHEMA.fieldNames()
-DESCRIBED_SCHEMA = T.StructType([HOTSPOTS_SCHEMA[c] for c in
-                                 ["hotspot_id", *_NAMES[_NAMES.index("n_pixels"):_NAMES.index("geometry") + 1]]])
+DESCRIBED_SCHEMA = T.StructType([HOTSPOTS_SCHEMA[c] for c in ["hotspot_id", *_NAMES[_NAMES.index("n_pixels"):
+                                                                              _NAMES.index("geometry") + 1],
+                                                              "velocity_z"]])
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,10 @@ class Detection:
 
 def labelled_pixels(spark: SparkSession, config: Config, dataset: str, current: Run | None = None
                     ) -> tuple[DataFrame, str]:
-    """pixels (pixel_id, lon, lat, velocity, disp) with ``label``: classes.predicted_cluster, or
+    """pixels (pixel_id, lon, lat, velocity, velocity_std, disp) with ``label``: classes.predicted_cluster, or
     clusters.cluster_id when configured or when the dataset has no classes (the rows of ``current``
     when it wrote them, else of the run written last: ``lake.run_results``); and the source name."""
-    pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "velocity", "disp")
+    pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "velocity", "velocity_std", "disp")
     source = config.hotspots.labels
     classes = run_results(spark, config, "classes", dataset, current=current) \
         if source == "classes" and table_exists(spark, config, "classes") else None
@@ -91,17 +94,34 @@ def labelled_pixels(spark: SparkSession, config: Config, dataset: str, current: 
     return out, source
 
 
+# The histogram of velocities handed to ``stable_level``: bins of this share of the smaller first
+# sigma estimate (1.4826 x MAD of all velocities, the median velocity_std), out to
+# NOISE_HISTOGRAM_SIGMAS x the MAD's sigma from the median; binning moves v0 and sigma by less
+# than one bin.
+NOISE_BIN_SHARE = 1.0 / 100.0
+NOISE_HISTOGRAM_SIGMAS = 10.0
+
+
 def velocity_noise(pixels: DataFrame, cfg: HotspotsConfig) -> tuple[float, float]:
-    """(v0, sigma) in mm/yr: the median velocity (the stable ground's level) and 1.4826 x the median
-    |velocity - v0| (its noise), or hotspots.noise_velocity_mm_yr when set."""
-    v0 = pixels.select(F.percentile_approx("velocity", 0.5, 100_000)).first()[0]
-    if v0 is None:
+    """(v0, sigma) in mm/yr: the stable ground's velocity level and noise (``noise.stable_level``
+    on a histogram of ``pixels.velocity``, starting from the median ``velocity_std`` where the frame
+    has one; sigma hotspots.noise_velocity_mm_yr when set)."""
+    valid = F.col("velocity").isNotNull() & ~F.isnan("velocity")
+    velocity = pixels.where(valid).select(F.col("velocity").cast("double").alias("v"))
+    median = velocity.select(F.percentile_approx("v", 0.5, 100_000)).first()[0]
+    if median is None:
         raise InputError("no pixel velocity to measure the noise level on")
-    sigma = cfg.noise_velocity_mm_yr or 1.4826 * pixels.select(
-        F.percentile_approx(F.abs(F.col("velocity") - F.lit(v0)), 0.5, 100_000)).first()[0]
-    if not sigma > 0:
+    spread = 1.4826 * velocity.select(F.percentile_approx(F.abs(F.col("v") - F.lit(median)), 0.5, 100_000)).first()[0]
+    if not spread > 0:
         raise InputError("the velocity noise (1.4826 x MAD of the velocities) is 0; set hotspots.noise_velocity_mm_yr")
-    return float(v0), float(sigma)
+    formal = pixels.where(valid).select(F.percentile_approx("velocity_std", 0.5, 100_000)).first()[0] \
+        if "velocity_std" in pixels.columns else None
+    width = min(spread, formal or spread) * NOISE_BIN_SHARE
+    bins = (velocity.where(F.abs(F.col("v") - F.lit(median)) <= NOISE_HISTOGRAM_SIGMAS * spread)
+            .groupBy(F.floor((F.col("v") - F.lit(median)) / F.lit(width)).alias("bin")).count().toPandas())
+    v0, sigma = stable_level(median + (bins["bin"].to_numpy(np.float64) + 0.5) * width,
+                             bins["count"].to_numpy(np.float64), cfg.stable_clip_z, formal)
+    return float(v0), float(cfg.noise_velocity_mm_yr or sigma)
 
 
 def reference(noise: tuple[float, float], cfg: HotspotsConfig, correlation_length_km: float, method: str) -> Reference:
@@ -118,41 +138,41 @@ def reference(noise: tuple[float, float], cfg: HotspotsConfig, correlation_lengt
 
 def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Reference) -> DataFrame:
     """pixel_id, hotspot_id (0, 1, ...) of every candidate pixel: the predicted clusters (seed,
-    renumbered), or DBSCAN clusters of the moving pixels (per velocity sign for significant; DBSCAN
-    already numbers its clusters 0, 1, ...)."""
+    renumbered), or DBSCAN clusters of the moving pixels (velocity_threshold; DBSCAN numbers its
+    clusters 0, 1, ...), each cut into its sources by ``split.candidate_parts`` (significant)."""
     if method != "seed":
-        moving = pixels.where(F.abs(F.col("velocity") - ref.v0_mm_yr) > cfg.z_pixel * ref.sigma_mm_yr)
-        group = F.signum(F.col("velocity") - ref.v0_mm_yr).cast("int") if method == "significant" else F.lit(0)
-        moving = moving.select("pixel_id", "lon", "lat", group.alias("sign"))
+        excess = ((F.col("velocity") - ref.v0_mm_yr) / ref.sigma_mm_yr).alias("excess_z")
+        moving = pixels.select("pixel_id", "lon", "lat", excess).where(F.abs("excess_z") > cfg.z_pixel)
         if moving.limit(1).count() == 0:
             return pixels.sparkSession.createDataFrame([], "pixel_id string, hotspot_id long")
-        clustered = dbscan(moving, ref.eps_m, cfg.min_samples, group_col="sign")
-        members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", F.col("cluster_id").alias("hotspot_id"))
-        if method == "significant" and cfg.split_level_ratio is not None:
-            members = split_sources(members, pixels, cfg, ref)
-        return members
+        clustered = dbscan(moving, ref.eps_m, cfg.min_samples)
+        members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", "lon", "lat", "excess_z",
+                                                                   F.col("cluster_id").alias("hotspot_id"))
+        if method == "significant":
+            return split_sources(members, cfg, ref)
+        return members.select("pixel_id", "hotspot_id")
     members = pixels.where(F.col("label") >= 0).select("pixel_id", F.col("label").alias("cluster"))
     ids = sorted(r[0] for r in members.select("cluster").distinct().collect())
     mapping = pixels.sparkSession.createDataFrame([(int(c), i) for i, c in enumerate(ids)], "cluster long, hotspot_id long")
     return members.join(F.broadcast(mapping), "cluster").select("pixel_id", "hotspot_id")
 
 
-def split_sources(members: DataFrame, pixels: DataFrame, cfg: HotspotsConfig, ref: Reference) -> DataFrame:
-    """``members`` (pixel_id, hotspot_id) with each candidate split at its velocity peaks
-    (``split.split_candidate``, one candidate per pandas group), renumbered 0, 1, ..."""
+def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference) -> DataFrame:
+    """pixel_id, hotspot_id (0, 1, ...) of the sources in the clusters of moving pixels ``members``
+    (pixel_id, lon, lat, excess_z, hotspot_id): ``split.candidate_parts``, one cluster per pandas
+    group; a pixel in no lobe of its sign is in no candidate."""
     z_start, ratio, eps_m = cfg.z_pixel, cfg.split_level_ratio, ref.eps_m
-    min_samples, min_pixels = cfg.min_samples, cfg.min_pixels
+    min_samples, min_pixels, contact = cfg.min_samples, cfg.min_pixels, cfg.merge_contact_ratio
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
         group = group.sort_values("pixel_id", kind="stable")
-        part = split_candidate(group["lon"].to_numpy(), group["lat"].to_numpy(), group["excess_z"].to_numpy(),
-                               z_start, ratio, eps_m, min_samples, min_pixels)
+        part = candidate_parts(group["lon"].to_numpy(), group["lat"].to_numpy(), group["excess_z"].to_numpy(),
+                               z_start, ratio, eps_m, min_samples, min_pixels, contact)
         return pd.DataFrame({"pixel_id": group["pixel_id"].to_numpy(), "candidate": group["hotspot_id"].to_numpy(),
                              "part": part})
 
-    excess = (F.abs(F.col("velocity") - ref.v0_mm_yr) / ref.sigma_mm_yr).alias("excess_z")
-    parts = (members.join(pixels.select("pixel_id", "lon", "lat", excess), "pixel_id")
-             .groupBy("hotspot_id").applyInPandas(one, "pixel_id string, candidate long, part long")).cache()
+    parts = (members.groupBy("hotspot_id").applyInPandas(one, "pixel_id string, candidate long, part long")
+             .where(F.col("part") >= 0)).cache()
     keys = sorted((int(r[0]), int(r[1])) for r in parts.select("candidate", "part").distinct().collect())
     mapping = members.sparkSession.createDataFrame([(c, q, i) for i, (c, q) in enumerate(keys)],
                                                    "candidate long, part long, hotspot_id long")
@@ -163,7 +183,7 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
              dates: list) -> pd.DataFrame:
     """One row per candidate: geometry (``cluster_geometry``), ellipse WKT, velocities, dominant
     label, mean series (Spark aggregate), onset and peak dates."""
-    n_std = cfg.ellipse_n_std
+    n_std, v0, sigma = cfg.ellipse_n_std, ref.v0_mm_yr, ref.sigma_mm_yr
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
         g = cluster_geometry(group["lon"].to_numpy(), group["lat"].to_numpy(), n_std=n_std)
@@ -177,13 +197,13 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
             "angle_deg": g.angle_deg, "ellipse_area_km2": g.ellipse_area_km2, "hull_area_km2": g.hull_area_km2,
             "mean_velocity": float(np.nanmean(velocity)), "median_velocity": float(np.nanmedian(velocity)),
             "cluster_id": int(top), "cluster_share": float(counts.max() / len(group)),
-            "geometry": ellipse_polygon(g).wkt}])
+            "geometry": ellipse_polygon(g).wkt, "velocity_z": speed_z(velocity, v0, sigma)}])
 
     joined = members.join(pixels, "pixel_id")
     rows = (joined.select("hotspot_id", "lon", "lat", "velocity", "label")
             .groupBy("hotspot_id").applyInPandas(one, DESCRIBED_SCHEMA).toPandas())
     if rows.empty:
-        return rows.assign(velocity_z=[], mean_disp=[], onset_date=[], peak_date=[])
+        return rows.assign(mean_disp=[], onset_date=[], peak_date=[])
     series = (joined.select("hotspot_id", F.posexplode("disp").alias("idx", "value"))
               .where(~F.isnan("value") & F.col("value").isNotNull())
               .groupBy("hotspot_id", "idx").agg(F.avg("value").alias("mean")).toPandas())
@@ -202,7 +222,6 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
         else:
             onsets.append(None)
             peaks.append(None)
-    rows["velocity_z"] = (rows["mean_velocity"] - ref.v0_mm_yr) / ref.sigma_mm_yr
     rows["mean_disp"], rows["onset_date"], rows["peak_date"] = means, onsets, peaks
     return rows.sort_values("hotspot_id", ignore_index=True)
 
@@ -217,8 +236,8 @@ def retain(rows: pd.DataFrame, cfg: HotspotsConfig, method: str, ref: Reference)
         if method != "velocity_threshold" and not r.standard_distance_km < ref.max_sd_km:
             why.append(f"standard distance {r.standard_distance_km:.2f} km >= {ref.max_sd_km:.2f} km")
         if method == "significant" and not abs(r.velocity_z) > cfg.z_hotspot:
-            why.append(f"mean velocity {r.mean_velocity:.2f} mm/yr within {cfg.z_hotspot} sigma "
-                       f"({ref.sigma_mm_yr:.2f} mm/yr) of the stable level {ref.v0_mm_yr:.2f} mm/yr")
+            why.append(f"mean speed {abs(r.velocity_z) * ref.sigma_mm_yr:.2f} mm/yr away from the stable level "
+                       f"{ref.v0_mm_yr:.2f} mm/yr, within {cfg.z_hotspot} sigma ({ref.sigma_mm_yr:.2f} mm/yr)")
         reasons.append("; ".join(why))
     return rows.assign(retained=[not w for w in reasons], reason=reasons)
 
