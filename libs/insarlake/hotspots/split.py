@@ -37,14 +37,8 @@ def split_candidate(lon_deg, lat_deg, excess_z, z_start: float, level_ratio: flo
     noise sigmas (all above ``z_start``, the level the candidate was formed at); eps_m, min_samples:
     the DBSCAN of the candidate; min_pixels: the smallest core that counts as a source;
     level_ratio > 1: the ratio between successive levels."""
-    lon = np.asarray(lon_deg, np.float64)
-    lat = np.asarray(lat_deg, np.float64)
-    z = np.asarray(excess_z, np.float64)
+    lon, lat, z = _pixels(lon_deg, lat_deg, excess_z)
     n = lon.shape[0]
-    if lat.shape != (n,) or z.shape != (n,):
-        raise ValueError(f"lon_deg, lat_deg and excess_z must have the same shape (n,), got {lon.shape}, {lat.shape}, {z.shape}")
-    if not (np.isfinite(lon).all() and np.isfinite(lat).all() and np.isfinite(z).all()):
-        raise ValueError("lon_deg, lat_deg and excess_z must be finite")
     if not level_ratio > 1.0:
         raise ValueError(f"level_ratio must be > 1, got {level_ratio}")
     if not (z_start > 0 and eps_m > 0 and min_samples >= 1 and min_pixels >= 1):
@@ -72,14 +66,8 @@ def candidate_parts(lon_deg, lat_deg, excess_z, z_start: float, level_ratio: flo
     split's (``split_candidate``; None: lobes are not split); contact_ratio: two parts of opposite
     signs merge when their contact pixels (those within eps_m of the other part) move on average
     at least contact_ratio times as fast (|excess_z|) as the two parts' pixels."""
-    lon = np.asarray(lon_deg, np.float64)
-    lat = np.asarray(lat_deg, np.float64)
-    z = np.asarray(excess_z, np.float64)
+    lon, lat, z = _pixels(lon_deg, lat_deg, excess_z)
     n = lon.shape[0]
-    if lat.shape != (n,) or z.shape != (n,):
-        raise ValueError(f"lon_deg, lat_deg and excess_z must have the same shape (n,), got {lon.shape}, {lat.shape}, {z.shape}")
-    if not (np.isfinite(lon).all() and np.isfinite(lat).all() and np.isfinite(z).all()):
-        raise ValueError("lon_deg, lat_deg and excess_z must be finite")
     if not (contact_ratio > 0 and eps_m > 0 and min_samples >= 1 and min_pixels >= 1):
         raise ValueError("contact_ratio and eps_m must be > 0, min_samples and min_pixels >= 1")
     part = np.full(n, -1, np.int64)
@@ -129,6 +117,18 @@ def _find(owner: np.ndarray, i: int) -> int:
     while owner[i] != i:
         i = owner[i]
     return int(i)
+
+
+def _pixels(lon_deg, lat_deg, excess_z) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three (n,) float64 arrays, checked of one shape and finite."""
+    lon = np.asarray(lon_deg, np.float64)
+    lat = np.asarray(lat_deg, np.float64)
+    z = np.asarray(excess_z, np.float64)
+    if lon.ndim != 1 or lat.shape != lon.shape or z.shape != lon.shape:
+        raise ValueError(f"lon_deg, lat_deg and excess_z must have the same shape (n,), got {lon.shape}, {lat.shape}, {z.shape}")
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all() and np.isfinite(z).all()):
+        raise ValueError("lon_deg, lat_deg and excess_z must be finite")
+    return lon, lat, z
 
 
 def _cores(members: np.ndarray, z: float, lat: np.ndarray, lon: np.ndarray, excess_z: np.ndarray,
