@@ -29,7 +29,7 @@ from insarlake.exports import write_geoparquet
 from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset_peak
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series, series_frame
 from insarlake.hotspots.scoring import match, scores
-from insarlake.hotspots.noise import speed_z, stable_level
+from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level
 from insarlake.hotspots.split import candidate_parts
 from insarlake.lake import Run, analysis_pixels, lake_files, read_table, run_results, table_exists, write_table
 from insarlake.spatial.dbscan import dbscan
@@ -106,16 +106,17 @@ def velocity_noise(pixels: DataFrame, cfg: HotspotsConfig) -> tuple[float, float
     """(v0, sigma) in mm/yr: the stable ground's velocity level and noise (``noise.stable_level``
     on a histogram of ``pixels.velocity``, starting from the median ``velocity_std`` where the frame
     has one; sigma hotspots.noise_velocity_mm_yr when set)."""
-    valid = F.col("velocity").isNotNull() & ~F.isnan("velocity")
-    velocity = pixels.where(valid).select(F.col("velocity").cast("double").alias("v"))
-    median = velocity.select(F.percentile_approx("v", 0.5, 100_000)).first()[0]
+    valid = pixels.where(F.col("velocity").isNotNull() & ~F.isnan("velocity"))
+    velocity = valid.select(F.col("velocity").cast("double").alias("v"))
+    formal_std = F.percentile_approx("velocity_std", 0.5, 100_000) if "velocity_std" in pixels.columns \
+        else F.lit(None)
+    median, formal = valid.select(F.percentile_approx(F.col("velocity").cast("double"), 0.5, 100_000), formal_std).first()
     if median is None:
         raise InputError("no pixel velocity to measure the noise level on")
-    spread = 1.4826 * velocity.select(F.percentile_approx(F.abs(F.col("v") - F.lit(median)), 0.5, 100_000)).first()[0]
+    spread = MAD_TO_SIGMA * velocity.select(
+        F.percentile_approx(F.abs(F.col("v") - F.lit(median)), 0.5, 100_000)).first()[0]
     if not spread > 0:
         raise InputError("the velocity noise (1.4826 x MAD of the velocities) is 0; set hotspots.noise_velocity_mm_yr")
-    formal = pixels.where(valid).select(F.percentile_approx("velocity_std", 0.5, 100_000)).first()[0] \
-        if "velocity_std" in pixels.columns else None
     width = min(spread, formal or spread) * NOISE_BIN_SHARE
     bins = (velocity.where(F.abs(F.col("v") - F.lit(median)) <= NOISE_HISTOGRAM_SIGMAS * spread)
             .groupBy(F.floor((F.col("v") - F.lit(median)) / F.lit(width)).alias("bin")).count().toPandas())
