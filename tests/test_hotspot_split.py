@@ -63,6 +63,29 @@ def test_a_secondary_peak_smaller_than_min_pixels_does_not_split():
     assert len(np.unique(_split(lon, lat, z))) == 2
 
 
+def test_a_broad_field_keeps_its_rim_around_a_small_core_inside_it():
+    """A tunnel's trough (a narrow strip, its own peak) on the flank of a broad bowl: the strip is a
+    part of its own, and the bowl's rim beyond it stays with the bowl (by plain nearest core the
+    strip took nearly all of it)."""
+    rng = np.random.default_rng(0)
+    gx, gy = np.meshgrid(np.arange(-5000, 5000, 60.0), np.arange(-3000, 3000, 60.0))
+    x = gx.ravel() + rng.uniform(-20, 20, gx.size)
+    y = gy.ravel() + rng.uniform(-20, 20, gy.size)
+    bowl = 40.0 * np.exp(-(x ** 2 + y ** 2) / (2 * 1500.0 ** 2))
+    strip = 30.0 * np.exp(-((y - 2000.0) ** 2 + np.maximum(np.abs(x) - 800.0, 0.0) ** 2) / (2 * 100.0 ** 2))
+    z = bowl + strip + rng.normal(0, 0.3, x.size)
+    keep = z > 1.5
+    lon, lat = from_local_m(x[keep], y[keep], *CENTRE)
+    part = _split(lon, lat, z[keep])
+    on_strip, y = (strip > bowl)[keep], y[keep]
+    assert sorted(np.unique(part)) == [0, 1]
+    assert len(np.unique(part[on_strip])) == 1
+    in_strip_part = part == part[on_strip][0]
+    assert not in_strip_part[y < 1500].any()           # the bowl's side of the strip
+    beyond = y > 2300                                   # the bowl's rim beyond the strip
+    assert in_strip_part[beyond].mean() < 0.5
+
+
 def test_bad_input_is_refused():
     lon, lat, z, _ = _bowls([(0, 0)])
     with pytest.raises(ValueError, match="same shape"):

@@ -5,9 +5,9 @@ rims into one DBSCAN cluster of moving pixels. Their centres are not joined: the
 one peak per source. The split is a component tree over velocity levels: the candidate's pixels
 above the next level (``z * level_ratio`` noise sigmas) are clustered again with the same DBSCAN;
 two or more children of at least ``min_pixels`` mean two sources, each child is split again in turn,
-and a single child is followed upwards until the peak. Every pixel of the candidate then joins the
-nearest final core (the rim is shared out by distance), so nothing is lost and a candidate with one
-peak stays whole.
+and a single child is followed upwards until the peak. Every pixel of the candidate then joins a
+final core: the one nearest in units of the core's standard distance, so a broad field keeps its
+rim around a small core inside it. Nothing is lost and a candidate with one peak stays whole.
 
 ``candidate_parts`` applies it to one cluster of moving pixels of either sign: each sign's pixels
 are clustered (lobes), each lobe is split at its peaks, and two parts of opposite signs become one
@@ -27,6 +27,8 @@ from insarlake.spatial.kernel import local_dbscan
 
 # Levels stop rising here (noise sigmas): no real field needs more, and it bounds the recursion.
 _MAX_LEVEL_Z = 1e4
+# A core's spread is at least this (radians, 1 m), for a core whose pixels share one position.
+_MIN_SPREAD_RAD = 1.0 / EARTH_RADIUS_M
 
 
 def split_candidate(lon_deg, lat_deg, excess_z, z_start: float, level_ratio: float, eps_m: float,
@@ -50,11 +52,25 @@ def split_candidate(lon_deg, lat_deg, excess_z, z_start: float, level_ratio: flo
                    min_samples, min_pixels)
     if len(cores) == 1:
         return np.zeros(n, np.int64)
-    owner = np.concatenate([np.full(len(c), i, np.int64) for i, c in enumerate(cores)])
-    points = np.concatenate(cores)
-    xyz = np.column_stack(unit_vectors(lon_rad, lat_rad))
-    _, nearest = cKDTree(xyz[points]).query(xyz)
-    return owner[nearest]
+    return _share_out(np.column_stack(unit_vectors(lon_rad, lat_rad)), cores)
+
+
+def _share_out(xyz: np.ndarray, cores: list[np.ndarray]) -> np.ndarray:
+    """Core index (n,) int64 of every pixel: its own core, else the core with the smallest
+    distance to the pixel in units of the core's standard distance (xyz: (n, 3) unit vectors).
+
+    A small core inside a broad field (a tunnel's trough in a post-seismic lobe) reaches only
+    its own surroundings; by plain nearest core it would take the field's rim around it too."""
+    reach = np.empty((xyz.shape[0], len(cores)))
+    for i, core in enumerate(cores):
+        points = xyz[core]
+        spread = np.sqrt(((points - points.mean(axis=0)) ** 2).sum(axis=1).mean())
+        distance, _ = cKDTree(points).query(xyz)
+        reach[:, i] = distance / max(spread, _MIN_SPREAD_RAD)
+    out = np.argmin(reach, axis=1).astype(np.int64)
+    for i, core in enumerate(cores):
+        out[core] = i
+    return out
 
 
 def candidate_parts(lon_deg, lat_deg, excess_z, z_start: float, level_ratio: float | None, eps_m: float,
