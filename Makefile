@@ -30,7 +30,7 @@ catalog-server: setup
 catalog-server-stop: setup
 	$(PY) -m insarlake.catalog stop --config conf/local.yaml --lake $(LAKE) --set catalog.kind=server
 
-# Tiers (pytest.ini): test is what CI runs, every test but the long ones (~77 min on 2 cores with
+# Tiers (pytest.ini): test is what CI runs, every test but the long ones (~75 min on 2 cores with
 # the setup: watch it against CI's 90; the 25 slowest tests are listed at the end);
 # test-fast the pure tests only (no JVM, ~1 min), for quick feedback; test-long the crash trials of
 # every job and the concurrent pipelines (~35 min), before a release and after changing lake.py,

@@ -29,12 +29,18 @@ def _years(columns) -> np.ndarray:
     return ((dates - dates[0]).days / 365.25).to_numpy()
 
 
-def write_mosaic(folder: Path, egms_csv_bytes: bytes, seed: int = 19) -> dict:
+def write_mosaic(folder: Path, egms_csv_bytes: bytes, seed: int = 19, burst_share: float = 1.0) -> dict:
     """Three EGMS CSV files in ``folder`` (the real burst's bytes given), and what was put in them:
     the frames, the disk's centre (lon, lat), the pids of the good re-measurements (twins) and of
-    the re-measurements with another series (control), the real burst's mean velocity in the disk."""
+    the re-measurements with another series (control), the real burst's mean velocity in the disk.
+    burst_share < 1: that share of the real burst's points (a random sample, in their file order)
+    for a smaller mosaic; the ascending track keeps its 4,000 points."""
+    if not 0.0 < burst_share <= 1.0:
+        raise ValueError(f"burst_share must be in (0, 1], got {burst_share}")
     rng = np.random.default_rng(seed)
     real = pd.read_csv(io.BytesIO(egms_csv_bytes), dtype={"pid": str})
+    if burst_share < 1.0:
+        real = real.sample(frac=burst_share, random_state=seed).sort_index().reset_index(drop=True)
     epochs = [c for c in real.columns if c[:1].isdigit()]
     t = _years(epochs)
     center = (real.longitude.median(), real.latitude.median())

@@ -29,6 +29,12 @@ def mosaic(tmp_path_factory, egms_csv_bytes):
 
 
 @pytest.fixture(scope="module")
+def half_mosaic(tmp_path_factory, egms_csv_bytes):
+    """The mosaic on half the real burst's points: the two pipeline runs cost half as much."""
+    return write_mosaic(tmp_path_factory.mktemp("half_mosaic"), egms_csv_bytes, burst_share=0.5)
+
+
+@pytest.fixture(scope="module")
 def mosaic_config(config):
     # fixed DBSCAN scales: the simulated ascending track has no atmosphere to measure one from
     return replace(fast_clustering(config),
@@ -145,9 +151,11 @@ def test_sites_join_the_two_tracks_and_recover_the_known_motion(spark, mosaic_co
 
 
 @pytest.mark.slow
-def test_pipeline_runs_each_track_then_the_sites(spark, mosaic, tmp_path):
-    """jobs/pipeline.py on the mosaic: one run ingests, one per track runs the stages, one joins
-    the sites; every stage's table has each track's analysis pixels once."""
+def test_pipeline_runs_each_track_then_the_sites(spark, half_mosaic, tmp_path):
+    """jobs/pipeline.py on the mosaic (half the real burst's points): one run ingests, one per
+    track runs the stages, one joins the sites; every stage's table has each track's analysis
+    pixels once."""
+    mosaic = half_mosaic
     lake = tmp_path / "lake"
     settings = ["temporal.sample_size=40", "temporal.silhouette_size=40", "temporal.k=3", "temporal.max_iter=2",
                 "temporal.max_iter_barycenter=2", "covariogram.pairs=50000", "spatial.eps_m=300",
