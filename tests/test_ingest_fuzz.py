@@ -89,6 +89,22 @@ def test_the_known_failures_of_the_old_parser(burst):
     assert _run_dry({"burst.csv": quoted_name}).pixels == 25
 
 
+def test_a_cell_too_long_for_a_number_is_bad_text_and_the_others_parse():
+    """One cell of 100,000 characters among numbers: that cell is bad (its row is quarantined),
+    the others parse, and the block is not widened to it (a fixed-width text array as wide as the
+    longest cell: ~1 TB for a real burst of 2.4 million cells). The bound is 64 characters."""
+    from insarlake.ingest.parse import _MAX_NUMBER_CHARS, to_float
+
+    assert _MAX_NUMBER_CHARS == 64
+    longest = "1." + "0" * (_MAX_NUMBER_CHARS - 2)                    # 64 characters: still a number
+    block = np.array([["1.5", "x" * 100_000, ""], ["-2e1", longest, longest + "0"], ["nan", None, " 3 "]],
+                     dtype=object)
+    for cells in (block, block.astype(str)):                          # text cells, or numpy's fixed-width text
+        values, bad = to_float(cells)
+        assert bad.tolist() == [[False, True, False], [False, False, True], [False, False, False]]
+        np.testing.assert_array_equal(values, [[1.5, np.nan, np.nan], [-20.0, 1.0, np.nan], [np.nan, np.nan, 3.0]])
+
+
 def test_a_file_that_disappears_is_named(tmp_path, burst):
     gone = tmp_path / "gone.csv"
     rows = stage.file_headers(str(gone), "auto", {})

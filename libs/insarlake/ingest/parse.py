@@ -59,6 +59,10 @@ WIDE_REQUIRED = ("pixel_id", "lon", "lat")
 
 UNIT_TO_MM = dict(zip(DISPLACEMENT_UNITS, (1.0, 10.0, 1000.0)))
 _NA_TOKENS = {"", "nan", "na", "n/a", "null", "none"}
+# A cell of more characters than this is not a number (a double needs at most ~25): it is marked
+# bad before the cells become one fixed-width text array, whose width is that of the longest cell
+# (one 100,000-character cell in a burst of 2.4 million would ask for ~1 TB).
+_MAX_NUMBER_CHARS = 64
 _EPOCH_RE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})$")
 # (lo, hi) inclusive valid ranges of static values; outside → quarantine.
 _RANGES = {"lon": (-180.0, 180.0), "lat": (-90.0, 90.0), "coherence": (0.0, 1.0),
@@ -330,10 +334,17 @@ def _csv_header(source: str, content: bytes) -> list[str]:
 
 def to_float(values) -> tuple[np.ndarray, np.ndarray]:
     """Parse values (strings or numbers, any shape) into float64; returns (floats, bad) where
-    ``bad`` marks non-empty text that is not a number. Empty and NA tokens become NaN."""
+    ``bad`` marks non-empty text that is not a number (text of more than _MAX_NUMBER_CHARS
+    characters included). Empty and NA tokens become NaN."""
     arr = np.asarray(values)
     if arr.dtype.kind in "fiub":
         return arr.astype(np.float64), np.zeros(arr.shape, dtype=bool)
+    if arr.dtype.kind == "U":
+        too_long = np.char.str_len(arr) > _MAX_NUMBER_CHARS if arr.dtype.itemsize > 4 * _MAX_NUMBER_CHARS else None
+    else:
+        too_long = _text_length(arr) > _MAX_NUMBER_CHARS
+    if too_long is not None and too_long.any():
+        arr = np.where(too_long, "not a number", arr).astype(object)   # parsed as bad text below
     text = arr.astype(str)
     try:  # fast path: clean numbers, empty cells and 'nan'
         return np.where(text == "", "nan", text).astype(np.float64), np.zeros(arr.shape, dtype=bool)
@@ -345,6 +356,9 @@ def to_float(values) -> tuple[np.ndarray, np.ndarray]:
     floats = flat.to_numpy(dtype=np.float64).reshape(arr.shape)
     bad = np.isnan(floats) & ~is_na & (np.char.lower(stripped) != "nan")
     return floats, bad
+
+
+_text_length = np.frompyfunc(lambda v: len(v) if isinstance(v, str) else 0, 1, 1)
 
 
 def canonical_rows(frame: pd.DataFrame, spec: HeaderSpec, dataset_dates: list[dt.date], *,
