@@ -339,11 +339,8 @@ def to_float(values) -> tuple[np.ndarray, np.ndarray]:
     arr = np.asarray(values)
     if arr.dtype.kind in "fiub":
         return arr.astype(np.float64), np.zeros(arr.shape, dtype=bool)
-    if arr.dtype.kind == "U":
-        too_long = np.char.str_len(arr) > _MAX_NUMBER_CHARS if arr.dtype.itemsize > 4 * _MAX_NUMBER_CHARS else None
-    else:
-        too_long = _text_length(arr) > _MAX_NUMBER_CHARS
-    if too_long is not None and too_long.any():
+    too_long = _too_long(arr)
+    if too_long.any():
         arr = np.where(too_long, "not a number", arr).astype(object)   # parsed as bad text below
     text = arr.astype(str)
     try:  # fast path: clean numbers, empty cells and 'nan'
@@ -359,6 +356,16 @@ def to_float(values) -> tuple[np.ndarray, np.ndarray]:
 
 
 _text_length = np.frompyfunc(lambda v: len(v) if isinstance(v, str) else 0, 1, 1)
+
+
+def _too_long(arr: np.ndarray) -> np.ndarray:
+    """(arr.shape) bool: the text cells of more than _MAX_NUMBER_CHARS characters (none in a
+    fixed-width text array no wider than that)."""
+    if arr.dtype.kind != "U":
+        return _text_length(arr).astype(np.int64) > _MAX_NUMBER_CHARS
+    if arr.dtype.itemsize <= 4 * _MAX_NUMBER_CHARS:          # numpy's text: 4 bytes a character
+        return np.zeros(arr.shape, dtype=bool)
+    return np.char.str_len(arr) > _MAX_NUMBER_CHARS
 
 
 def canonical_rows(frame: pd.DataFrame, spec: HeaderSpec, dataset_dates: list[dt.date], *,
