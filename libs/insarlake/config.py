@@ -395,6 +395,10 @@ class HotspotsConfig(_Section):
     z_hotspot: Positive
     split_level_ratio: Optional[Annotated[float, Field(gt=1)]]
     merge_contact_ratio: Positive
+    residual_radius_m: Optional[Positive]
+    residual_z: Positive
+    residual_share: Annotated[float, Field(ge=0)]
+    residual_rim_share: Share
     eps_m: Optional[Positive]
     eps_correlation_factor: Positive
     min_samples: Count

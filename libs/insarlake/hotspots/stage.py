@@ -30,9 +30,11 @@ from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series, series_frame
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level
+from insarlake.hotspots.residual import local_residual, residual_cores
 from insarlake.hotspots.split import candidate_parts
 from insarlake.lake import Run, analysis_pixels, lake_files, read_table, run_results, table_exists, write_table
 from insarlake.spatial.dbscan import dbscan
+from insarlake.spatial.neighbours import map_neighbourhoods
 from insarlake.tables import schema
 from insarlake.temporal.covariogram import correlation_length_km
 
@@ -66,6 +68,7 @@ class Detection:
     method: str
     rows: pd.DataFrame
     members: DataFrame
+    residual_sigma_mm_yr: float | None = None   # the local residual's noise (significant; None: no residual split)
 
 
 def labelled_pixels(spark: SparkSession, config: Config, dataset: str, current: Run | None = None
@@ -137,38 +140,91 @@ def reference(noise: tuple[float, float], cfg: HotspotsConfig, correlation_lengt
     return Reference(noise[0], noise[1], max_sd, float(eps_m))
 
 
-def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Reference) -> DataFrame:
+def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Reference
+               ) -> tuple[DataFrame, float | None]:
     """pixel_id, hotspot_id (0, 1, ...) of every candidate pixel: the predicted clusters (seed,
     renumbered), or DBSCAN clusters of the moving pixels (velocity_threshold; DBSCAN numbers its
-    clusters 0, 1, ...), each cut into its sources by ``split.candidate_parts`` (significant)."""
+    clusters 0, 1, ...), each cut into its sources by ``split.candidate_parts`` and
+    ``residual.residual_cores`` (significant); and the local residual's noise sigma_r in mm/yr
+    (significant with hotspots.residual_radius_m; else None)."""
     if method != "seed":
         excess = ((F.col("velocity") - ref.v0_mm_yr) / ref.sigma_mm_yr).alias("excess_z")
         moving = pixels.select("pixel_id", "lon", "lat", excess).where(F.abs("excess_z") > cfg.z_pixel)
         if moving.limit(1).count() == 0:
-            return pixels.sparkSession.createDataFrame([], "pixel_id string, hotspot_id long")
+            return pixels.sparkSession.createDataFrame([], "pixel_id string, hotspot_id long"), None
         clustered = dbscan(moving, ref.eps_m, cfg.min_samples)
         members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", "lon", "lat", "excess_z",
                                                                    F.col("cluster_id").alias("hotspot_id"))
         if method == "significant":
-            return split_sources(members, cfg, ref)
-        return members.select("pixel_id", "hotspot_id")
+            residuals = local_residuals(pixels, cfg, ref)
+            if residuals is None:
+                return split_sources(members, cfg, ref), None
+            frame, sigma_r = residuals
+            members = (members.join(frame, "pixel_id", "left")
+                       .withColumn("residual_z", F.coalesce(F.col("residual_mm_yr") / F.lit(ref.sigma_mm_yr),
+                                                            F.lit(float("nan")))).drop("residual_mm_yr"))
+            parts = split_sources(members, cfg, ref, sigma_r)
+            frame.unpersist()
+            return parts, sigma_r
+        return members.select("pixel_id", "hotspot_id"), None
     members = pixels.where(F.col("label") >= 0).select("pixel_id", F.col("label").alias("cluster"))
     ids = sorted(r[0] for r in members.select("cluster").distinct().collect())
     mapping = pixels.sparkSession.createDataFrame([(int(c), i) for i, c in enumerate(ids)], "cluster long, hotspot_id long")
-    return members.join(F.broadcast(mapping), "cluster").select("pixel_id", "hotspot_id")
+    return members.join(F.broadcast(mapping), "cluster").select("pixel_id", "hotspot_id"), None
 
 
-def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference) -> DataFrame:
+def local_residuals(pixels: DataFrame, cfg: HotspotsConfig, ref: Reference) -> tuple[DataFrame, float] | None:
+    """(pixel_id, residual_mm_yr) of every pixel with a velocity (``residual.local_residual`` over
+    hotspots.residual_radius_m; NaN: too few neighbours) and the residual's noise sigma_r in mm/yr
+    (1.4826 x MAD over the stable ground: |velocity - v0| < stable_clip_z sigma); None when
+    residual_radius_m is null."""
+    radius_m = cfg.residual_radius_m
+    if radius_m is None:
+        return None
+    excess = (F.col("velocity") - F.lit(ref.v0_mm_yr)) / F.lit(ref.sigma_mm_yr)
+    valid = (pixels.where(F.col("velocity").isNotNull() & ~F.isnan("velocity"))
+             .select("pixel_id", "lon", "lat", F.col("velocity").cast("double").alias("velocity"),
+                     F.when(excess > cfg.z_pixel, 1).when(excess < -cfg.z_pixel, -1).otherwise(0)
+                     .cast("byte").alias("moving_sign")))
+
+    def one(frame: pd.DataFrame, owned: np.ndarray) -> pd.DataFrame:
+        residual = local_residual(frame["lon"].to_numpy(), frame["lat"].to_numpy(), frame["velocity"].to_numpy(),
+                                  frame["moving_sign"].to_numpy(), radius_m, query=owned)
+        return pd.DataFrame({"pixel_id": frame["pixel_id"].to_numpy()[owned], "residual_mm_yr": residual})
+
+    frame = map_neighbourhoods(valid, radius_m, one, "pixel_id string, residual_mm_yr double")
+    stable = (frame.join(valid.where(F.abs(excess) < cfg.stable_clip_z).select("pixel_id"), "pixel_id")
+              .where(~F.isnan("residual_mm_yr")))
+    middle = stable.select(F.percentile_approx("residual_mm_yr", 0.5, 100_000)).first()[0]
+    spread = None if middle is None else stable.select(
+        F.percentile_approx(F.abs(F.col("residual_mm_yr") - F.lit(middle)), 0.5, 100_000)).first()[0]
+    sigma_r = MAD_TO_SIGMA * float(spread or 0.0)
+    if not sigma_r > 0:
+        raise InputError(f"hotspots: the local residual velocity over the stable ground has no spread "
+                         f"(1.4826 x MAD = {sigma_r} mm/yr); set hotspots.residual_radius_m to null")
+    log.info("hotspots: local residual within %.0f m, its noise sigma_r %.3f mm/yr (velocity sigma %.3f)",
+             radius_m, sigma_r, ref.sigma_mm_yr)
+    return frame, sigma_r
+
+
+def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, sigma_r: float | None = None) -> DataFrame:
     """pixel_id, hotspot_id (0, 1, ...) of the sources in the clusters of moving pixels ``members``
-    (pixel_id, lon, lat, excess_z, hotspot_id): ``split.candidate_parts``, one cluster per pandas
-    group; a pixel in no lobe of its sign is in no candidate."""
+    (pixel_id, lon, lat, excess_z, hotspot_id; and residual_z, the local residual / sigma, when
+    sigma_r, its noise in mm/yr, is given): ``split.candidate_parts``, then
+    ``residual.residual_cores`` when sigma_r is given, one cluster per pandas group; a pixel in no
+    lobe of its sign is in no candidate."""
     z_start, ratio, eps_m = cfg.z_pixel, cfg.split_level_ratio, ref.eps_m
     min_samples, min_pixels, contact = cfg.min_samples, cfg.min_pixels, cfg.merge_contact_ratio
+    level_z = None if sigma_r is None else cfg.residual_z * sigma_r / ref.sigma_mm_yr
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
         group = group.sort_values("pixel_id", kind="stable")
-        part = candidate_parts(group["lon"].to_numpy(), group["lat"].to_numpy(), group["excess_z"].to_numpy(),
-                               z_start, ratio, eps_m, min_samples, min_pixels, contact)
+        lon, lat, excess_z = group["lon"].to_numpy(), group["lat"].to_numpy(), group["excess_z"].to_numpy()
+        part = candidate_parts(lon, lat, excess_z, z_start, ratio, eps_m, min_samples, min_pixels, contact)
+        if level_z is not None:
+            part = residual_cores(lon, lat, excess_z, group["residual_z"].to_numpy(np.float64), part, level_z,
+                                  cfg.residual_share, cfg.residual_radius_m, min_samples, min_pixels,
+                                  cfg.residual_rim_share)
         return pd.DataFrame({"pixel_id": group["pixel_id"].to_numpy(), "candidate": group["hotspot_id"].to_numpy(),
                              "part": part})
 
@@ -247,13 +303,14 @@ def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[flo
            correlation_length_km: float, dates: list) -> tuple[Detection, Reference]:
     """Candidates of ``method`` with their description and retention; ``noise`` from velocity_noise."""
     ref = reference(noise, cfg, correlation_length_km, method)
-    members = candidates(pixels, cfg, method, ref).persist(StorageLevel.MEMORY_AND_DISK)  # deterministic
+    members, sigma_r = candidates(pixels, cfg, method, ref)
+    members = members.persist(StorageLevel.MEMORY_AND_DISK)  # deterministic
     members.count()
     rows = retain(describe(pixels, members, cfg, ref, dates), cfg, method, ref)
     log.info("hotspots (%s): %d candidates, %d retained; v0 %.2f mm/yr, sigma %.2f mm/yr, S_d threshold %.2f km, "
              "eps %.0f m", method, len(rows), int(rows["retained"].sum()), ref.v0_mm_yr,
              ref.sigma_mm_yr, ref.max_sd_km, ref.eps_m)
-    return Detection(method, rows, members), ref
+    return Detection(method, rows, members, sigma_r), ref
 
 
 def geojson(rows: pd.DataFrame, path: Path) -> Path:
@@ -337,6 +394,8 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                             "hotspots_max_sd_km": ref.max_sd_km, "hotspots_eps_m": ref.eps_m,
                             "hotspots_candidates": float(len(detection.rows)),
                             "hotspots_retained": float(n_retained)})
+        if detection.residual_sigma_mm_yr is not None:
+            run.metrics["hotspots_residual_sigma_mm_yr"] = detection.residual_sigma_mm_yr
     files = lake_files(config, spark)
     outputs_uri = files.uri("outputs", dataset, run.run_id)
     with files.staged("outputs", dataset, run.run_id) as outputs:

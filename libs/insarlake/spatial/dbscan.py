@@ -109,7 +109,7 @@ def dbscan_with_stats(df: DataFrame, eps_m: Param, min_samples: Param, group_col
     pts = df.select(F.col(id_col).alias("_id"), F.col(lon_col).cast("double").alias("_lon"),
                     F.col(lat_col).cast("double").alias("_lat"),
                     (F.col(group_col) if group_col else F.lit(0)).alias("_grp"))
-    groups = _validate(pts, id_col, lon_col, lat_col, group_col)
+    groups = validate_points(pts, id_col, lon_col, lat_col, group_col)
     n = int(sum(g["n"] for g in groups.values()))
     out_schema = T.StructType(df.schema.fields + [T.StructField(cluster_col, T.LongType()),
                                                  T.StructField(core_col, T.BooleanType())])
@@ -121,15 +121,15 @@ def dbscan_with_stats(df: DataFrame, eps_m: Param, min_samples: Param, group_col
 
     abs_lat_max = max(max(abs(g["lat_min"]), abs(g["lat_max"])) for g in groups.values())
     clock.lap("validate")
-    finest = _finest_precision(min(eps.values()), abs_lat_max, min_precision, max_precision)
+    finest = finest_precision(min(eps.values()), abs_lat_max, min_precision, max_precision)
     tiled = adaptive_geohash(pts, min_precision, finest, max_points_per_tile, lon_col="_lon", lat_col="_lat",
                              tile_col="_tile", group_cols=["_grp"]).persist(StorageLevel.MEMORY_AND_DISK)
-    plan = _tile_plan(tiled, eps)
+    plan = tile_plan(tiled, eps)
     clock.lap("tile")
     log.info("dbscan: %d points, %d groups, %d tiles (geohash precision %d..%d)", n, len(groups), len(plan),
              min_precision, finest)
 
-    halo = tiled.mapInPandas(_halo_assigner(plan), _halo_schema(id_type))
+    halo = tiled.mapInPandas(halo_assigner(plan), halo_schema(id_type))
     # Persisted, not checkpointed: a lost executor recomputes its part from the lineage, which is
     # deterministic (tiles from counts, each tile's rows sorted by id before clustering).
     local = (halo.groupBy("_tile").applyInPandas(_tile_clusterer(plan, samples), _local_schema(id_type))
@@ -190,8 +190,9 @@ def _check_columns(df, group_col, lon_col, lat_col, id_col, cluster_col, core_co
             raise ValueError(f"dbscan: {role} {name!r} already exists in the DataFrame")
 
 
-def _validate(pts: DataFrame, id_col: str, lon_col: str, lat_col: str, group_col: str | None) -> dict:
-    """Per-group counts and latitude range; raises InputError on bad rows."""
+def validate_points(pts: DataFrame, id_col: str, lon_col: str, lat_col: str, group_col: str | None,
+                    who: str = "dbscan") -> dict:
+    """Per-group counts and latitude range; raises InputError on bad rows (messages start with ``who``)."""
     bad_lon = F.col("_lon").isNull() | F.isnan("_lon") | (F.abs("_lon") > 180)
     bad_lat = F.col("_lat").isNull() | F.isnan("_lat") | (F.abs("_lat") > 90)
     rows = pts.groupBy("_grp").agg(
@@ -203,16 +204,16 @@ def _validate(pts: DataFrame, id_col: str, lon_col: str, lat_col: str, group_col
         bad = sum(r[key] for r in rows)
         if bad:
             what = "null" if key == "null_id" else "null, NaN or out of range"
-            raise InputError(f"dbscan: column {col!r}: {bad} rows are {what}")
+            raise InputError(f"{who}: column {col!r}: {bad} rows are {what}")
     if any(r["_grp"] is None for r in rows):
-        raise InputError(f"dbscan: group column {group_col!r} has null values")
+        raise InputError(f"{who}: group column {group_col!r} has null values")
     dup = pts.groupBy("_id").count().where(F.col("count") > 1).limit(3).collect()
     if dup:
-        raise InputError(f"dbscan: column {id_col!r} must be unique; repeated ids include "
+        raise InputError(f"{who}: column {id_col!r} must be unique; repeated ids include "
                          f"{', '.join(repr(r['_id']) for r in dup)}")
     for r in rows:
         if r["lon_min"] < -180 + _ANTIMERIDIAN_DEG and r["lon_max"] > 180 - _ANTIMERIDIAN_DEG:
-            raise InputError(f"dbscan: group {r['_grp']!r} has points on both sides of the antimeridian "
+            raise InputError(f"{who}: group {r['_grp']!r} has points on both sides of the antimeridian "
                              f"(longitudes {r['lon_min']} .. {r['lon_max']}); longitudes are not wrapped")
     return {r["_grp"]: r.asDict() for r in rows}
 
@@ -248,7 +249,7 @@ def geohash_cell_m(precision: int, abs_lat_deg: float) -> tuple[float, float]:
     return width_deg * metres_per_deg * math.cos(math.radians(abs_lat_deg)), height_deg * metres_per_deg
 
 
-def _finest_precision(eps_min_m: float, abs_lat_max: float, lo: int, hi: int) -> int:
+def finest_precision(eps_min_m: float, abs_lat_max: float, lo: int, hi: int) -> int:
     """The finest precision in lo..hi whose cells are at least eps wide and high (at least lo)."""
     best = lo
     for p in range(lo, hi + 1):
@@ -260,7 +261,7 @@ def _finest_precision(eps_min_m: float, abs_lat_max: float, lo: int, hi: int) ->
 # ---------------------------------------------------------------------------------------------
 # tiles and halos
 
-def _tile_plan(tiled: DataFrame, eps: Mapping) -> pd.DataFrame:
+def tile_plan(tiled: DataFrame, eps: Mapping) -> pd.DataFrame:
     """One row per (group, tile): index, eps (rad), the tile rectangle widened by eps (inner) and by
     2 eps (outer), degrees. Ordered by (group, tile) so the tile index is deterministic."""
     counts = tiled.groupBy("_grp", "_tile").count().toPandas()
@@ -283,13 +284,13 @@ def _tile_plan(tiled: DataFrame, eps: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _halo_schema(id_type) -> T.StructType:
+def halo_schema(id_type) -> T.StructType:
     return T.StructType([T.StructField("_tile", T.LongType()), T.StructField("_id", id_type),
                          T.StructField("_lon", T.DoubleType()), T.StructField("_lat", T.DoubleType()),
                          T.StructField("_zone", T.ByteType())])
 
 
-def _halo_assigner(plan: pd.DataFrame):
+def halo_assigner(plan: pd.DataFrame):
     """mapInPandas function: every (tile, point) pair with the point inside the tile's outer
     rectangle (same group), and the point's zone there."""
     by_group = {grp: sub.reset_index(drop=True) for grp, sub in plan.groupby("grp", sort=False)}
