@@ -122,3 +122,30 @@ def test_the_noise_level_on_spark_is_the_numpy_kernels(spark, hotspot_config, ho
     assert abs(sigma - exact_sigma) <= 2 * clipped_mad_to_sigma(hotspot_config.hotspots.stable_clip_z) * width
     run, _ = hotspots_run
     assert run.metrics["hotspots_sigma_mm_yr"] == pytest.approx(sigma)
+
+
+def test_the_local_residual_noise_on_spark_is_the_numpy_kernels(spark, hotspot_config, hotspots_run):
+    # the stage's residuals come from spatial.neighbours over tiles and halos, sigma_r from two
+    # percentile_approx medians (exact at this size, the lower of the two middle values): the same
+    # computation in one process must give the same value to the last bits
+    from insarlake.hotspots.noise import MAD_TO_SIGMA
+    from insarlake.hotspots.residual import local_residual
+
+    cfg = hotspot_config.hotspots
+    run, _ = hotspots_run
+    sigma_r = run.metrics["hotspots_residual_sigma_mm_yr"]
+    assert type(sigma_r) is float and sigma_r > 0
+    frame = read_table(spark, hotspot_config, "pixels", ["sim"]).select("lon", "lat", "velocity").toPandas()
+    v = frame["velocity"].to_numpy(np.float64)
+    excess = (v - run.metrics["hotspots_v0_mm_yr"]) / run.metrics["hotspots_sigma_mm_yr"]
+    sign = np.where(np.abs(excess) > cfg.z_pixel, np.sign(excess), 0).astype(np.int8)
+    residual = local_residual(frame["lon"].to_numpy(), frame["lat"].to_numpy(), v, sign, cfg.residual_radius_m)
+    stable = residual[(np.abs(excess) < cfg.stable_clip_z) & np.isfinite(residual)]
+
+    def lower_median(x):
+        return float(np.sort(x)[(len(x) + 1) // 2 - 1])
+
+    middle = lower_median(stable)
+    assert sigma_r == pytest.approx(MAD_TO_SIGMA * lower_median(np.abs(stable - middle)), rel=1e-12)
+    # on this scene the residual's noise is a fraction of the velocity's (the atmosphere cancels)
+    assert sigma_r < run.metrics["hotspots_sigma_mm_yr"]

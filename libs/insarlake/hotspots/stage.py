@@ -198,7 +198,7 @@ def local_residuals(pixels: DataFrame, cfg: HotspotsConfig, ref: Reference) -> t
     middle = stable.select(F.percentile_approx("residual_mm_yr", 0.5, 100_000)).first()[0]
     spread = None if middle is None else stable.select(
         F.percentile_approx(F.abs(F.col("residual_mm_yr") - F.lit(middle)), 0.5, 100_000)).first()[0]
-    sigma_r = MAD_TO_SIGMA * float(spread or 0.0)
+    sigma_r = float(MAD_TO_SIGMA * (spread or 0.0))
     if not sigma_r > 0:
         raise InputError(f"hotspots: the local residual velocity over the stable ground has no spread "
                          f"(1.4826 x MAD = {sigma_r} mm/yr); set hotspots.residual_radius_m to null")
@@ -395,7 +395,7 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
                             "hotspots_candidates": float(len(detection.rows)),
                             "hotspots_retained": float(n_retained)})
         if detection.residual_sigma_mm_yr is not None:
-            run.metrics["hotspots_residual_sigma_mm_yr"] = detection.residual_sigma_mm_yr
+            run.metrics["hotspots_residual_sigma_mm_yr"] = float(detection.residual_sigma_mm_yr)
     files = lake_files(config, spark)
     outputs_uri = files.uri("outputs", dataset, run.run_id)
     with files.staged("outputs", dataset, run.run_id) as outputs:
