@@ -56,6 +56,7 @@ def test_overrides_are_typed_and_change_the_hash():
     ("simulate.width_km=wide", "config key 'simulate.width_km' must be a number"),
     ("ingest.format=xml", "config key 'ingest.format' must be one of auto, egms, wide-csv, parquet"),
     ("ingest.max_missing_share=1.5", "config key 'ingest.max_missing_share' must be within [0, 1]"),
+    ("simulate.point_velocity_mm_yr=-0.4", "config key 'simulate.point_velocity_mm_yr' must be >= 0; got -0.4"),
     ("simulate.sources.volcano=1", "unknown config key 'simulate.sources.volcano'"),
     ("simulate.sources.uplift=-1", "config key 'simulate.sources.uplift' must be an integer >= 0"),
     ("simulate.end_date=2018-01-01", "'simulate.end_date' must be after 'simulate.start_date'"),

@@ -174,6 +174,7 @@ def test_components_add_up(scene):
     assert miss.dtype == bool and not miss[:, 0].any()
     assert np.array_equal(np.isnan(disp), miss)
     total = comps["deformation_mm"] + comps["atmosphere_mm"] + comps["noise_mm"] + comps["unwrap_mm"]
+    assert not comps["point_mm"].any()      # point_velocity_mm_yr 0 in the default
     assert np.allclose(disp[~miss], total[~miss], rtol=0, atol=1e-9)
     assert 0.003 < miss.mean() < 0.007  # missing_share 0.005
     # referenced to the first epoch: only the noise is left there
@@ -181,6 +182,31 @@ def test_components_add_up(scene):
     assert np.all(comps["unwrap_mm"][:, 0] == 0)
     assert np.array_equal(disp[:, 0], comps["noise_mm"][:, 0])
     assert np.abs(disp[:, 0]).max() < 10
+
+
+def test_each_point_moves_on_its_own_and_nothing_else_changes(small_plan):
+    """simulate.point_velocity_mm_yr: each point's own linear trend, with the configured spread;
+    every other draw of the tile (and so every scene made before the key) is unchanged."""
+    sigma = 0.45
+    moving = S.plan_scene(make_sim(n_pixels=3000, point_velocity_mm_yr=sigma))
+    idx = _busiest_tile(small_plan)
+    before, parts_before = S.generate_tile(small_plan, idx, return_components=True)
+    after, parts = S.generate_tile(moving, idx, return_components=True)
+    for name in ("deformation_mm", "atmosphere_mm", "noise_mm", "unwrap_mm", "missing"):
+        assert np.array_equal(parts[name], parts_before[name]), name
+    point = parts["point_mm"]
+    rate = point[:, -1] / moving.t_years[-1]
+    assert np.allclose(point, np.multiply.outer(rate, moving.t_years), rtol=0, atol=1e-9)   # a straight line
+    n = rate.size
+    # sample std of n normal draws: standard error sigma / sqrt(2 (n - 1)); 5 of them
+    assert abs(rate.std(ddof=1) - sigma) < 5 * sigma / np.sqrt(2 * (n - 1))
+    assert abs(rate.mean()) < 5 * sigma / np.sqrt(n)
+    # the fitted velocity (constant + linear) moves by exactly the point's rate
+    shift = after["mean_velocity"].to_numpy() - before["mean_velocity"].to_numpy()
+    assert np.allclose(shift, rate, rtol=0, atol=1e-6)
+    epochs = S.epoch_column_names(moving)
+    kept = ~parts["missing"]
+    assert np.allclose((after[epochs].to_numpy() - before[epochs].to_numpy())[kept], point[kept], rtol=0, atol=1e-9)
 
 
 def test_noise_grows_as_coherence_drops(scene):

@@ -221,6 +221,7 @@ class SimulateConfig(_Section):
     looks: Count
     unwrap_error_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
     missing_share: Annotated[float, AfterValidator(_within(0, 1, "[)"))]
+    point_velocity_mm_yr: NonNegative
     truth_min_mm: float
     nested_share: Share
     changes: list[Annotated[SourceChange, AfterValidator(_one_change)]]

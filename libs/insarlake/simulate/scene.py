@@ -176,6 +176,7 @@ class ScenePlan:
     # errors and truth
     unwrap_error_share: float
     missing_share: float
+    point_velocity_mm_yr: float         # std of each point's own linear trend (0: none)
     truth_min_mm: float
 
 
@@ -860,6 +861,7 @@ def plan_scene(sim: Any) -> ScenePlan:
         reference_x_m=W / 2, reference_y_m=H / 2,
         unwrap_error_share=float(_get(sim, "unwrap_error_share")),
         missing_share=float(_get(sim, "missing_share")),
+        point_velocity_mm_yr=float(_get(sim, "point_velocity_mm_yr")),
         truth_min_mm=float(_get(sim, "truth_min_mm")),
     )
     draft = ScenePlan(**common)
@@ -1011,15 +1013,16 @@ def generate_tile(plan: ScenePlan, tile_index: int, return_components: bool = Fa
     ('YYYYMMDD', LOS displacement mm, NaN = missing) and truth columns source_id (int64, 0 =
     none) and source_type (str). With return_components=True returns (frame, components) where
     components holds float64 (n, T) arrays deformation_mm, atmosphere_mm, noise_mm, unwrap_mm,
-    bool (n, T) missing, (n,) x_m, y_m and (n, S) peak_by_source (peak |LOS| of each source, mm);
-    displacement == deformation + atmosphere + noise + unwrap where not missing. ``tile``: the
+    point_mm (each point's own trend, simulate.point_velocity_mm_yr), bool (n, T) missing, (n,) x_m, y_m and (n, S) peak_by_source (peak |LOS| of each source, mm);
+    displacement == deformation + atmosphere + noise + unwrap + point where not missing. ``tile``: the
     tile's spec when ``plan`` is shipped without its tiles (a Spark task gets its tile in a row).
     """
     tile = tile if tile is not None else plan.tiles[tile_index]
     if tile.tile_index != tile_index:
         raise ValueError(f"tile {tile_index} not at its index in the plan")
-    streams = np.random.SeedSequence([plan.seed, STREAM_TILE, tile_index]).spawn(5)
-    rng_pos, rng_coh, rng_noise, rng_unwrap, rng_missing = (np.random.default_rng(s) for s in streams)
+    # a sixth stream leaves the first five (and so every scene before it) as they were
+    streams = np.random.SeedSequence([plan.seed, STREAM_TILE, tile_index]).spawn(6)
+    rng_pos, rng_coh, rng_noise, rng_unwrap, rng_missing, rng_point = (np.random.default_rng(s) for s in streams)
     n, T, S = tile.n_pixels, plan.dates.size, len(plan.sources)
     t = plan.t_years
 
@@ -1068,7 +1071,10 @@ def generate_tile(plan: ScenePlan, tile_index: int, return_components: bool = Fa
     missing = rng_missing.random((n, T)) < plan.missing_share
     missing[:, 0] = False
 
-    disp = deformation + atmosphere + noise + unwrap
+    # each point's own motion: a linear trend, independent between points
+    point = np.multiply.outer(rng_point.standard_normal(n) * plan.point_velocity_mm_yr, t)
+
+    disp = deformation + atmosphere + noise + unwrap + point
     disp[missing] = np.nan
 
     fit = _fit_static(t, disp)
@@ -1102,7 +1108,7 @@ def generate_tile(plan: ScenePlan, tile_index: int, return_components: bool = Fa
     if not return_components:
         return frame
     components = {"deformation_mm": deformation, "atmosphere_mm": atmosphere, "noise_mm": noise,
-                  "unwrap_mm": unwrap, "missing": missing, "x_m": x, "y_m": y,
+                  "unwrap_mm": unwrap, "point_mm": point, "missing": missing, "x_m": x, "y_m": y,
                   "peak_by_source": peak}
     return frame, components
 
