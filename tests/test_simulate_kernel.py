@@ -173,7 +173,8 @@ def test_components_add_up(scene):
     miss = comps["missing"]
     assert miss.dtype == bool and not miss[:, 0].any()
     assert np.array_equal(np.isnan(disp), miss)
-    total = comps["deformation_mm"] + comps["atmosphere_mm"] + comps["noise_mm"] + comps["unwrap_mm"]
+    total = (comps["deformation_mm"] + comps["atmosphere_mm"] + comps["noise_mm"] + comps["unwrap_mm"]
+             + comps["point_mm"])
     assert not comps["point_mm"].any()      # point_velocity_mm_yr 0 in the default
     assert np.allclose(disp[~miss], total[~miss], rtol=0, atol=1e-9)
     assert 0.003 < miss.mean() < 0.007  # missing_share 0.005

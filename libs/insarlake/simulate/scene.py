@@ -1013,9 +1013,10 @@ def generate_tile(plan: ScenePlan, tile_index: int, return_components: bool = Fa
     ('YYYYMMDD', LOS displacement mm, NaN = missing) and truth columns source_id (int64, 0 =
     none) and source_type (str). With return_components=True returns (frame, components) where
     components holds float64 (n, T) arrays deformation_mm, atmosphere_mm, noise_mm, unwrap_mm,
-    point_mm (each point's own trend, simulate.point_velocity_mm_yr), bool (n, T) missing, (n,) x_m, y_m and (n, S) peak_by_source (peak |LOS| of each source, mm);
-    displacement == deformation + atmosphere + noise + unwrap + point where not missing. ``tile``: the
-    tile's spec when ``plan`` is shipped without its tiles (a Spark task gets its tile in a row).
+    point_mm (each point's own trend, simulate.point_velocity_mm_yr), bool (n, T) missing, (n,)
+    x_m, y_m and (n, S) peak_by_source (peak |LOS| of each source, mm); displacement ==
+    deformation + atmosphere + noise + unwrap + point where not missing. ``tile``: the tile's spec
+    when ``plan`` is shipped without its tiles (a Spark task gets its tile in a row).
     """
     tile = tile if tile is not None else plan.tiles[tile_index]
     if tile.tile_index != tile_index:
