@@ -119,7 +119,8 @@ def run_scene(name: str, overrides: list[str], noise: str, detail: bool = False)
         level = (v0, MAD_TO_SIGMA * float(np.median(np.abs(velocity - v0))))
     else:
         level = stable_level(velocity, clip_z=cfg.stable_clip_z,
-                             start_sigma_mm_yr=float(np.median(frame["mean_velocity_std"])))
+                             start_sigma_mm_yr=float(np.median(frame["mean_velocity_std"])),
+                             runaway_ratio=cfg.stable_runaway_ratio)
     ref = reference(level, cfg, corr_km, "significant")
     truth = frame["source_id"].to_numpy(np.int64)
     found = {}

@@ -115,13 +115,34 @@ def test_the_noise_level_on_spark_is_the_numpy_kernels(spark, hotspot_config, ho
     stds = np.sort(frame["velocity_std"].to_numpy(np.float64))
     formal = float(stds[(len(stds) + 1) // 2 - 1])          # percentile_approx's median: the lower one
     v0, sigma = velocity_noise(pixels, hotspot_config.hotspots)
-    exact_v0, exact_sigma = stable_level(v, clip_z=hotspot_config.hotspots.stable_clip_z, start_sigma_mm_yr=formal)
+    exact_v0, exact_sigma = stable_level(v, clip_z=hotspot_config.hotspots.stable_clip_z, start_sigma_mm_yr=formal,
+                                         runaway_ratio=hotspot_config.hotspots.stable_runaway_ratio)
     # the first estimates are percentile_approx's (exact at this size): the bin width is known
     width = NOISE_BIN_SHARE * min(MAD_TO_SIGMA * np.median(np.abs(v - np.median(v))), formal)
     assert abs(v0 - exact_v0) <= 2 * width
     assert abs(sigma - exact_sigma) <= 2 * clipped_mad_to_sigma(hotspot_config.hotspots.stable_clip_z) * width
     run, _ = hotspots_run
     assert run.metrics["hotspots_sigma_mm_yr"] == pytest.approx(sigma)
+
+
+def test_the_noise_level_on_spark_keeps_the_peak_core_where_the_clip_runs_away(spark, hotspot_config):
+    # a stable peak N(0, 0.6) of 10,000 velocities beside a plateau of 30,000 over +-6 mm/yr: the
+    # 2.5 clip runs away to ~3 mm/yr, the guard keeps the 1.5 core (~0.78; tests/test_hotspot_noise.py);
+    # binned as above, within two bins times the core clip's factor of the numpy kernel's
+    from insarlake.hotspots.noise import CORE_CLIP_Z, MAD_TO_SIGMA, clipped_mad_to_sigma, stable_level
+    from insarlake.hotspots.stage import NOISE_BIN_SHARE, velocity_noise
+
+    rng = np.random.default_rng(5)
+    v = np.concatenate([rng.normal(0.0, 0.6, 10_000), rng.uniform(-6.0, 6.0, 30_000)])
+    pixels = spark.createDataFrame(pd.DataFrame({"velocity": v, "velocity_std": np.full(v.size, 0.4)}))
+    cfg = hotspot_config.hotspots
+    v0, sigma = velocity_noise(pixels, cfg)
+    exact_v0, exact_sigma = stable_level(v, clip_z=cfg.stable_clip_z, start_sigma_mm_yr=0.4,
+                                         runaway_ratio=cfg.stable_runaway_ratio)
+    assert exact_sigma < 1.5 * 0.6 < 4 * 0.6 < stable_level(v, clip_z=cfg.stable_clip_z, start_sigma_mm_yr=0.4)[1]
+    width = NOISE_BIN_SHARE * min(MAD_TO_SIGMA * np.median(np.abs(v - np.median(v))), 0.4)
+    assert abs(v0 - exact_v0) <= 2 * width
+    assert abs(sigma - exact_sigma) <= 2 * clipped_mad_to_sigma(CORE_CLIP_Z) * width
 
 
 def test_the_local_residual_noise_on_spark_is_the_numpy_kernels(spark, hotspot_config, hotspots_run):

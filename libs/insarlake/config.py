@@ -392,6 +392,7 @@ class HotspotsConfig(_Section):
     min_pixels: Count
     noise_velocity_mm_yr: Optional[Positive]
     stable_clip_z: Annotated[float, Field(gt=1)]
+    stable_runaway_ratio: Optional[Annotated[float, Field(gt=1)]]
     z_pixel: Positive
     z_hotspot: Positive
     split_level_ratio: Optional[Annotated[float, Field(gt=1)]]

@@ -16,6 +16,7 @@ millions of velocities instead of the velocities themselves.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -24,6 +25,10 @@ from scipy.stats import norm
 # 1 / the standard normal's median absolute deviation: MAD x this is sigma.
 MAD_TO_SIGMA = 1.0 / norm.ppf(0.75)
 _MAX_ITER = 100
+# The clip (in sigmas) at which stable_level's runaway guard measures the stable peak's core.
+CORE_CLIP_Z = 1.5
+
+log = logging.getLogger(__name__)
 
 
 def clipped_mad_to_sigma(clip_z: float) -> float:
@@ -56,16 +61,24 @@ def half_sample_mode(values: np.ndarray, weights: np.ndarray) -> float:
     return _weighted_median(values[lo:hi], weights[lo:hi])
 
 
-def stable_level(velocity_mm_yr, weights=None, clip_z: float = 2.5,
-                 start_sigma_mm_yr: float | None = None) -> tuple[float, float]:
+def stable_level(velocity_mm_yr, weights=None, clip_z: float = 2.5, start_sigma_mm_yr: float | None = None,
+                 runaway_ratio: float | None = None) -> tuple[float, float]:
     """(v0, sigma) in mm/yr: the level and noise of the stable ground among ``velocity_mm_yr`` (n,).
 
     weights: (n,) counts of each value (a histogram's bin centres and counts), default 1.
     Starts from the half-sample mode and the smaller of 1.4826 x the MAD around it and
     ``start_sigma_mm_yr`` (the median formal velocity error), then keeps the values within clip_z
     sigma of v0 and measures both again on them (median; MAD rescaled by ``clipped_mad_to_sigma``)
-    until the kept set repeats. Raises ValueError on empty, non-finite or negative input,
-    clip_z <= 1, or a zero spread."""
+    until the kept set repeats.
+
+    runaway_ratio: where most pixels move and their slow shoulders stand as a plateau beside the
+    stable peak, each wider sigma takes in more plateau and the iteration runs away to several
+    times the peak's width. The same iteration clipped at CORE_CLIP_Z, started from clip_z's
+    result, shrinks to the peak's core and, for a normal peak, to the same sigma; when clip_z's
+    sigma exceeds runaway_ratio x the core's, the core's (v0, sigma) are returned (None: never).
+    Started from below instead, the narrow clip stops at any of several sigmas on velocities
+    rounded to 0.1 mm/yr (EGMS's). Raises ValueError on empty, non-finite or negative input,
+    clip_z <= 1, runaway_ratio <= 1, or a zero spread."""
     v = np.asarray(velocity_mm_yr, np.float64)
     w = np.ones_like(v) if weights is None else np.asarray(weights, np.float64)
     if v.ndim != 1 or w.shape != v.shape:
@@ -74,6 +87,8 @@ def stable_level(velocity_mm_yr, weights=None, clip_z: float = 2.5,
         raise ValueError("velocity_mm_yr must be finite and weights finite and >= 0")
     if not (math.isfinite(clip_z) and clip_z > 1.0):
         raise ValueError(f"clip_z must be > 1, got {clip_z}")
+    if runaway_ratio is not None and not (math.isfinite(runaway_ratio) and runaway_ratio > 1.0):
+        raise ValueError(f"runaway_ratio must be > 1, got {runaway_ratio}")
     order = np.argsort(v, kind="stable")
     v, w = v[order], w[order]
     v, w = v[w > 0], w[w > 0]
@@ -83,6 +98,20 @@ def stable_level(velocity_mm_yr, weights=None, clip_z: float = 2.5,
     sigma = MAD_TO_SIGMA * _mad(v, w, v0)
     if start_sigma_mm_yr is not None and 0 < start_sigma_mm_yr < sigma:
         sigma = float(start_sigma_mm_yr)
+    level = _clipped_level(v, w, v0, sigma, clip_z)
+    if runaway_ratio is not None and clip_z > CORE_CLIP_Z:
+        core = _clipped_level(v, w, *level, CORE_CLIP_Z)
+        if level[1] > runaway_ratio * core[1]:
+            log.warning("stable level: sigma clipped at %.1f (%.3f mm/yr) is %.1f x the peak core's (%.3f, "
+                        "clipped at %.1f): the moving pixels widened it; the core's kept", clip_z, level[1],
+                        level[1] / core[1], core[1], CORE_CLIP_Z)
+            return core
+    return level
+
+
+def _clipped_level(v: np.ndarray, w: np.ndarray, v0: float, sigma: float, clip_z: float) -> tuple[float, float]:
+    """(v0, sigma) of the sorted values v (weights w > 0) within clip_z sigma of v0, measured again
+    on the values they keep until the kept set repeats."""
     factor = clipped_mad_to_sigma(clip_z)
     kept_before = None
     for _ in range(_MAX_ITER):
@@ -94,7 +123,7 @@ def stable_level(velocity_mm_yr, weights=None, clip_z: float = 2.5,
         kept_before = kept
         v0 = _weighted_median(v[kept], w[kept])
         sigma = factor * _mad(v[kept], w[kept], v0)
-    return v0, sigma
+    return float(v0), float(sigma)
 
 
 def _mad(v: np.ndarray, w: np.ndarray, centre: float) -> float:

@@ -124,7 +124,8 @@ def velocity_noise(pixels: DataFrame, cfg: HotspotsConfig) -> tuple[float, float
     bins = (velocity.where(F.abs(F.col("v") - F.lit(median)) <= NOISE_HISTOGRAM_SIGMAS * spread)
             .groupBy(F.floor((F.col("v") - F.lit(median)) / F.lit(width)).alias("bin")).count().toPandas())
     v0, sigma = stable_level(median + (bins["bin"].to_numpy(np.float64) + 0.5) * width,
-                             bins["count"].to_numpy(np.float64), cfg.stable_clip_z, formal)
+                             bins["count"].to_numpy(np.float64), cfg.stable_clip_z, formal,
+                             cfg.stable_runaway_ratio)
     return float(v0), float(cfg.noise_velocity_mm_yr or sigma)
 
 
