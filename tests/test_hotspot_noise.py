@@ -95,6 +95,17 @@ def test_the_runaway_guard_leaves_a_normal_peak_and_egms_rounded_velocities_alon
     assert stable_level(v, runaway_ratio=1.1) == stable_level(v)     # the two differ by ~1 %: sampling
 
 
+def test_the_runaway_guard_keeps_the_wide_level_where_the_core_has_no_spread():
+    # a peak of identical values beside a plateau: from the MAD of all (~2.5) the 2.5 clip keeps
+    # plateau around the peak (sigma ~2.6 > 0); the core shrinks onto the peak, MAD 0: no core to
+    # measure, the wide level stands
+    rng = np.random.default_rng(4)
+    v = np.concatenate([np.zeros(12_000), rng.uniform(-6.0, 6.0, 28_000)])
+    wide = stable_level(v)
+    assert wide[1] > 2.0
+    assert stable_level(v, runaway_ratio=2.5) == wide
+
+
 def test_speed_z_counts_both_lobes_of_a_sign_changing_field():
     v = np.array([-6.0, -4.0, 4.0, 8.0])          # v0 = 1: deviations -7, -5, 3, 7
     assert speed_z(v, 1.0, 2.0) == pytest.approx(-(22 / 4) / 2.0)

@@ -75,10 +75,10 @@ def stable_level(velocity_mm_yr, weights=None, clip_z: float = 2.5, start_sigma_
     stable peak, each wider sigma takes in more plateau and the iteration runs away to several
     times the peak's width. The same iteration clipped at CORE_CLIP_Z, started from clip_z's
     result, shrinks to the peak's core and, for a normal peak, to the same sigma; when clip_z's
-    sigma exceeds runaway_ratio x the core's, the core's (v0, sigma) are returned (None: never).
-    Started from below instead, the narrow clip stops at any of several sigmas on velocities
-    rounded to 0.1 mm/yr (EGMS's). Raises ValueError on empty, non-finite or negative input,
-    clip_z <= 1, runaway_ratio <= 1, or a zero spread."""
+    sigma exceeds runaway_ratio x the core's, the core's (v0, sigma) are returned (None, clip_z <=
+    CORE_CLIP_Z or a core of no spread: never). Started from below instead, the narrow clip stops
+    at any of several sigmas on velocities rounded to 0.1 mm/yr (EGMS's). Raises ValueError on
+    empty, non-finite or negative input, clip_z <= 1, runaway_ratio <= 1, or a zero spread."""
     v = np.asarray(velocity_mm_yr, np.float64)
     w = np.ones_like(v) if weights is None else np.asarray(weights, np.float64)
     if v.ndim != 1 or w.shape != v.shape:
@@ -99,9 +99,11 @@ def stable_level(velocity_mm_yr, weights=None, clip_z: float = 2.5, start_sigma_
     if start_sigma_mm_yr is not None and 0 < start_sigma_mm_yr < sigma:
         sigma = float(start_sigma_mm_yr)
     level = _clipped_level(v, w, v0, sigma, clip_z)
+    if not level[1] > 0:
+        raise ValueError("the velocities' spread is 0: no noise level to measure; set hotspots.noise_velocity_mm_yr")
     if runaway_ratio is not None and clip_z > CORE_CLIP_Z:
         core = _clipped_level(v, w, *level, CORE_CLIP_Z)
-        if level[1] > runaway_ratio * core[1]:
+        if core[1] > 0 and level[1] > runaway_ratio * core[1]:
             log.warning("stable level: sigma clipped at %.1f (%.3f mm/yr) is %.1f x the peak core's (%.3f, "
                         "clipped at %.1f): the moving pixels widened it; the core's kept", clip_z, level[1],
                         level[1] / core[1], core[1], CORE_CLIP_Z)
@@ -111,12 +113,12 @@ def stable_level(velocity_mm_yr, weights=None, clip_z: float = 2.5, start_sigma_
 
 def _clipped_level(v: np.ndarray, w: np.ndarray, v0: float, sigma: float, clip_z: float) -> tuple[float, float]:
     """(v0, sigma) of the sorted values v (weights w > 0) within clip_z sigma of v0, measured again
-    on the values they keep until the kept set repeats."""
+    on the values they keep until the kept set repeats; sigma 0 once the kept values are all one."""
     factor = clipped_mad_to_sigma(clip_z)
     kept_before = None
     for _ in range(_MAX_ITER):
         if not sigma > 0:
-            raise ValueError("the velocities' spread is 0: no noise level to measure; set hotspots.noise_velocity_mm_yr")
+            return float(v0), 0.0
         kept = np.abs(v - v0) <= clip_z * sigma
         if kept_before is not None and np.array_equal(kept, kept_before):
             break
