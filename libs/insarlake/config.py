@@ -401,6 +401,10 @@ class HotspotsConfig(_Section):
     residual_z: Positive
     residual_share: Annotated[float, Field(ge=0)]
     residual_rim_share: Share
+    rate_split_step_f: Optional[Positive]
+    rate_split_grow_z: Positive
+    rate_split_grow_radius_m: Positive
+    rate_split_epoch_tolerance: Annotated[int, Field(ge=0)]
     eps_m: Optional[Positive]
     eps_correlation_factor: Positive
     min_samples: Count

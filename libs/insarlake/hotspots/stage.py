@@ -6,7 +6,9 @@ Methods (``hotspots.method``; see conf/default.yaml): ``seed`` (the paper's lite
 ``significant`` (the default) and ``velocity_threshold`` (the baseline). Geometry and series kernels
 are in ``geometry.py``, scoring in ``scoring.py``, pictures in ``maps.py``; this module only moves
 data: one ``applyInPandas`` task per candidate computes its geometry from lon/lat/velocity, the mean
-series is a Spark aggregate over exploded epochs (no candidate's series is held in one task).
+series is a Spark aggregate over exploded epochs. The split into sources is one ``applyInPandas``
+task per cluster of moving pixels; with the rate split (``hotspots.rate_split_step_f``) that task
+holds the cluster's series too (n x T float64: 1.2 GB for 500,000 pixels of 300 epochs).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series, series_frame
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level
+from insarlake.hotspots.rate import rate_cores
 from insarlake.hotspots.residual import local_residual, residual_cores
 from insarlake.hotspots.split import candidate_parts
 from insarlake.lake import Run, analysis_pixels, lake_files, read_table, run_results, table_exists, write_table
@@ -37,6 +40,7 @@ from insarlake.spatial.dbscan import dbscan
 from insarlake.spatial.neighbours import map_neighbourhoods
 from insarlake.tables import schema
 from insarlake.temporal.covariogram import correlation_length_km
+from insarlake.timeseries import years_since
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +145,14 @@ def reference(noise: tuple[float, float], cfg: HotspotsConfig, correlation_lengt
     return Reference(noise[0], noise[1], max_sd, float(eps_m))
 
 
-def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Reference
+def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Reference, t_years: np.ndarray
                ) -> tuple[DataFrame, float | None]:
     """pixel_id, hotspot_id (0, 1, ...) of every candidate pixel: the predicted clusters (seed,
     renumbered), or DBSCAN clusters of the moving pixels (velocity_threshold; DBSCAN numbers its
-    clusters 0, 1, ...), each cut into its sources by ``split.candidate_parts`` and
-    ``residual.residual_cores`` (significant); and the local residual's noise sigma_r in mm/yr
-    (significant with hotspots.residual_radius_m; else None)."""
+    clusters 0, 1, ...), each cut into its sources by ``split.candidate_parts``,
+    ``residual.residual_cores`` and ``rate.rate_cores`` (significant; t_years (T,): the epochs'
+    times); and the local residual's noise sigma_r in mm/yr (significant with
+    hotspots.residual_radius_m; else None)."""
     if method != "seed":
         excess = ((F.col("velocity") - ref.v0_mm_yr) / ref.sigma_mm_yr).alias("excess_z")
         moving = pixels.select("pixel_id", "lon", "lat", excess).where(F.abs("excess_z") > cfg.z_pixel)
@@ -157,14 +162,16 @@ def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Referen
         members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", "lon", "lat", "excess_z",
                                                                    F.col("cluster_id").alias("hotspot_id"))
         if method == "significant":
+            if cfg.rate_split_step_f is not None:
+                members = members.join(pixels.select("pixel_id", "disp"), "pixel_id")
             residuals = local_residuals(pixels, cfg, ref)
             if residuals is None:
-                return split_sources(members, cfg, ref), None
+                return split_sources(members, cfg, ref, t_years), None
             frame, sigma_r = residuals
             members = (members.join(frame, "pixel_id", "left")
                        .withColumn("residual_z", F.coalesce(F.col("residual_mm_yr") / F.lit(ref.sigma_mm_yr),
                                                             F.lit(float("nan")))).drop("residual_mm_yr"))
-            parts = split_sources(members, cfg, ref, sigma_r)
+            parts = split_sources(members, cfg, ref, t_years, sigma_r)
             frame.unpersist()
             return parts, sigma_r
         return members.select("pixel_id", "hotspot_id"), None
@@ -208,12 +215,14 @@ def local_residuals(pixels: DataFrame, cfg: HotspotsConfig, ref: Reference) -> t
     return frame, sigma_r
 
 
-def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, sigma_r: float | None = None) -> DataFrame:
+def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, t_years: np.ndarray,
+                  sigma_r: float | None = None) -> DataFrame:
     """pixel_id, hotspot_id (0, 1, ...) of the sources in the clusters of moving pixels ``members``
-    (pixel_id, lon, lat, excess_z, hotspot_id; and residual_z, the local residual / sigma, when
-    sigma_r, its noise in mm/yr, is given): ``split.candidate_parts``, then
-    ``residual.residual_cores`` when sigma_r is given, one cluster per pandas group; a pixel in no
-    lobe of its sign is in no candidate."""
+    (pixel_id, lon, lat, excess_z, hotspot_id; residual_z, the local residual / sigma, when
+    sigma_r, its noise in mm/yr, is given; disp, the series at t_years (T,), with
+    hotspots.rate_split_step_f): ``split.candidate_parts``, then ``residual.residual_cores`` when
+    sigma_r is given, then ``rate.rate_cores`` with rate_split_step_f, one cluster per pandas group;
+    a pixel in no lobe of its sign is in no candidate."""
     z_start, ratio, eps_m = cfg.z_pixel, cfg.split_level_ratio, ref.eps_m
     min_samples, min_pixels, contact = cfg.min_samples, cfg.min_pixels, cfg.merge_contact_ratio
     level_z = None if sigma_r is None else cfg.residual_z * sigma_r / ref.sigma_mm_yr
@@ -226,6 +235,10 @@ def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, sigma
             part = residual_cores(lon, lat, excess_z, group["residual_z"].to_numpy(np.float64), part, level_z,
                                   cfg.residual_share, cfg.residual_radius_m, min_samples, min_pixels,
                                   cfg.residual_rim_share)
+        if cfg.rate_split_step_f is not None:
+            part = rate_cores(lon, lat, excess_z, _series_matrix(group["disp"], len(t_years)), t_years, part, eps_m,
+                              min_samples, min_pixels, cfg.rate_split_step_f, z_start, cfg.z_hotspot,
+                              cfg.rate_split_grow_z, cfg.rate_split_grow_radius_m, cfg.rate_split_epoch_tolerance)
         return pd.DataFrame({"pixel_id": group["pixel_id"].to_numpy(), "candidate": group["hotspot_id"].to_numpy(),
                              "part": part})
 
@@ -235,6 +248,13 @@ def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, sigma
     mapping = members.sparkSession.createDataFrame([(c, q, i) for i, (c, q) in enumerate(keys)],
                                                    "candidate long, part long, hotspot_id long")
     return parts.join(F.broadcast(mapping), ["candidate", "part"]).select("pixel_id", "hotspot_id")
+
+
+def _series_matrix(column: pd.Series, n_epochs: int) -> np.ndarray:
+    """(n, T) float64 of a pandas column of displacement arrays (a null array: all NaN)."""
+    if len(column) == 0:
+        return np.zeros((0, n_epochs))
+    return np.stack([np.full(n_epochs, np.nan) if a is None else np.asarray(a, np.float64) for a in column])
 
 
 def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Reference,
@@ -304,7 +324,7 @@ def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[flo
            correlation_length_km: float, dates: list) -> tuple[Detection, Reference]:
     """Candidates of ``method`` with their description and retention; ``noise`` from velocity_noise."""
     ref = reference(noise, cfg, correlation_length_km, method)
-    members, sigma_r = candidates(pixels, cfg, method, ref)
+    members, sigma_r = candidates(pixels, cfg, method, ref, years_since(np.array(dates, dtype="datetime64[D]")))
     members = members.persist(StorageLevel.MEMORY_AND_DISK)  # deterministic
     members.count()
     rows = retain(describe(pixels, members, cfg, ref, dates), cfg, method, ref)
