@@ -128,11 +128,12 @@ def rate_cores(lon_deg, lat_deg, excess_z, series_mm, t_years, part, eps_m: floa
         if not moving.any():
             continue
         rho = float(np.median(rate[moving] / velocity[moving]))
-        e = rate - rho * velocity
-        spread = MAD_TO_SIGMA * float(np.median(np.abs(e - np.median(e))))
+        deviation = rate - rho * velocity
+        deviation -= np.median(deviation)
+        spread = MAD_TO_SIGMA * float(np.median(np.abs(deviation)))
         if not spread > 0:
             continue
-        rz = (e - np.median(e)) / spread
+        rz = deviation / spread
         hit_rows = np.flatnonzero(rz > z_pixel)                  # rows of members
         if hit_rows.size < min_pixels:
             continue

@@ -285,7 +285,7 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
     series = (joined.select("hotspot_id", F.posexplode("disp").alias("idx", "value"))
               .where(~F.isnan("value") & F.col("value").isNotNull())
               .groupBy("hotspot_id", "idx").agg(F.avg("value").alias("mean")).toPandas())
-    t_years = np.array([(d - dates[0]).days / 365.25 for d in dates])
+    t_years = years_since(np.array(dates, dtype="datetime64[D]"))
     means, onsets, peaks = [], [], []
     by_id = {h: g for h, g in series.groupby("hotspot_id")}
     for h in rows["hotspot_id"]:
