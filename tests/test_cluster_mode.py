@@ -21,7 +21,7 @@ import pytest
 from conftest import PROJECT, SMALL_SCENE
 from insarlake.standalone import Standalone
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.long]     # whole pipelines on a standalone cluster
 
 FAST = ["temporal.sample_size=40", "temporal.silhouette_size=40", "temporal.k_min=2", "temporal.k_max=3",
         "temporal.max_iter=2", "temporal.max_iter_barycenter=2", "covariogram.pairs=50000",

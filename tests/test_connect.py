@@ -14,7 +14,7 @@ import pytest
 
 from conftest import PROJECT, SMALL_SCENE, free_port
 
-pytestmark = [pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.spark, pytest.mark.slow, pytest.mark.long]     # a whole pipeline through Connect
 
 FAST = ["temporal.sample_size=40", "temporal.silhouette_size=40", "temporal.k_min=2", "temporal.k_max=3",
         "temporal.max_iter=2", "temporal.max_iter_barycenter=2", "covariogram.pairs=50000",

@@ -178,6 +178,7 @@ def _ingest(folder: Path, dataset: str, lake: str, capsys) -> tuple[int, str]:
     return status, "".join(line for line in err.splitlines(keepends=True) if " WARNING " not in line)
 
 
+@pytest.mark.long      # the ingest job once per damage: ~10 min
 @pytest.mark.parametrize("name", sorted(MUTATIONS))
 def test_every_mutation_through_the_job(spark, config, tmp_path, capsys, burst, name):
     """The job's outcome equals the dry run's: the same error line (exit 2, nothing written for the

@@ -40,6 +40,7 @@ def test_bad_config_exits_2_with_one_line(tmp_path, args, message):
     assert "Traceback" not in output
 
 
+@pytest.mark.long      # the whole pipeline as a spark-submit process
 def test_pipeline_then_sql_from_a_new_process(tmp_path):
     lake = tmp_path / "lake"
     fast_tskm = ["temporal.sample_size=40", "temporal.silhouette_size=40", "temporal.k_min=2", "temporal.k_max=3",

@@ -151,6 +151,7 @@ def test_sites_join_the_two_tracks_and_recover_the_known_motion(spark, mosaic_co
 
 
 @pytest.mark.slow
+@pytest.mark.long      # the whole pipeline on both tracks
 def test_pipeline_runs_each_track_then_the_sites(spark, half_mosaic, tmp_path):
     """jobs/pipeline.py on the mosaic (half the real burst's points): one run ingests, one per
     track runs the stages, one joins the sites; every stage's table has each track's analysis

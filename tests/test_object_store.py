@@ -64,6 +64,7 @@ def s3_lake(s3_server, tmp_path_factory):
     return profile, LakeFiles(lake, s3_server), first, second
 
 
+@pytest.mark.long      # two whole pipelines into the bucket
 def test_every_table_model_and_picture_is_in_the_bucket(s3_lake):
     _, files, first, _ = s3_lake
     keys = files.list_files()
@@ -86,6 +87,7 @@ def test_every_table_model_and_picture_is_in_the_bucket(s3_lake):
     assert "rows written:" in first.stdout
 
 
+@pytest.mark.long      # two whole pipelines into the bucket
 def test_the_second_run_reuses_the_models_from_the_bucket(s3_lake):
     _, files, first, second = s3_lake
     log = second.stdout + second.stderr
@@ -95,6 +97,7 @@ def test_the_second_run_reuses_the_models_from_the_bucket(s3_lake):
     assert len({k.split("/")[0] for k in files.list_files("outputs", "s3demo")}) == 2     # one folder per run
 
 
+@pytest.mark.long      # two whole pipelines into the bucket
 def test_sql_over_the_lake_from_a_new_process(s3_lake, tmp_path):
     profile, _, _, _ = s3_lake
     query = (
