@@ -30,11 +30,13 @@ catalog-server: setup
 catalog-server-stop: setup
 	$(PY) -m insarlake.catalog stop --config conf/local.yaml --lake $(LAKE) --set catalog.kind=server
 
-# Tiers (pytest.ini): test is what CI runs, every test but the long ones (~75 min on 2 cores with
+# Tiers (pytest.ini): test is what CI runs, every test but the long ones (~50 min on 2 cores with
 # the setup: watch it against CI's 90; the 25 slowest tests are listed at the end);
-# test-fast the pure tests only (no JVM, ~1 min), for quick feedback; test-long the crash trials of
-# every job and the concurrent pipelines (~35 min), before a release and after changing lake.py,
-# modelstore.py, catalog.py or a job's writes.
+# test-fast the pure tests only (no JVM, ~1 min), for quick feedback; test-long the whole pipelines
+# as processes of their own (standalone cluster, Spark Connect, S3 bucket, spark-submit, two tracks),
+# the ingest job per damage, the crash trials of every job and the concurrent pipelines (~90 min),
+# before a release and after changing lake.py, modelstore.py, catalog.py, a job's writes or how
+# the jobs are submitted.
 test: setup
 	$(PY) -m pytest -q -m "not long" --durations=25 tests
 
