@@ -73,9 +73,12 @@ def run_simulate(spark: SparkSession, config: Config, dataset: str, output: str,
                     yield frame[schema.fieldNames()]
 
     with run.stage("simulate.generate"):
-        tiles = spark.createDataFrame([(t.tile_index, pickle.dumps(t)) for t in plan.tiles],
+        # Spark writes partition 0's file even when it holds no rows (a header-only CSV, which
+        # ingest refuses): tiles without pixels are left out and the tiles are range-partitioned, so
+        # partition 0 holds the first tile with pixels (hash partitioning can leave it empty).
+        tiles = spark.createDataFrame([(t.tile_index, pickle.dumps(t)) for t in plan.tiles if t.n_pixels > 0],
                                       "tile_index int, spec binary")
-        scene = tiles.repartition(n_parts, "tile_index").mapInPandas(tiles_to_rows, schema).persist()
+        scene = tiles.repartitionByRange(n_parts, "tile_index").mapInPandas(tiles_to_rows, schema).persist()
         n_pixels = scene.count()
 
     with run.stage("simulate.write"):
