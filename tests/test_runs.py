@@ -182,6 +182,23 @@ def test_result_tables_keep_every_run_and_readers_take_the_last_good_one(spark, 
     assert run_results(spark, config, "covariogram", "no_such_dataset").count() == 0
 
 
+def test_a_run_that_wrote_no_rows_is_its_own_readers_latest_not_an_earlier_run(spark, config):
+    """A quiet scene: the run's stage writes the table with zero rows. Its later stages read its
+    empty result (by name too), never the rows of the run before it; others still take the last run
+    with rows, and a named run that wrote nothing is still an error for them."""
+    dataset = "quiet_run"
+    with recorded_run(spark, config, "test", [dataset]) as busy:
+        _bins(spark, dataset, busy, 3)
+    with recorded_run(spark, config, "test", [dataset]) as quiet:
+        _bins(spark, dataset, quiet, 0)
+        assert latest_run_id(spark, config, "covariogram", dataset, current=quiet) == quiet.run_id
+        assert run_results(spark, config, "covariogram", dataset, current=quiet).count() == 0
+        assert run_results(spark, config, "covariogram", dataset, quiet.run_id, current=quiet).count() == 0
+        with pytest.raises(InputError, match=f"no rows of run {quiet.run_id}"):
+            run_results(spark, config, "covariogram", dataset, quiet.run_id, current=busy)
+    assert latest_run_id(spark, config, "covariogram", dataset) == busy.run_id
+
+
 def test_a_succeeded_run_prunes_old_and_failed_runs_but_never_running_ones(spark, config):
     keep2 = replace(config, lake=replace(config.lake, keep_runs=2))
     dataset = "pruned_runs"

@@ -230,9 +230,10 @@ _ENDED_BADLY = ("failed", "lost")
 def run_results(spark: SparkSession, config: Config, table: str, dataset: str, run_id: str | None = None,
                 current: "Run | None" = None) -> DataFrame:
     """The rows of one run of ``dataset`` in the result table ``table`` (it keeps every run's):
-    those of ``run_id`` when given (InputError when it has none); else those ``current`` wrote,
-    when it wrote some; else those of the run written last among the runs not recorded failed or
-    lost. Empty when there are none."""
+    those of ``run_id`` when given (InputError when it has none, unless it is ``current``, which
+    wrote the table for ``dataset``, with no rows); else those ``current`` wrote, when it wrote the
+    table (``latest_run_id``); else those of the run written last among the runs not recorded
+    failed or lost. Empty when there are none."""
     if not table_contract(table).keeps_runs:
         raise ValueError(f"table {table} does not keep runs")
     rows = read_table(spark, config, table, [dataset])
@@ -242,7 +243,7 @@ def run_results(spark: SparkSession, config: Config, table: str, dataset: str, r
     if run_id is None:
         return rows.where(F.lit(False))
     rows = rows.where(F.col("run_id") == run_id)
-    if named and rows.isEmpty():
+    if named and not _wrote(current, table, dataset, run_id) and rows.isEmpty():
         raise InputError(f"table {table}: no rows of run {run_id} for dataset {dataset}")
     return rows
 
@@ -252,7 +253,7 @@ def rows_written(spark: SparkSession, config: Config, table: str, dataset: str, 
     write zero rows); None when the run did not write the table for ``dataset``."""
     if not table_contract(table).keeps_runs:
         raise ValueError(f"table {table} does not keep runs")
-    if dataset not in run.wrote.get(table, set()):
+    if not _wrote(run, table, dataset):
         return None
     return read_table(spark, config, table, [dataset]).where(F.col("run_id") == run.run_id)
 
@@ -277,11 +278,21 @@ def runs_since_fit(spark: SparkSession, config: Config, dataset: str, store: Mod
 
 def latest_run_id(spark: SparkSession, config: Config, table: str, dataset: str, current: "Run | None" = None
                   ) -> str | None:
-    """The run whose rows of ``dataset`` in ``table`` a reader takes (``run_results``), or None."""
+    """The run whose rows of ``dataset`` in ``table`` a reader takes (``run_results``), or None:
+    ``current`` when it wrote the table for ``dataset`` (no rows too: a quiet scene has no
+    hotspots, and an earlier run's must not stand in for them)."""
+    if _wrote(current, table, dataset):
+        return current.run_id
     written = runs_by_write_time(spark, config, table, dataset)
     if current is not None and current.run_id in written:
         return current.run_id
     return _first_not_ended_badly(spark, config, written)
+
+
+def _wrote(current: "Run | None", table: str, dataset: str, run_id: str | None = None) -> bool:
+    """Whether ``current`` (the run ``run_id`` when given) wrote ``table`` for ``dataset``, rows or none."""
+    return current is not None and (run_id is None or run_id == current.run_id) and \
+        dataset in current.wrote.get(table, ())
 
 
 def previous_run_id(spark: SparkSession, config: Config, table: str, dataset: str, current: "Run") -> str | None:

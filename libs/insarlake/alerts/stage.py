@@ -52,10 +52,10 @@ def run_alerts(spark: SparkSession, config: Config, dataset: str, run: Run) -> A
         hotspots_run = latest_run_id(spark, config, "hotspots", dataset, current=run)
         if hotspots_run is None:
             raise InputError(f"dataset {dataset}: no hotspots; run the hotspots stage first")
-        current = (run_results(spark, config, "hotspots", dataset, run_id=hotspots_run).where("retained")
+        current = (run_results(spark, config, "hotspots", dataset, run_id=hotspots_run, current=run).where("retained")
                    .select("hotspot_id", "n_pixels", "ellipse_area_km2", "mean_velocity", "center_lon",
                            "center_lat", "geometry", "mean_disp").toPandas())
-        members = _members(spark, config, dataset, hotspots_run, current["hotspot_id"])
+        members = _members(spark, config, dataset, hotspots_run, current["hotspot_id"], run)
         pixels = analysis_pixels(spark, config, dataset).select("pixel_id", "lon", "lat", "velocity", "velocity_std")
         v0, sigma = velocity_noise(pixels, config.hotspots)
         level = config.hotspots.z_pixel * sigma
@@ -106,9 +106,10 @@ def run_alerts(spark: SparkSession, config: Config, dataset: str, run: Run) -> A
     return AlertsResult(dataset, previous_run, len(rows), found)
 
 
-def _members(spark: SparkSession, config: Config, dataset: str, hotspots_run: str, ids) -> DataFrame:
-    """hotspot_id, pixel_id of the retained hotspots ``ids`` of ``hotspots_run``."""
-    return (run_results(spark, config, "hotspot_pixels", dataset, run_id=hotspots_run)
+def _members(spark: SparkSession, config: Config, dataset: str, hotspots_run: str, ids, run: Run | None = None
+             ) -> DataFrame:
+    """hotspot_id, pixel_id of the retained hotspots ``ids`` of ``hotspots_run`` (``run``'s own, maybe none)."""
+    return (run_results(spark, config, "hotspot_pixels", dataset, run_id=hotspots_run, current=run)
             .where(F.col("hotspot_id").isin([int(i) for i in ids])).select("hotspot_id", "pixel_id"))
 
 

@@ -398,8 +398,8 @@ def hotspot_pixel_ids(spark: SparkSession, config: Config, dataset: str, current
     run_id = latest_run_id(spark, config, "hotspots", dataset, current)
     if run_id is None:
         return None
-    retained = run_results(spark, config, "hotspots", dataset, run_id).where("retained").select("hotspot_id")
-    return (run_results(spark, config, "hotspot_pixels", dataset, run_id).join(retained, "hotspot_id")
+    retained = run_results(spark, config, "hotspots", dataset, run_id, current).where("retained").select("hotspot_id")
+    return (run_results(spark, config, "hotspot_pixels", dataset, run_id, current).join(retained, "hotspot_id")
             .select("pixel_id").distinct())
 
 

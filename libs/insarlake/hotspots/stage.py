@@ -35,7 +35,8 @@ from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level
 from insarlake.hotspots.rate import rate_cores
 from insarlake.hotspots.residual import local_residual, residual_cores
 from insarlake.hotspots.split import candidate_parts
-from insarlake.lake import Run, analysis_pixels, lake_files, read_table, run_results, table_exists, write_table
+from insarlake.lake import (Run, analysis_pixels, lake_files, read_table, rows_written, run_results, table_exists,
+                            write_table)
 from insarlake.spatial.dbscan import dbscan
 from insarlake.spatial.neighbours import map_neighbourhoods
 from insarlake.tables import schema
@@ -317,7 +318,8 @@ def retain(rows: pd.DataFrame, cfg: HotspotsConfig, method: str, ref: Reference)
             why.append(f"mean speed {abs(r.velocity_z) * ref.sigma_mm_yr:.2f} mm/yr away from the stable level "
                        f"{ref.v0_mm_yr:.2f} mm/yr, within {cfg.z_hotspot} sigma ({ref.sigma_mm_yr:.2f} mm/yr)")
         reasons.append("; ".join(why))
-    return rows.assign(retained=[not w for w in reasons], reason=reasons)
+    # bool even with no rows: an empty object column would index columns, not rows
+    return rows.assign(retained=np.array([not w for w in reasons], dtype=bool), reason=reasons)
 
 
 def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[float, float],
@@ -426,7 +428,7 @@ def run_hotspots(spark: SparkSession, config: Config, dataset: str, run: Run) ->
             write_table(spark, table, config, "hotspots", datasets=[dataset], run=run)
             write_table(spark, _hotspot_pixels_frame(detection, dataset, run.run_id), config, "hotspot_pixels",
                         datasets=[dataset], run=run)
-            written = run_results(spark, config, "hotspot_pixels", dataset, run.run_id)
+            written = rows_written(spark, config, "hotspot_pixels", dataset, run)
             n_members, n_distinct = written.count(), written.select("pixel_id").distinct().count()
             n_candidate_pixels = int(detection.rows["n_pixels"].sum())
             if n_members != n_distinct or n_members != n_candidate_pixels:
