@@ -30,7 +30,7 @@ catalog-server: setup
 catalog-server-stop: setup
 	$(PY) -m insarlake.catalog stop --config conf/local.yaml --lake $(LAKE) --set catalog.kind=server
 
-# Tiers (pytest.ini): test is what CI runs, every test but the long ones (~40 min on 2 cores with
+# Tiers (pytest.ini): test is what CI runs, every test but the long ones (~47 min on 2 cores with
 # the setup: watch it against CI's 90; the 25 slowest tests are listed at the end);
 # test-fast the pure tests only (no JVM, ~1 min), for quick feedback; test-long the whole pipelines
 # as processes of their own (standalone cluster, Spark Connect, S3 bucket, spark-submit, two tracks),
