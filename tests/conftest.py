@@ -112,6 +112,30 @@ def new_bucket(settings: dict) -> str:
     return name
 
 
+def sql_in_new_process(profile: str, tables: tuple[str, ...], queries: list[str], cwd: Path) -> list[int]:
+    """The first value (an integer) of each SQL query in ``queries``, answered by a new Python
+    process on the lake of the config file ``profile`` with ``tables`` registered in its catalog
+    (what an analyst's session does); AssertionError with its stderr when the process fails."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from insarlake.config import load_config\n"
+        "from insarlake.lake import register_table\n"
+        "from insarlake.spark import get_session\n"
+        f"config = load_config({profile!r})\n"
+        "spark = get_session(config)\n"
+        f"for t in {tuple(tables)!r}:\n"
+        "    register_table(spark, config, t)\n"
+        f"print(*(spark.sql(q).first()[0] for q in {list(queries)!r}))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "AWS_"))}
+    out = subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, text=True, capture_output=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [int(v) for v in out.stdout.split()[-len(queries):]]
+
+
 def delta_table_schema(path: Path):
     """(schema, partition columns) of the Delta table at ``path``, read from its log (the last
     metaData action), without Spark."""

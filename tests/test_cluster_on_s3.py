@@ -15,7 +15,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import PROJECT, new_bucket
+from conftest import PROJECT, new_bucket, sql_in_new_process
 from insarlake.files import LakeFiles
 from insarlake.standalone import Standalone
 
@@ -38,8 +38,7 @@ def run(s3_server, tmp_path_factory):
     """(LakeFiles of the bucket's lake, the job's output, the profile) of one pipeline run on a
     standalone cluster of two workers (1 core x 2 GB each) into a new bucket."""
     tmp = tmp_path_factory.mktemp("cluster_s3")
-    (tmp / "standalone").mkdir()
-    cluster = Standalone(tmp / "standalone")
+    cluster = Standalone(tmp_path_factory.mktemp("standalone"))
     try:
         cluster.start_worker()
         cluster.start_worker()
@@ -87,26 +86,12 @@ def test_the_counts_reconcile_in_sql_from_a_new_process(run, tmp_path):
     """Every simulated pixel is in pixels (none quarantined), and each has one cluster, one class and
     its forecasts; the run is recorded as succeeded."""
     _, _, profile = run
-    query = (
-        "from insarlake.config import load_config\n"
-        "from insarlake.lake import register_table\n"
-        "from insarlake.spark import get_session\n"
-        f"config = load_config({profile!r})\n"
-        "spark = get_session(config)\n"
-        "for t in ('pixels', 'quarantine', 'clusters', 'classes', 'forecasts', 'runs'):\n"
-        "    register_table(spark, config, t)\n"
-        "def one(sql):\n"
-        "    return spark.sql(sql).first()[0]\n"
-        "print(one(\"SELECT count(*) FROM insar.pixels WHERE dataset = 'tiny'\"),\n"
-        "      one(\"SELECT count(*) FROM insar.quarantine WHERE dataset = 'tiny'\"),\n"
-        "      one(\"SELECT count(*) FROM insar.clusters WHERE dataset = 'tiny'\"),\n"
-        "      one(\"SELECT count(*) FROM insar.classes WHERE dataset = 'tiny'\"),\n"
-        "      one(\"SELECT count(DISTINCT pixel_id) FROM insar.forecasts WHERE dataset = 'tiny'\"),\n"
-        "      one(\"SELECT count(*) FROM insar.runs WHERE job = 'pipeline' AND status = 'succeeded'\"))\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "AWS_"))}
-    out = subprocess.run([sys.executable, "-c", query], cwd=tmp_path, env=env, text=True, capture_output=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    pixels, quarantined, clusters, classes, forecast, succeeded = map(int, out.stdout.split()[-6:])
+    tiny = "WHERE dataset = 'tiny'"
+    pixels, quarantined, clusters, classes, forecast, succeeded = sql_in_new_process(
+        profile, ("pixels", "quarantine", "clusters", "classes", "forecasts", "runs"),
+        [f"SELECT count(*) FROM insar.pixels {tiny}", f"SELECT count(*) FROM insar.quarantine {tiny}",
+         f"SELECT count(*) FROM insar.clusters {tiny}", f"SELECT count(*) FROM insar.classes {tiny}",
+         f"SELECT count(DISTINCT pixel_id) FROM insar.forecasts {tiny}",
+         "SELECT count(*) FROM insar.runs WHERE job = 'pipeline' AND status = 'succeeded'"], tmp_path)
     assert pixels == 3000 and quarantined == 0
     assert clusters == classes == forecast == pixels and succeeded == 1

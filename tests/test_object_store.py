@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 import yaml
 
-from conftest import PROJECT, SMALL_SCENE, new_bucket
+from conftest import PROJECT, SMALL_SCENE, new_bucket, sql_in_new_process
 from insarlake.files import LakeFiles
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]     # Spark jobs in their own JVMs
@@ -100,25 +99,12 @@ def test_the_second_run_reuses_the_models_from_the_bucket(s3_lake):
 @pytest.mark.long      # two whole pipelines into the bucket
 def test_sql_over_the_lake_from_a_new_process(s3_lake, tmp_path):
     profile, _, _, _ = s3_lake
-    query = (
-        "from insarlake.config import load_config\n"
-        "from insarlake.lake import register_table\n"
-        "from insarlake.spark import get_session\n"
-        f"config = load_config({profile!r})\n"
-        "spark = get_session(config)\n"
-        "for t in ('pixels', 'classes', 'forecasts', 'runs'):\n"
-        "    register_table(spark, config, t)\n"
-        "n = spark.sql(\"SELECT count(*) AS n FROM insar.pixels WHERE dataset = 's3demo'\").first().n\n"
-        "k = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.classes WHERE dataset = 's3demo'\").first().n\n"
-        "f = spark.sql(\"SELECT count(DISTINCT pixel_id) AS n FROM insar.forecasts WHERE dataset = 's3demo'\").first().n\n"
-        "r = spark.sql(\"SELECT count(*) AS n FROM insar.runs WHERE job = 'pipeline' AND status = 'succeeded'\")"
-        ".first().n\n"
-        "print(n, k, f, r)\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK") and not k.startswith("AWS_")}
-    out = subprocess.run([sys.executable, "-c", query], cwd=tmp_path, env=env, text=True, capture_output=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    n, k, f, r = map(int, out.stdout.split())
+    n, k, f, r = sql_in_new_process(
+        profile, ("pixels", "classes", "forecasts", "runs"),
+        ["SELECT count(*) AS n FROM insar.pixels WHERE dataset = 's3demo'",
+         "SELECT count(DISTINCT pixel_id) AS n FROM insar.classes WHERE dataset = 's3demo'",
+         "SELECT count(DISTINCT pixel_id) AS n FROM insar.forecasts WHERE dataset = 's3demo'",
+         "SELECT count(*) AS n FROM insar.runs WHERE job = 'pipeline' AND status = 'succeeded'"], tmp_path)
     assert 0 < n <= 5000 and k == f == n and r == 2
 
 
