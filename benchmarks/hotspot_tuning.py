@@ -5,7 +5,8 @@ measured on 200,000 random pixel pairs with the co-variogram's kernels, and the 
 hotspots stage's kernels in one process: ``stable_level`` for v0 and sigma, ``local_dbscan`` for
 the moving pixels' clusters, ``candidate_parts`` inside each, ``cluster_geometry`` and
 ``local_residual`` and ``residual_cores`` for the nested sources, ``rate_cores`` for the steady-rate
-sources inside post-seismic fields, ``cluster_geometry`` and
+sources inside post-seismic fields, ``join_by_step`` for a post-seismic field's two sides,
+``cluster_geometry`` and
 ``speed_z`` per candidate, ``retain`` and ``scores``. What it does not run: ingest (the scene's
 rounded CSV), TSKM and Spark's distributed DBSCAN and co-variogram; so its figures are close to,
 not equal to, hotspot_scenes.py's, which is the benchmark of record. It exists to try settings over
@@ -36,7 +37,7 @@ from insarlake.config import load_config  # noqa: E402
 from insarlake.geo import EARTH_RADIUS_M, haversine_m  # noqa: E402
 from insarlake.hotspots.geometry import cluster_geometry  # noqa: E402
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level  # noqa: E402
-from insarlake.hotspots.rate import rate_cores  # noqa: E402
+from insarlake.hotspots.rate import join_by_step, rate_cores  # noqa: E402
 from insarlake.hotspots.residual import local_residual, residual_cores  # noqa: E402
 from insarlake.hotspots.scoring import match, scores  # noqa: E402
 from insarlake.hotspots.split import candidate_parts  # noqa: E402
@@ -98,6 +99,9 @@ def detect(lon, lat, velocity, ref: Reference, cfg, method: str = "significant",
             part = rate_cores(lon[idx], lat[idx], excess[idx], series[0][idx], series[1], part, ref.eps_m,
                               cfg.min_samples, cfg.min_pixels, cfg.rate_split_step_f, cfg.z_pixel, cfg.z_hotspot,
                               cfg.rate_split_grow_z, cfg.rate_split_grow_radius_m, cfg.rate_split_epoch_tolerance)
+        if method == "significant" and cfg.step_join_f is not None:
+            part = join_by_step(lon[idx], lat[idx], excess[idx], series[0][idx], series[1], part, ref.eps_m,
+                                cfg.step_join_f, cfg.step_join_epoch_f)
         for q in np.unique(part[part >= 0]):
             members = idx[part == q]
             label[members] = next_id

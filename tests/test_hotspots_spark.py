@@ -174,20 +174,23 @@ def test_the_local_residual_noise_on_spark_is_the_numpy_kernels(spark, hotspot_c
     assert sigma_r < run.metrics["hotspots_sigma_mm_yr"]
 
 
-def test_the_rate_split_on_spark_is_the_numpy_kernels(spark, config):
+def test_the_rate_split_and_step_join_on_spark_are_the_numpy_kernels(spark, config):
     # split_sources on Spark (the series as a disp array column, one pandas group per candidate)
-    # against candidate_parts + rate_cores in one process, on two candidates: a post-seismic lobe
-    # with an uplift inside it (the rate split cuts it in two) and the lobe alone (whole)
-    from insarlake.hotspots.rate import rate_cores
+    # against candidate_parts + rate_cores + join_by_step in one process, on three candidates: a
+    # post-seismic lobe with an uplift inside it (the rate split cuts it in two), the lobe alone
+    # (whole) and a field across its fault (its two sides joined by their step: the contact test is
+    # switched off by a contact ratio no field reaches)
+    from insarlake.hotspots.rate import join_by_step, rate_cores
     from insarlake.hotspots.split import candidate_parts
     from insarlake.hotspots.stage import split_sources
-    from test_hotspot_rate import T_YEARS, _field
+    from test_hotspot_rate import T_YEARS, _across_a_fault, _field
 
-    cfg = replace(config.hotspots, residual_radius_m=None, min_pixels=30, min_samples=10)
+    cfg = replace(config.hotspots, residual_radius_m=None, min_pixels=30, min_samples=10, merge_contact_ratio=100.0)
     ref = Reference(0.0, 0.15, 10.0, 300.0)
+    fields = [_field(np.random.default_rng(4), uplift=True)[:4], _field(np.random.default_rng(5))[:4],
+              _across_a_fault(np.random.default_rng(6))[:4]]
     frames = []
-    for candidate, uplift in enumerate((True, False)):
-        lon, lat, excess_z, series, _ = _field(np.random.default_rng(4 + candidate), uplift=uplift)
+    for candidate, (lon, lat, excess_z, series) in enumerate(fields):
         moving = np.abs(excess_z) > cfg.z_pixel
         series = series[moving]
         series[0, 5] = np.nan                                    # a missing epoch travels as NaN
@@ -199,18 +202,21 @@ def test_the_rate_split_on_spark_is_the_numpy_kernels(spark, config):
                                     "pixel_id string, lon double, lat double, excess_z double, hotspot_id long, "
                                     "disp array<float>")
     got = split_sources(members, cfg, ref, T_YEARS).toPandas().set_index("pixel_id")["hotspot_id"]
-    n_parts = []
+    n_parts, n_before_join = [], []
     for frame in frames:
         lon, lat, z = frame["lon"].to_numpy(), frame["lat"].to_numpy(), frame["excess_z"].to_numpy()
+        series = np.stack(frame["disp"]).astype(np.float64)
         part = candidate_parts(lon, lat, z, cfg.z_pixel, cfg.split_level_ratio, ref.eps_m, cfg.min_samples,
                                cfg.min_pixels, cfg.merge_contact_ratio)
-        part = rate_cores(lon, lat, z, np.stack(frame["disp"]).astype(np.float64), T_YEARS, part, ref.eps_m,
+        part = rate_cores(lon, lat, z, series, T_YEARS, part, ref.eps_m,
                           cfg.min_samples, cfg.min_pixels, cfg.rate_split_step_f, cfg.z_pixel, cfg.z_hotspot,
                           cfg.rate_split_grow_z, cfg.rate_split_grow_radius_m, cfg.rate_split_epoch_tolerance)
+        n_before_join.append(len(set(part.tolist())))
+        part = join_by_step(lon, lat, z, series, T_YEARS, part, ref.eps_m, cfg.step_join_f, cfg.step_join_epoch_f)
         spark_ids = got.loc[frame["pixel_id"]].to_numpy()
         # the same partition of the candidate's pixels, whatever the numbering
         pairs = set(zip(part.tolist(), spark_ids.tolist()))
         assert len(pairs) == len(set(part.tolist())) == len(set(spark_ids.tolist()))
         n_parts.append(len(pairs))
-    assert n_parts == [2, 1]
-    assert got.nunique() == 3
+    assert n_before_join == [2, 1, 2] and n_parts == [2, 1, 1]
+    assert got.nunique() == 4

@@ -405,6 +405,8 @@ class HotspotsConfig(_Section):
     rate_split_grow_z: Positive
     rate_split_grow_radius_m: Positive
     rate_split_epoch_tolerance: Annotated[int, Field(ge=0)]
+    step_join_f: Optional[Positive]
+    step_join_epoch_f: Positive
     eps_m: Optional[Positive]
     eps_correlation_factor: Positive
     min_samples: Count

@@ -45,26 +45,49 @@ def best_step(series_mm: np.ndarray, t_years: np.ndarray) -> tuple[float, int, f
     The step at epoch k (STEP_EDGE_EPOCHS <= k < T - STEP_EDGE_EPOCHS) is added to ``design``'s
     trend and seasons; F = (RSS_without - RSS_with) / (RSS_with / (T - 5)) for the k with the
     smallest RSS; (0, -1, 0) for a series too short to hold a step. NaN epochs are left out."""
+    y, t, keep = _finite(series_mm, t_years)
+    if t.size < 2 * STEP_EDGE_EPOCHS + 6:
+        return 0.0, -1, 0.0
+    rss0 = _fit(design(t), y)[0]
+    best = (np.inf, -1, 0.0)
+    for k in range(STEP_EDGE_EPOCHS, t.size - STEP_EDGE_EPOCHS):
+        rss, step = _fit(design(t, k), y)
+        if rss < best[0]:
+            best = (rss, k, step)
+    rss1, k, step = best
+    return _f(rss0, rss1, t.size), int(np.flatnonzero(keep)[k]), step
+
+
+def step_f_at(series_mm: np.ndarray, t_years: np.ndarray, k: int) -> tuple[float, float]:
+    """(F, step_mm) of a step at the given epoch k (an index of series_mm (T,)), fitted as in
+    ``best_step`` but not searched for. NaN epochs are left out."""
+    y, t, keep = _finite(series_mm, t_years)
+    if not 0 < k < keep.size or t.size < 6:
+        raise ValueError(f"a step at epoch {k} needs epochs on both sides and 6 finite ones, got {t.size} of "
+                         f"{keep.size}")
+    rss1, step = _fit(design(t_years, k)[keep], y)
+    return _f(_fit(design(t), y)[0], rss1, t.size), step
+
+
+def _finite(series_mm, t_years) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, t, keep): one series (T,) and its times (T,) at its finite epochs, and which those are."""
     y = np.asarray(series_mm, np.float64)
     t = np.asarray(t_years, np.float64)
     if y.shape != t.shape or y.ndim != 1:
         raise ValueError(f"series_mm and t_years must have the same shape (T,), got {y.shape} and {t.shape}")
     keep = np.isfinite(y)
-    y, t = y[keep], t[keep]
-    if t.size < 2 * STEP_EDGE_EPOCHS + 6:
-        return 0.0, -1, 0.0
-    base = design(t)
-    rss0 = float(np.sum((y - base @ np.linalg.lstsq(base, y, rcond=None)[0]) ** 2))
-    best = (np.inf, -1, 0.0)
-    for k in range(STEP_EDGE_EPOCHS, t.size - STEP_EDGE_EPOCHS):
-        x = design(t, k)
-        coef = np.linalg.lstsq(x, y, rcond=None)[0]
-        rss = float(np.sum((y - x @ coef) ** 2))
-        if rss < best[0]:
-            best = (rss, k, float(coef[4]))
-    rss1, k, step = best
-    f_stat = (rss0 - rss1) / (rss1 / (t.size - 5)) if rss1 > 0 else np.inf
-    return float(f_stat), int(np.flatnonzero(keep)[k]), step
+    return y[keep], t[keep], keep
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(RSS, last coefficient) of the least-squares fit of y (T,) on the regressors x (T, p)."""
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    return float(np.sum((y - x @ coef) ** 2)), float(coef[-1])
+
+
+def _f(rss0: float, rss1: float, n_epochs: int) -> float:
+    """The F statistic of one added regressor (a step) that takes the RSS from rss0 to rss1."""
+    return float((rss0 - rss1) / (rss1 / (n_epochs - 5))) if rss1 > 0 else float(np.inf)
 
 
 def _rates(series: np.ndarray, t_years: np.ndarray, step_at: int) -> tuple[np.ndarray, np.ndarray]:
@@ -190,3 +213,65 @@ def _home(xyz: np.ndarray, part: np.ndarray, core: np.ndarray, same_sign: np.nda
     if distance.min() * EARTH_RADIUS_M < eps_m and np.sum(part == target) >= core.size:
         return target
     return new_part
+
+
+def join_by_step(lon_deg, lat_deg, excess_z, series_mm, t_years, part, eps_m: float, step_f: float,
+                 epoch_f: float) -> np.ndarray:
+    """``part`` (n,) int64 with the parts of opposite signs that one event moved joined (-1 stays -1).
+
+    A post-seismic field moves towards the radar on one side of its fault and away on the other.
+    Where it is broad and slow, its two sides do not move fastest where they meet
+    (``split.candidate_parts``' contact test) and stay two parts. Their series tell: both step at
+    the event. Two parts of opposite signs with a pixel within eps_m of each other are joined when
+    each part's median series (its sign taken out) steps in the direction of its motion with
+    F >= step_f (``best_step``), so does the median series of the two together, and each part's
+    step at the pair's epoch is in its direction with F >= epoch_f (``step_f_at``). The pair's median
+    is the sharper test: the atmosphere, common to neighbours, cancels once the signs are out, the
+    event's step adds up. A bowl or an uplift beside a field has no step; a part that steps at an
+    other epoch (a tunnel's onset, another event) has little step at the pair's.
+    lon_deg, lat_deg: (n,) degrees; excess_z: (n,) signed (velocity - v0) / sigma; series_mm:
+    (n, T) mm (NaN: missing); t_years: (T,)."""
+    lon, lat, z = _pixels(lon_deg, lat_deg, excess_z)
+    series = np.asarray(series_mm, np.float64)
+    t = np.asarray(t_years, np.float64)
+    out = np.asarray(part, np.int64).copy()
+    if out.shape != lon.shape or series.ndim != 2 or series.shape[0] != lon.shape[0]:
+        raise ValueError(f"part must have the shape (n,) = {lon.shape} and series_mm (n, T), got {out.shape} and "
+                         f"{series.shape}")
+    if t.shape != (series.shape[1],) or not np.isfinite(t).all():
+        raise ValueError(f"t_years must be (T,) = ({series.shape[1]},) and finite, got {t.shape}")
+    if not (eps_m > 0 and step_f > 0 and epoch_f > 0):
+        raise ValueError("eps_m, step_f and epoch_f must be > 0")
+    sign = np.sign(z)
+    signed = series * sign[:, None]
+    stepped: dict[int, tuple[float, np.ndarray]] = {}            # part: (its sign, its pixels)
+    for q in np.unique(out[out >= 0]):
+        members = np.flatnonzero(out == q)
+        f_stat, _, step = best_step(_median(signed[members]), t)
+        if f_stat >= step_f and step > 0:
+            stepped[int(q)] = (float(np.sign(sign[members].sum())), members)
+    if len(stepped) < 2:
+        return out
+    xyz = np.column_stack(unit_vectors(np.radians(lon), np.radians(lat)))
+    owner = {q: q for q in stepped}
+
+    def root(q: int) -> int:
+        while owner[q] != q:
+            q = owner[q]
+        return q
+
+    keys = sorted(stepped)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            (sign_a, pixels_a), (sign_b, pixels_b) = stepped[a], stepped[b]
+            if sign_a == sign_b or root(a) == root(b) or not _touches(xyz, pixels_a, pixels_b, eps_m):
+                continue
+            f_stat, k, step = best_step(_median(signed[np.concatenate([pixels_a, pixels_b])]), t)
+            if not (f_stat >= step_f and step > 0):
+                continue
+            if all(f >= epoch_f and side_step > 0
+                   for f, side_step in (step_f_at(_median(signed[p]), t, k) for p in (pixels_a, pixels_b))):
+                owner[root(b)] = root(a)
+    for q in keys:
+        out[stepped[q][1]] = root(q)
+    return out

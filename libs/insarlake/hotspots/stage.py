@@ -7,8 +7,9 @@ Methods (``hotspots.method``; see conf/default.yaml): ``seed`` (the paper's lite
 are in ``geometry.py``, scoring in ``scoring.py``, pictures in ``maps.py``; this module only moves
 data: one ``applyInPandas`` task per candidate computes its geometry from lon/lat/velocity, the mean
 series is a Spark aggregate over exploded epochs. The split into sources is one ``applyInPandas``
-task per cluster of moving pixels; with the rate split (``hotspots.rate_split_step_f``) that task
-holds the cluster's series too (n x T float64: 1.2 GB for 500,000 pixels of 300 epochs).
+task per cluster of moving pixels; with the rate split or the step join
+(``hotspots.rate_split_step_f``, ``step_join_f``) that task holds the cluster's series too (n x T
+float64: 1.2 GB for 500,000 pixels of 300 epochs).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series, series_frame
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level
-from insarlake.hotspots.rate import rate_cores
+from insarlake.hotspots.rate import join_by_step, rate_cores
 from insarlake.hotspots.residual import local_residual, residual_cores
 from insarlake.hotspots.split import candidate_parts
 from insarlake.lake import (Run, analysis_pixels, lake_files, read_table, rows_written, run_results, table_exists,
@@ -151,8 +152,8 @@ def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Referen
     """pixel_id, hotspot_id (0, 1, ...) of every candidate pixel: the predicted clusters (seed,
     renumbered), or DBSCAN clusters of the moving pixels (velocity_threshold; DBSCAN numbers its
     clusters 0, 1, ...), each cut into its sources by ``split.candidate_parts``,
-    ``residual.residual_cores`` and ``rate.rate_cores`` (significant; t_years (T,): the epochs'
-    times); and the local residual's noise sigma_r in mm/yr (significant with
+    ``residual.residual_cores``, ``rate.rate_cores`` and ``rate.join_by_step`` (significant;
+    t_years (T,): the epochs' times); and the local residual's noise sigma_r in mm/yr (significant with
     hotspots.residual_radius_m; else None)."""
     if method != "seed":
         excess = ((F.col("velocity") - ref.v0_mm_yr) / ref.sigma_mm_yr).alias("excess_z")
@@ -163,7 +164,7 @@ def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Referen
         members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", "lon", "lat", "excess_z",
                                                                    F.col("cluster_id").alias("hotspot_id"))
         if method == "significant":
-            if cfg.rate_split_step_f is not None:
+            if cfg.rate_split_step_f is not None or cfg.step_join_f is not None:
                 members = members.join(pixels.select("pixel_id", "disp"), "pixel_id")
             residuals = local_residuals(pixels, cfg, ref)
             if residuals is None:
@@ -221,8 +222,9 @@ def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, t_yea
     """pixel_id, hotspot_id (0, 1, ...) of the sources in the clusters of moving pixels ``members``
     (pixel_id, lon, lat, excess_z, hotspot_id; residual_z, the local residual / sigma, when
     sigma_r, its noise in mm/yr, is given; disp, the series at t_years (T,), with
-    hotspots.rate_split_step_f): ``split.candidate_parts``, then ``residual.residual_cores`` when
-    sigma_r is given, then ``rate.rate_cores`` with rate_split_step_f, one cluster per pandas group;
+    hotspots.rate_split_step_f or step_join_f): ``split.candidate_parts``, then
+    ``residual.residual_cores`` when sigma_r is given, then ``rate.rate_cores`` with rate_split_step_f
+    and ``rate.join_by_step`` with step_join_f, one cluster per pandas group;
     a pixel in no lobe of its sign is in no candidate."""
     z_start, ratio, eps_m = cfg.z_pixel, cfg.split_level_ratio, ref.eps_m
     min_samples, min_pixels, contact = cfg.min_samples, cfg.min_pixels, cfg.merge_contact_ratio
@@ -236,10 +238,14 @@ def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, t_yea
             part = residual_cores(lon, lat, excess_z, group["residual_z"].to_numpy(np.float64), part, level_z,
                                   cfg.residual_share, cfg.residual_radius_m, min_samples, min_pixels,
                                   cfg.residual_rim_share)
+        series = None if "disp" not in group else _series_matrix(group["disp"], len(t_years))
         if cfg.rate_split_step_f is not None:
-            part = rate_cores(lon, lat, excess_z, _series_matrix(group["disp"], len(t_years)), t_years, part, eps_m,
-                              min_samples, min_pixels, cfg.rate_split_step_f, z_start, cfg.z_hotspot,
-                              cfg.rate_split_grow_z, cfg.rate_split_grow_radius_m, cfg.rate_split_epoch_tolerance)
+            part = rate_cores(lon, lat, excess_z, series, t_years, part, eps_m, min_samples, min_pixels,
+                              cfg.rate_split_step_f, z_start, cfg.z_hotspot, cfg.rate_split_grow_z,
+                              cfg.rate_split_grow_radius_m, cfg.rate_split_epoch_tolerance)
+        if cfg.step_join_f is not None:
+            part = join_by_step(lon, lat, excess_z, series, t_years, part, eps_m, cfg.step_join_f,
+                                cfg.step_join_epoch_f)
         return pd.DataFrame({"pixel_id": group["pixel_id"].to_numpy(), "candidate": group["hotspot_id"].to_numpy(),
                              "part": part})
 
