@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import unit_vectors
 from insarlake.hotspots.noise import MAD_TO_SIGMA
-from insarlake.hotspots.split import _pixels
+from insarlake.hotspots.split import _find, _pixels
 from insarlake.spatial.kernel import local_dbscan
 
 # A step is sought at least this many epochs from either end of the series: a step at the ends is
@@ -120,14 +120,7 @@ def rate_cores(lon_deg, lat_deg, excess_z, series_mm, t_years, part, eps_m: floa
     its bowl), else becomes a part of its own."""
     lon, lat, z = _pixels(lon_deg, lat_deg, excess_z)
     n = lon.shape[0]
-    series = np.asarray(series_mm, np.float64)
-    t = np.asarray(t_years, np.float64)
-    out = np.asarray(part, np.int64).copy()
-    if out.shape != (n,) or series.ndim != 2 or series.shape[0] != n:
-        raise ValueError(f"part must have the shape (n,) = ({n},) and series_mm (n, T), got {out.shape} and "
-                         f"{series.shape}")
-    if t.shape != (series.shape[1],) or not np.isfinite(t).all():
-        raise ValueError(f"t_years must be (T,) = ({series.shape[1]},) and finite, got {t.shape}")
+    out, series, t = _part_series(part, series_mm, t_years, n)
     if not (eps_m > 0 and grow_radius_m > 0 and step_f > 0 and min_samples >= 1 and min_pixels >= 1
             and epoch_tolerance >= 0):
         raise ValueError("eps_m, grow_radius_m and step_f must be > 0, min_samples and min_pixels >= 1, "
@@ -187,6 +180,20 @@ def rate_cores(lon_deg, lat_deg, excess_z, series_mm, t_years, part, eps_m: floa
     return out
 
 
+def _part_series(part, series_mm, t_years, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(part (n,) int64, a copy; series (n, T) float64; t (T,) float64), checked of those shapes
+    and t finite."""
+    out = np.asarray(part, np.int64).copy()
+    series = np.asarray(series_mm, np.float64)
+    t = np.asarray(t_years, np.float64)
+    if out.shape != (n,) or series.ndim != 2 or series.shape[0] != n:
+        raise ValueError(f"part must have the shape (n,) = ({n},) and series_mm (n, T), got {out.shape} and "
+                         f"{series.shape}")
+    if t.shape != (series.shape[1],) or not np.isfinite(t).all():
+        raise ValueError(f"t_years must be (T,) = ({series.shape[1]},) and finite, got {t.shape}")
+    return out, series, t
+
+
 def _median(series: np.ndarray) -> np.ndarray:
     """The median (T,) over the rows of series (n, T), NaN left out (NaN: an epoch with none)."""
     with warnings.catch_warnings():
@@ -232,46 +239,35 @@ def join_by_step(lon_deg, lat_deg, excess_z, series_mm, t_years, part, eps_m: fl
     lon_deg, lat_deg: (n,) degrees; excess_z: (n,) signed (velocity - v0) / sigma; series_mm:
     (n, T) mm (NaN: missing); t_years: (T,)."""
     lon, lat, z = _pixels(lon_deg, lat_deg, excess_z)
-    series = np.asarray(series_mm, np.float64)
-    t = np.asarray(t_years, np.float64)
-    out = np.asarray(part, np.int64).copy()
-    if out.shape != lon.shape or series.ndim != 2 or series.shape[0] != lon.shape[0]:
-        raise ValueError(f"part must have the shape (n,) = {lon.shape} and series_mm (n, T), got {out.shape} and "
-                         f"{series.shape}")
-    if t.shape != (series.shape[1],) or not np.isfinite(t).all():
-        raise ValueError(f"t_years must be (T,) = ({series.shape[1]},) and finite, got {t.shape}")
+    out, series, t = _part_series(part, series_mm, t_years, lon.shape[0])
     if not (eps_m > 0 and step_f > 0 and epoch_f > 0):
         raise ValueError("eps_m, step_f and epoch_f must be > 0")
     sign = np.sign(z)
     signed = series * sign[:, None]
-    stepped: dict[int, tuple[float, np.ndarray]] = {}            # part: (its sign, its pixels)
+    stepped: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}    # part: (its sign, its pixels, median)
     for q in np.unique(out[out >= 0]):
         members = np.flatnonzero(out == q)
-        f_stat, _, step = best_step(_median(signed[members]), t)
+        median = _median(signed[members])
+        f_stat, _, step = best_step(median, t)
         if f_stat >= step_f and step > 0:
-            stepped[int(q)] = (float(np.sign(sign[members].sum())), members)
+            stepped[int(q)] = (float(np.sign(sign[members].sum())), members, median)
     if len(stepped) < 2:
         return out
     xyz = np.column_stack(unit_vectors(np.radians(lon), np.radians(lat)))
-    owner = {q: q for q in stepped}
-
-    def root(q: int) -> int:
-        while owner[q] != q:
-            q = owner[q]
-        return q
-
+    owner = np.arange(int(out.max()) + 1)
     keys = sorted(stepped)
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
-            (sign_a, pixels_a), (sign_b, pixels_b) = stepped[a], stepped[b]
-            if sign_a == sign_b or root(a) == root(b) or not _touches(xyz, pixels_a, pixels_b, eps_m):
+            (sign_a, pixels_a, median_a), (sign_b, pixels_b, median_b) = stepped[a], stepped[b]
+            if (sign_a == sign_b or _find(owner, a) == _find(owner, b)
+                    or not _touches(xyz, pixels_a, pixels_b, eps_m)):
                 continue
             f_stat, k, step = best_step(_median(signed[np.concatenate([pixels_a, pixels_b])]), t)
             if not (f_stat >= step_f and step > 0):
                 continue
             if all(f >= epoch_f and side_step > 0
-                   for f, side_step in (step_f_at(_median(signed[p]), t, k) for p in (pixels_a, pixels_b))):
-                owner[root(b)] = root(a)
+                   for f, side_step in (step_f_at(median, t, k) for median in (median_a, median_b))):
+                owner[_find(owner, b)] = _find(owner, a)
     for q in keys:
-        out[stepped[q][1]] = root(q)
+        out[stepped[q][1]] = _find(owner, q)
     return out
