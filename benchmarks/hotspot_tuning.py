@@ -6,8 +6,8 @@ hotspots stage's kernels in one process: ``stable_level`` for v0 and sigma, ``lo
 the moving pixels' clusters, ``candidate_parts`` inside each, ``cluster_geometry`` and
 ``local_residual`` and ``residual_cores`` for the nested sources, ``rate_cores`` for the steady-rate
 sources inside post-seismic fields, ``join_by_step`` for a post-seismic field's two sides,
-``cluster_geometry`` and
-``speed_z`` per candidate, ``retain`` and ``scores``. What it does not run: ingest (the scene's
+``cluster_geometry`` and ``speed_z`` per candidate, ``retain``, ``grow_rims`` for the retained
+hotspots' rims and ``scores``. What it does not run: ingest (the scene's
 rounded CSV), TSKM and Spark's distributed DBSCAN and co-variogram; so its figures are close to,
 not equal to, hotspot_scenes.py's, which is the benchmark of record. It exists to try settings over
 all 24 scenes in minutes (hotspot_scenes.py takes ~2 hours).
@@ -39,6 +39,7 @@ from insarlake.hotspots.geometry import cluster_geometry  # noqa: E402
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level  # noqa: E402
 from insarlake.hotspots.rate import join_by_step, rate_cores  # noqa: E402
 from insarlake.hotspots.residual import local_residual, residual_cores  # noqa: E402
+from insarlake.hotspots.rims import grow_rims  # noqa: E402
 from insarlake.hotspots.scoring import match, scores  # noqa: E402
 from insarlake.hotspots.split import candidate_parts  # noqa: E402
 from insarlake.hotspots.stage import Reference, reference, retain  # noqa: E402
@@ -140,6 +141,9 @@ def run_scene(name: str, overrides: list[str], noise: str, detail: bool = False)
         label, rows = detect(lon, lat, velocity, ref, cfg, method, residual, (disp, plan.t_years))
         retained = set(rows.loc[rows["retained"], "hotspot_id"])
         kept = np.where(np.isin(label, list(retained)), label, -1)
+        if method == "significant" and cfg.rim_grow_z is not None:
+            kept = grow_rims(lon, lat, (velocity - ref.v0_mm_yr) / ref.sigma_mm_yr, kept, label >= 0,
+                             cfg.rim_grow_z, cfg.rim_grow_radius_m)
         contingency = (pd.DataFrame({"source_id": truth, "hotspot_id": kept})
                        .groupby(["source_id", "hotspot_id"]).size().rename("count").reset_index())
         found[method] = scores(contingency, cfg.min_source_pixels, cfg.min_jaccard)

@@ -76,6 +76,8 @@ def test_overrides_are_typed_and_change_the_hash():
     ("models.refit_every_runs=-1", "config key 'models.refit_every_runs' must be an integer >= 0; got -1"),
     ("models.reuse_max_new_share=-0.1", "config key 'models.reuse_max_new_share' must be >= 0"),
     ("models.reuse_extended=sometimes", "config key 'models.reuse_extended'"),
+    ("hotspots.rim_grow_z=3.0", "config key 'hotspots.rim_grow_z' (3.0) must be below 'hotspots.z_pixel' (3.0)"),
+    ("hotspots.rim_grow_radius_m=0", "config key 'hotspots.rim_grow_radius_m' must be > 0"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:

@@ -220,3 +220,34 @@ def test_the_rate_split_and_step_join_on_spark_are_the_numpy_kernels(spark, conf
         n_parts.append(len(pairs))
     assert n_before_join == [2, 1, 2] and n_parts == [2, 1, 1]
     assert got.nunique() == 4
+
+
+def test_the_rim_growth_on_spark_is_the_numpy_kernel(spark, config):
+    # grow_hotspot_rims (the distributed DBSCAN's chains, a group-by for their owners) against
+    # rims.grow_rims on one scene: two hotspots with rims of their own, two whose rims meet, a
+    # sinking candidate beside them, a candidate not retained, and a pixel without velocity
+    from insarlake.hotspots.rims import grow_rims
+    from insarlake.hotspots.stage import grow_hotspot_rims
+    from test_hotspot_rims import _hotspots, _scene
+
+    cfg = replace(config.hotspots, rim_grow_z=2.0, rim_grow_radius_m=250.0)
+    ref = Reference(1.0, 0.5, 10.0, 300.0)
+    lon, lat, z, x = _scene([(400.0, 8.0, 250.0), (1800.0, 8.0, 300.0), (2700.0, 8.0, 300.0),
+                             (3500.0, -8.0, 200.0), (4600.0, 8.0, 300.0)])
+    hotspot, member = _hotspots(z, x, [(0, 1100), (1100, 2250), (2250, 3150), (3150, 4000), (4000, 6000)])
+    retained = [0, 1, 2, 3]
+    velocity = ref.v0_mm_yr + z * ref.sigma_mm_yr
+    velocity[np.flatnonzero((z > 2.0) & ~member)[0]] = np.nan
+    ids = np.array([f"p{i:05d}" for i in range(len(z))])
+    pixels = spark.createDataFrame(pd.DataFrame({"pixel_id": ids, "lon": lon, "lat": lat, "velocity": velocity}))
+    members = spark.createDataFrame(pd.DataFrame({"pixel_id": ids[member], "hotspot_id": hotspot[member]}))
+    got = grow_hotspot_rims(pixels, members, retained, cfg, ref).toPandas()
+    expected = grow_rims(lon, lat, (velocity - ref.v0_mm_yr) / ref.sigma_mm_yr,
+                         np.where(np.isin(hotspot, retained), hotspot, -1), member, 2.0, 250.0)
+    # every candidate pixel keeps its candidate, the rims are the kernel's
+    assert got.pixel_id.is_unique
+    got_id = pd.Series(got.hotspot_id.to_numpy(), index=got.pixel_id).reindex(ids).fillna(-1).astype(int).to_numpy()
+    np.testing.assert_array_equal(got_id[member], hotspot[member])
+    np.testing.assert_array_equal(np.where(member, -1, got_id), np.where(member, -1, expected))
+    grown = np.bincount(got_id[~member & (got_id >= 0)], minlength=5)
+    assert grown[0] > 0 and grown[3] > 0 and grown[1] == grown[2] == grown[4] == 0

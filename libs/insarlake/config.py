@@ -407,6 +407,8 @@ class HotspotsConfig(_Section):
     rate_split_epoch_tolerance: Annotated[int, Field(ge=0)]
     step_join_f: Optional[Positive]
     step_join_epoch_f: Positive
+    rim_grow_z: Optional[Positive]
+    rim_grow_radius_m: Positive
     eps_m: Optional[Positive]
     eps_correlation_factor: Positive
     min_samples: Count
@@ -415,6 +417,13 @@ class HotspotsConfig(_Section):
     min_source_pixels: Count
     min_jaccard: Annotated[float, AfterValidator(_within(0, 1, "(]"))]
     map_max_points: Count
+
+    @model_validator(mode="after")
+    def _rules(self):
+        if self.rim_grow_z is not None and not self.rim_grow_z < self.z_pixel:
+            raise ConfigError(f"config key 'hotspots.rim_grow_z' ({self.rim_grow_z}) must be below "
+                              f"'hotspots.z_pixel' ({self.z_pixel}): a rim is the pixels moving less than a hotspot's")
+        return self
 
 
 class AlertsConfig(_Section):

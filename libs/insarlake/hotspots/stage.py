@@ -9,7 +9,8 @@ data: one ``applyInPandas`` task per candidate computes its geometry from lon/la
 series is a Spark aggregate over exploded epochs. The split into sources is one ``applyInPandas``
 task per cluster of moving pixels; with the rate split or the step join
 (``hotspots.rate_split_step_f``, ``step_join_f``) that task holds the cluster's series too (n x T
-float64: 1.2 GB for 500,000 pixels of 300 epochs).
+float64: 1.2 GB for 500,000 pixels of 300 epochs). The retained hotspots' rims
+(``hotspots.rim_grow_z``) are chains of the distributed DBSCAN, owned by a group-by.
 """
 from __future__ import annotations
 
@@ -257,6 +258,30 @@ def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, t_yea
     return parts.join(F.broadcast(mapping), ["candidate", "part"]).select("pixel_id", "hotspot_id")
 
 
+def grow_hotspot_rims(pixels: DataFrame, members: DataFrame, retained: list[int], cfg: HotspotsConfig,
+                      ref: Reference) -> DataFrame:
+    """pixel_id, hotspot_id of every candidate pixel (``members``) and of the retained hotspots'
+    rims: ``rims.grow_rims`` on Spark, its chains the distributed DBSCAN's clusters (eps
+    hotspots.rim_grow_radius_m, min_samples 1) of the retained hotspots' pixels and of the pixels
+    in no candidate above hotspots.rim_grow_z, each sign on its own; a cluster whose hotspot pixels
+    are of one hotspot gives it its other pixels."""
+    excess = (F.col("velocity") - F.lit(ref.v0_mm_yr)) / F.lit(ref.sigma_mm_yr)
+    valid = (pixels.where(F.col("velocity").isNotNull() & ~F.isnan("velocity"))
+             .select("pixel_id", "lon", "lat", excess.alias("excess_z")))
+    seeds = (members.where(F.col("hotspot_id").isin(retained)).select("pixel_id", "hotspot_id")
+             .join(valid, "pixel_id").where(F.col("excess_z") != 0))
+    free = (valid.where(F.abs("excess_z") > cfg.rim_grow_z).join(members.select("pixel_id"), "pixel_id", "left_anti")
+            .withColumn("hotspot_id", F.lit(None).cast("long")))
+    nodes = seeds.unionByName(free).withColumn("sign", F.signum("excess_z").cast("int"))
+    chains = dbscan(nodes, cfg.rim_grow_radius_m, 1, group_col="sign")
+    owners = (chains.where(F.col("hotspot_id").isNotNull()).groupBy("sign", "cluster_id")
+              .agg(F.countDistinct("hotspot_id").alias("owners"), F.min("hotspot_id").alias("owner"))
+              .where(F.col("owners") == 1))
+    rims = (chains.where(F.col("hotspot_id").isNull()).join(owners, ["sign", "cluster_id"])
+            .select("pixel_id", F.col("owner").alias("hotspot_id")))
+    return members.select("pixel_id", "hotspot_id").unionByName(rims)
+
+
 def _series_matrix(column: pd.Series, n_epochs: int) -> np.ndarray:
     """(n, T) float64 of a pandas column of displacement arrays (a null array: all NaN)."""
     if len(column) == 0:
@@ -330,12 +355,25 @@ def retain(rows: pd.DataFrame, cfg: HotspotsConfig, method: str, ref: Reference)
 
 def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[float, float],
            correlation_length_km: float, dates: list) -> tuple[Detection, Reference]:
-    """Candidates of ``method`` with their description and retention; ``noise`` from velocity_noise."""
+    """Candidates of ``method`` with their description and retention; ``noise`` from velocity_noise.
+    significant with hotspots.rim_grow_z: the retained ones grown by their rims
+    (``grow_hotspot_rims``) and described again, their retention kept."""
     ref = reference(noise, cfg, correlation_length_km, method)
     members, sigma_r = candidates(pixels, cfg, method, ref, years_since(np.array(dates, dtype="datetime64[D]")))
     members = members.persist(StorageLevel.MEMORY_AND_DISK)  # deterministic
     members.count()
     rows = retain(describe(pixels, members, cfg, ref, dates), cfg, method, ref)
+    if method == "significant" and cfg.rim_grow_z is not None and rows["retained"].any():
+        retained = [int(h) for h in rows.loc[rows["retained"], "hotspot_id"]]
+        grown = grow_hotspot_rims(pixels, members, retained, cfg, ref).persist(StorageLevel.MEMORY_AND_DISK)
+        log.info("hotspots: %d rim pixels joined the %d retained hotspots", grown.count() - members.count(),
+                 len(retained))
+        members.unpersist()
+        members = grown
+        regrown = describe(pixels, members.where(F.col("hotspot_id").isin(retained)), cfg, ref, dates)
+        rows = pd.concat([rows[~rows["retained"]], regrown.merge(rows[["hotspot_id", "retained", "reason"]],
+                                                                 on="hotspot_id")])
+        rows = rows.sort_values("hotspot_id", ignore_index=True)
     log.info("hotspots (%s): %d candidates, %d retained; v0 %.2f mm/yr, sigma %.2f mm/yr, S_d threshold %.2f km, "
              "eps %.0f m", method, len(rows), int(rows["retained"].sum()), ref.v0_mm_yr,
              ref.sigma_mm_yr, ref.max_sd_km, ref.eps_m)
