@@ -12,7 +12,7 @@ rounded CSV), TSKM and Spark's distributed DBSCAN and co-variogram; so its figur
 not equal to, hotspot_scenes.py's, which is the benchmark of record. It exists to try settings over
 all 24 scenes in minutes (hotspot_scenes.py takes ~2 hours).
 
-    .venv/bin/python benchmarks/hotspot_tuning.py [--half tune|held|all] [--scenes ...]
+    .venv/bin/python benchmarks/hotspot_tuning.py [--half tune|held|fresh|all] [--scenes ...]
         [--noise clipped|all] [--set hotspots.KEY=VALUE ...]
 
 ``--noise all``: v0 and sigma the median and 1.4826 x MAD of all velocities (before issue 17).
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from hotspot_scenes import SCENES  # noqa: E402
+from hotspot_scenes import HALVES, SCENES  # noqa: E402
 from insarlake.config import load_config  # noqa: E402
 from insarlake.geo import EARTH_RADIUS_M, haversine_m  # noqa: E402
 from insarlake.hotspots.geometry import cluster_geometry  # noqa: E402
@@ -162,7 +162,7 @@ def run_scene(name: str, overrides: list[str], noise: str, detail: bool = False)
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--half", choices=("tune", "held", "all"), default="all")
+    p.add_argument("--half", choices=HALVES, default="all")
     p.add_argument("--scenes", nargs="+", choices=list(SCENES))
     p.add_argument("--noise", choices=("clipped", "all"), default="clipped")
     p.add_argument("--detail", action="store_true", help="print every source's and hotspot's match")
