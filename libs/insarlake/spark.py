@@ -19,6 +19,10 @@ _DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 _SEDONA_EXTENSION = "org.apache.sedona.sql.SedonaSqlExtensions"
 
 
+# spark.sql.maxPlanStringLength (see get_session)
+MAX_PLAN_STRING = "16m"
+
+
 def get_session(config: Config | None = None) -> SparkSession:
     """Build (or reuse) the SparkSession for ``config`` (default: conf/default.yaml).
 
@@ -45,6 +49,10 @@ def get_session(config: Config | None = None) -> SparkSession:
         from sedona.spark import SedonaContext
 
         spark = SedonaContext.create(spark)
+    # A plan that names a persisted frame several times prints it in full each time for the SQL
+    # UI; on a long pipeline that string outgrew a 4 GB driver heap (hotspots' rims in a monitoring
+    # run). Plan strings are cut at this length; the plans themselves are unchanged.
+    spark.conf.set("spark.sql.maxPlanStringLength", MAX_PLAN_STRING)
     catalog_change(spark, f"CREATE DATABASE IF NOT EXISTS {config.catalog.database}")
     return spark
 

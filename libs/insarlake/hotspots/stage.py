@@ -266,14 +266,15 @@ def grow_hotspot_rims(pixels: DataFrame, members: DataFrame, retained: list[int]
     in no candidate above hotspots.rim_grow_z, each sign on its own; a cluster whose hotspot pixels
     are of one hotspot gives it its other pixels."""
     excess = (F.col("velocity") - F.lit(ref.v0_mm_yr)) / F.lit(ref.sigma_mm_yr)
-    valid = (pixels.where(F.col("velocity").isNotNull() & ~F.isnan("velocity"))
-             .select("pixel_id", "lon", "lat", excess.alias("excess_z")))
-    seeds = (members.where(F.col("hotspot_id").isin(retained)).select("pixel_id", "hotspot_id")
-             .join(valid, "pixel_id").where(F.col("excess_z") != 0))
-    free = (valid.where(F.abs("excess_z") > cfg.rim_grow_z).join(members.select("pixel_id"), "pixel_id", "left_anti")
-            .withColumn("hotspot_id", F.lit(None).cast("long")))
-    nodes = seeds.unionByName(free).withColumn("sign", F.signum("excess_z").cast("int"))
-    chains = dbscan(nodes, cfg.rim_grow_radius_m, 1, group_col="sign")
+    seed = F.col("hotspot_id").isin(retained)
+    # one scan of the pixels and of the members: a plan that names them once
+    nodes = (pixels.where(F.col("velocity").isNotNull() & ~F.isnan("velocity"))
+             .select("pixel_id", "lon", "lat", excess.alias("excess_z"))
+             .join(members.select("pixel_id", "hotspot_id"), "pixel_id", "left")
+             .where((seed & (F.col("excess_z") != 0))
+                    | (F.col("hotspot_id").isNull() & (F.abs("excess_z") > cfg.rim_grow_z)))
+             .select("pixel_id", "lon", "lat", "hotspot_id", F.signum("excess_z").cast("int").alias("sign")))
+    chains = dbscan(nodes, cfg.rim_grow_radius_m, 1, group_col="sign").persist(StorageLevel.MEMORY_AND_DISK)
     owners = (chains.where(F.col("hotspot_id").isNotNull()).groupBy("sign", "cluster_id")
               .agg(F.countDistinct("hotspot_id").alias("owners"), F.min("hotspot_id").alias("owner"))
               .where(F.col("owners") == 1))
@@ -368,7 +369,6 @@ def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[flo
         grown = grow_hotspot_rims(pixels, members, retained, cfg, ref).persist(StorageLevel.MEMORY_AND_DISK)
         log.info("hotspots: %d rim pixels joined the %d retained hotspots", grown.count() - members.count(),
                  len(retained))
-        members.unpersist()
         members = grown
         regrown = describe(pixels, members.where(F.col("hotspot_id").isin(retained)), cfg, ref, dates)
         rows = pd.concat([rows[~rows["retained"]], regrown.merge(rows[["hotspot_id", "retained", "reason"]],
