@@ -162,7 +162,8 @@ def write_hotspots(spark, dataset: str, run, hotspots: dict[int, dict], members:
             for h, values in hotspots.items()]
     write_table(spark, spark.createDataFrame([tuple(r.get(f.name) for f in HOTSPOTS_SCHEMA.fields) for r in rows],
                                              HOTSPOTS_SCHEMA), run.config, "hotspots", [dataset], run=run)
-    write_table(spark, spark.createDataFrame([(dataset, run.run_id, h, p) for h, ids in members.items() for p in ids],
+    write_table(spark, spark.createDataFrame([(dataset, run.run_id, h, p, False) for h, ids in members.items()
+                                              for p in ids],
                                              PIXELS_SCHEMA), run.config, "hotspot_pixels", [dataset], run=run)
 
 

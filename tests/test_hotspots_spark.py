@@ -41,6 +41,12 @@ def test_tables_have_consistent_counts(spark, hotspot_config, hotspots_run):
     assert run.counts["hotspot_pixels"] == len(members) and run.counts["hotspots"] == len(hot)
     assert (hot.reason[hot.retained] == "").all() and (hot.reason[~hot.retained] != "").all()
     assert (hot.method == hotspot_config.hotspots.method).all()
+    # only retained hotspots grow rims; velocities are of the pixels outside the rim (the sum of at
+    # most a few thousand float64 terms in another order: 1e-9 relative is far above its rounding)
+    assert not members.rim[~members.hotspot_id.isin(hot.hotspot_id[hot.retained])].any()
+    velocity = read_table(spark, hotspot_config, "pixels", ["sim"]).select("pixel_id", "velocity").toPandas()
+    core = members[~members.rim].merge(velocity, on="pixel_id").groupby("hotspot_id").velocity.mean()
+    np.testing.assert_allclose(core.reindex(hot.hotspot_id).to_numpy(), hot.mean_velocity.to_numpy(), rtol=1e-9)
 
 
 def test_ellipses_are_valid_polygons_around_the_mean_centre(spark, hotspot_config, hotspots_run):
@@ -240,12 +246,15 @@ def test_the_rim_growth_on_spark_is_the_numpy_kernel(spark, config):
     velocity[np.flatnonzero((z > 2.0) & ~member)[0]] = np.nan
     ids = np.array([f"p{i:05d}" for i in range(len(z))])
     pixels = spark.createDataFrame(pd.DataFrame({"pixel_id": ids, "lon": lon, "lat": lat, "velocity": velocity}))
-    members = spark.createDataFrame(pd.DataFrame({"pixel_id": ids[member], "hotspot_id": hotspot[member]}))
+    members = spark.createDataFrame(pd.DataFrame({"pixel_id": ids[member], "hotspot_id": hotspot[member],
+                                                     "rim": False}))
     got = grow_hotspot_rims(pixels, members, retained, cfg, ref).toPandas()
     expected = grow_rims(lon, lat, (velocity - ref.v0_mm_yr) / ref.sigma_mm_yr,
                          np.where(np.isin(hotspot, retained), hotspot, -1), member, 2.0, 250.0)
     # every candidate pixel keeps its candidate, the rims are the kernel's
     assert got.pixel_id.is_unique
+    # the rim flag is true exactly for the pixels that were in no candidate
+    np.testing.assert_array_equal(got.rim.to_numpy(bool), ~got.pixel_id.isin(ids[member]).to_numpy())
     got_id = pd.Series(got.hotspot_id.to_numpy(), index=got.pixel_id).reindex(ids).fillna(-1).astype(int).to_numpy()
     np.testing.assert_array_equal(got_id[member], hotspot[member])
     np.testing.assert_array_equal(np.where(member, -1, got_id), np.where(member, -1, expected))

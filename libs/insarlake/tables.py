@@ -91,8 +91,10 @@ TABLES: dict[str, Table] = {t.name: t for t in [
           "mean_disp array<float>, onset_date date, peak_date date, retained boolean, reason string",
           "hotspots", ("alerts", "forecast", "report", "sites"),
           "candidate hotspots: ellipse (km, deg), velocities (mm/yr), mean series (mm), retained or the reason not"),
-    Table("hotspot_pixels", "dataset string, run_id string, hotspot_id long, pixel_id string",
-          "hotspots", ("hotspots", "alerts", "forecast", "report", "sites"), "the pixels of each candidate hotspot"),
+    Table("hotspot_pixels", "dataset string, run_id string, hotspot_id long, pixel_id string, rim boolean",
+          "hotspots", ("hotspots", "alerts", "forecast", "report", "sites"),
+          "the pixels of each candidate hotspot; rim: joined by the rim growth (hotspots.rim_grow_z), part of "
+          "the footprint but not of the hotspot's velocities and mean series"),
     Table("hotspot_scores",
           "dataset string, run_id string, method string, source_id long, source_type string, n_pixels long, "
           "scored boolean, best_hotspot_id long, jaccard double, matched boolean, recall double, precision double, "

@@ -71,7 +71,8 @@ class Reference:
 @dataclass(frozen=True)
 class Detection:
     """Candidates of one method: ``rows`` (pandas, one per candidate, HOTSPOTS_SCHEMA without
-    dataset/run_id/method) and ``members`` (Spark: pixel_id, hotspot_id for every candidate pixel)."""
+    dataset/run_id/method) and ``members`` (Spark: pixel_id, hotspot_id, rim for every candidate pixel;
+    rim: joined by ``grow_hotspot_rims``)."""
     method: str
     rows: pd.DataFrame
     members: DataFrame
@@ -260,8 +261,8 @@ def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, t_yea
 
 def grow_hotspot_rims(pixels: DataFrame, members: DataFrame, retained: list[int], cfg: HotspotsConfig,
                       ref: Reference) -> DataFrame:
-    """pixel_id, hotspot_id of every candidate pixel (``members``) and of the retained hotspots'
-    rims: ``rims.grow_rims`` on Spark, its chains the distributed DBSCAN's clusters (eps
+    """pixel_id, hotspot_id, rim of every candidate pixel (``members``, rim false) and of the retained
+    hotspots' rims (rim true): ``rims.grow_rims`` on Spark, its chains the distributed DBSCAN's clusters (eps
     hotspots.rim_grow_radius_m, min_samples 1) of the retained hotspots' pixels and of the pixels
     in no candidate above hotspots.rim_grow_z, each sign on its own; a cluster whose hotspot pixels
     are of one hotspot gives it its other pixels."""
@@ -279,8 +280,8 @@ def grow_hotspot_rims(pixels: DataFrame, members: DataFrame, retained: list[int]
               .agg(F.countDistinct("hotspot_id").alias("owners"), F.min("hotspot_id").alias("owner"))
               .where(F.col("owners") == 1))
     rims = (chains.where(F.col("hotspot_id").isNull()).join(owners, ["sign", "cluster_id"])
-            .select("pixel_id", F.col("owner").alias("hotspot_id")))
-    return members.select("pixel_id", "hotspot_id").unionByName(rims)
+            .select("pixel_id", F.col("owner").alias("hotspot_id"), F.lit(True).alias("rim")))
+    return members.select("pixel_id", "hotspot_id", "rim").unionByName(rims)
 
 
 def _series_matrix(column: pd.Series, n_epochs: int) -> np.ndarray:
@@ -292,15 +293,17 @@ def _series_matrix(column: pd.Series, n_epochs: int) -> np.ndarray:
 
 def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Reference,
              dates: list) -> pd.DataFrame:
-    """One row per candidate: geometry (``cluster_geometry``), ellipse WKT, velocities, dominant
-    label, mean series (Spark aggregate), onset and peak dates."""
+    """One row per candidate of ``members`` (pixel_id, hotspot_id, rim): geometry
+    (``cluster_geometry``), ellipse WKT and dominant label of all its pixels; velocities, mean series
+    (Spark aggregate), onset and peak dates of its pixels outside the rim, whose slow motion would
+    pull a source's measured velocity towards zero."""
     n_std, v0, sigma = cfg.ellipse_n_std, ref.v0_mm_yr, ref.sigma_mm_yr
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
         g = cluster_geometry(group["lon"].to_numpy(), group["lat"].to_numpy(), n_std=n_std)
         counts = group["label"].value_counts()
         top = counts[counts == counts.max()].index.min()
-        velocity = group["velocity"].to_numpy(np.float64)
+        velocity = group.loc[~group["rim"].to_numpy(bool), "velocity"].to_numpy(np.float64)
         return pd.DataFrame([{
             "hotspot_id": int(group["hotspot_id"].iloc[0]), "n_pixels": g.n_pixels, "center_lon": g.center_lon,
             "center_lat": g.center_lat, "standard_distance_km": g.standard_distance_km, "sd_x_km": g.sd_x_km,
@@ -311,11 +314,11 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
             "geometry": ellipse_polygon(g).wkt, "velocity_z": speed_z(velocity, v0, sigma)}])
 
     joined = members.join(pixels, "pixel_id")
-    rows = (joined.select("hotspot_id", "lon", "lat", "velocity", "label")
+    rows = (joined.select("hotspot_id", "lon", "lat", "velocity", "label", "rim")
             .groupBy("hotspot_id").applyInPandas(one, DESCRIBED_SCHEMA).toPandas())
     if rows.empty:
         return rows.assign(mean_disp=[], onset_date=[], peak_date=[])
-    series = (joined.select("hotspot_id", F.posexplode("disp").alias("idx", "value"))
+    series = (joined.where(~F.col("rim")).select("hotspot_id", F.posexplode("disp").alias("idx", "value"))
               .where(~F.isnan("value") & F.col("value").isNotNull())
               .groupBy("hotspot_id", "idx").agg(F.avg("value").alias("mean")).toPandas())
     t_years = years_since(np.array(dates, dtype="datetime64[D]"))
@@ -361,7 +364,7 @@ def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[flo
     (``grow_hotspot_rims``) and described again, their retention kept."""
     ref = reference(noise, cfg, correlation_length_km, method)
     members, sigma_r = candidates(pixels, cfg, method, ref, years_since(np.array(dates, dtype="datetime64[D]")))
-    members = members.persist(StorageLevel.MEMORY_AND_DISK)  # deterministic
+    members = members.withColumn("rim", F.lit(False)).persist(StorageLevel.MEMORY_AND_DISK)  # deterministic
     members.count()
     rows = retain(describe(pixels, members, cfg, ref, dates), cfg, method, ref)
     if method == "significant" and cfg.rim_grow_z is not None and rows["retained"].any():
@@ -422,7 +425,7 @@ class HotspotsResult:
 
 def _hotspot_pixels_frame(detection: Detection, dataset: str, run_id: str) -> DataFrame:
     return detection.members.select(F.lit(dataset).alias("dataset"), F.lit(run_id).alias("run_id"),
-                                    "hotspot_id", "pixel_id")
+                                    "hotspot_id", "pixel_id", "rim")
 
 
 def score(detection: Detection, truth: DataFrame, cfg: HotspotsConfig) -> tuple[dict, pd.DataFrame]:

@@ -9,7 +9,7 @@ geometry sees is a site of its own). Hotspots of one geometry are never linked d
 
 Output, replacing the dataset's rows:
 * ``site_hotspots``: one row per hotspot with its site, its geometry (track, pass) and the
-  evidence of that geometry: LOS velocity (mean over its pixels, mm/yr) and its standard error
+  evidence of that geometry: LOS velocity (mean over its pixels outside its rim, mm/yr) and its standard error
   (the pixels' scatter / sqrt(n)), mean LOS unit vector, pixels, centre;
 * ``sites``: one row per site: its geometries side by side (arrays), centre (pixel-weighted),
   outline (the union of its ellipses, WKT), and east / up velocity with 1-sigma uncertainty from
@@ -76,8 +76,9 @@ def hotspot_evidence(spark: SparkSession, config: Config, geometries: pd.DataFra
                 .where("retained")
                 .select(F.col("dataset").alias("geometry_dataset"), "hotspot_id", "center_lon", "center_lat",
                         "geometry"))
-    members = read_table(spark, config, "hotspot_pixels", names).join(F.broadcast(runs), ["dataset", "run_id"]).select(
-        F.col("dataset").alias("geometry_dataset"), "hotspot_id", "pixel_id")
+    # a hotspot's rim (slow pixels joined by the rim growth) is footprint, not evidence of its velocity
+    members = (read_table(spark, config, "hotspot_pixels", names).join(F.broadcast(runs), ["dataset", "run_id"])
+               .where(~F.col("rim")).select(F.col("dataset").alias("geometry_dataset"), "hotspot_id", "pixel_id"))
     pixels = read_table(spark, config, "pixels", names).select(
         F.col("dataset").alias("geometry_dataset"), "pixel_id", "velocity", "los_east", "los_north", "los_up")
     stats = (members.join(hotspots.select("geometry_dataset", "hotspot_id"), ["geometry_dataset", "hotspot_id"])
