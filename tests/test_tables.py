@@ -93,3 +93,22 @@ def test_a_write_that_breaks_the_contract_is_refused_before_anything_is_written(
 
     assert not (Path(table_path(config, "clusters")) / "_delta_log").exists() or \
         spark.read.format("delta").load(table_path(config, "clusters")).where("dataset = 'd'").count() == 0
+
+
+def test_a_table_of_an_older_contract_takes_the_columns_added_since(spark, config, tmp_path):
+    # hotspot_pixels as it was before `rim`: the next write adds the column, the old rows read null
+    from insarlake.config import replace
+    from insarlake.lake import Run, table_path, write_table
+
+    lake = replace(config, lake=replace(config.lake, path=str(tmp_path / "lake")))
+    path = table_path(lake, "hotspot_pixels")
+    (spark.createDataFrame([("old", "r0", 1, "p1")], "dataset string, run_id string, hotspot_id long, pixel_id string")
+     .write.format("delta").partitionBy("dataset").save(path))
+    run = Run("hotspots", lake)
+    write_table(spark, spark.createDataFrame([("new", run.run_id, 2, "p2", True)], schema("hotspot_pixels")), lake,
+                "hotspot_pixels", ["new"], run=run)
+    table = spark.read.format("delta").load(path)
+    assert table.schema == schema("hotspot_pixels")
+    rows = {r.dataset: r.asDict() for r in table.collect()}
+    assert rows == {"old": {"dataset": "old", "run_id": "r0", "hotspot_id": 1, "pixel_id": "p1", "rim": None},
+                    "new": {"dataset": "new", "run_id": run.run_id, "hotspot_id": 2, "pixel_id": "p2", "rim": True}}

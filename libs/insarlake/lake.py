@@ -112,14 +112,17 @@ def write_table(spark: SparkSession, df: DataFrame, config: Config, table: str,
     datasets are kept, so re-running a stage is idempotent; in a result table (one that keeps every
     run's rows) only the rows of ``run`` (required there, and the run_id of every row written) are
     replaced, and the run notes what it wrote (``prune_runs``). ``append``: rows are added.
-    The table is registered in the catalog on first write.
+    A table written under an older contract gains the columns added to it since (null in the rows
+    already there). The table is registered in the catalog on first write.
     """
     contract = table_contract(table)
     if problems := conform(table, df.schema):
         raise ValueError(f"table {table}: the rows written do not match the table contract (insarlake/tables.py): "
                          + "; ".join(problems))
     path = table_path(config, table)
-    writer = df.select(*contract.column_names).write.format("delta")
+    # a table written under an older contract takes the columns added since (null in its old rows):
+    # the rows are the contract's (conform above), so nothing else can be added this way
+    writer = df.select(*contract.column_names).write.format("delta").option("mergeSchema", "true")
     if contract.partition_by:
         writer = writer.partitionBy(*contract.partition_by)
     if mode == "replace":
