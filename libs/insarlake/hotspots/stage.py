@@ -291,12 +291,10 @@ def _series_matrix(column: pd.Series, n_epochs: int) -> np.ndarray:
     return np.stack([np.full(n_epochs, np.nan) if a is None else np.asarray(a, np.float64) for a in column])
 
 
-def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Reference,
-             dates: list) -> pd.DataFrame:
-    """One row per candidate of ``members`` (pixel_id, hotspot_id, rim): geometry
-    (``cluster_geometry``), ellipse WKT and dominant label of all its pixels; velocities, mean series
-    (Spark aggregate), onset and peak dates of its pixels outside the rim, whose slow motion would
-    pull a source's measured velocity towards zero."""
+def footprints(joined: DataFrame, cfg: HotspotsConfig, ref: Reference) -> pd.DataFrame:
+    """DESCRIBED_SCHEMA, one row per hotspot of ``joined`` (members joined with their pixels):
+    geometry (``cluster_geometry``), ellipse WKT and dominant label of all its pixels; velocities of
+    its pixels outside the rim, whose slow motion would pull a source's velocity towards zero."""
     n_std, v0, sigma = cfg.ellipse_n_std, ref.v0_mm_yr, ref.sigma_mm_yr
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
@@ -313,9 +311,16 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
             "cluster_id": int(top), "cluster_share": float(counts.max() / len(group)),
             "geometry": ellipse_polygon(g).wkt, "velocity_z": speed_z(velocity, v0, sigma)}])
 
-    joined = members.join(pixels, "pixel_id")
-    rows = (joined.select("hotspot_id", "lon", "lat", "velocity", "label", "rim")
+    return (joined.select("hotspot_id", "lon", "lat", "velocity", "label", "rim")
             .groupBy("hotspot_id").applyInPandas(one, DESCRIBED_SCHEMA).toPandas())
+
+
+def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Reference,
+             dates: list) -> pd.DataFrame:
+    """One row per candidate of ``members`` (pixel_id, hotspot_id, rim): its ``footprints`` row, and
+    the mean series (Spark aggregate), onset and peak dates of its pixels outside the rim."""
+    joined = members.join(pixels, "pixel_id")
+    rows = footprints(joined, cfg, ref)
     if rows.empty:
         return rows.assign(mean_disp=[], onset_date=[], peak_date=[])
     series = (joined.where(~F.col("rim")).select("hotspot_id", F.posexplode("disp").alias("idx", "value"))
@@ -361,7 +366,7 @@ def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[flo
            correlation_length_km: float, dates: list) -> tuple[Detection, Reference]:
     """Candidates of ``method`` with their description and retention; ``noise`` from velocity_noise.
     significant with hotspots.rim_grow_z: the retained ones grown by their rims
-    (``grow_hotspot_rims``) and described again, their retention kept."""
+    (``grow_hotspot_rims``) and their footprints described again, their retention kept."""
     ref = reference(noise, cfg, correlation_length_km, method)
     members, sigma_r = candidates(pixels, cfg, method, ref, years_since(np.array(dates, dtype="datetime64[D]")))
     members = members.withColumn("rim", F.lit(False)).persist(StorageLevel.MEMORY_AND_DISK)  # deterministic
@@ -373,9 +378,10 @@ def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[flo
         log.info("hotspots: %d rim pixels joined the %d retained hotspots", grown.count() - members.count(),
                  len(retained))
         members = grown
-        regrown = describe(pixels, members.where(F.col("hotspot_id").isin(retained)), cfg, ref, dates)
-        rows = pd.concat([rows[~rows["retained"]], regrown.merge(rows[["hotspot_id", "retained", "reason"]],
-                                                                 on="hotspot_id")])
+        # the rim changes a hotspot's footprint only: its mean series (outside the rim) is kept
+        regrown = footprints(members.where(F.col("hotspot_id").isin(retained)).join(pixels, "pixel_id"), cfg, ref)
+        kept = ["hotspot_id", "mean_disp", "onset_date", "peak_date", "retained", "reason"]
+        rows = pd.concat([rows[~rows["retained"]], regrown.merge(rows[kept], on="hotspot_id")])
         rows = rows.sort_values("hotspot_id", ignore_index=True)
     log.info("hotspots (%s): %d candidates, %d retained; v0 %.2f mm/yr, sigma %.2f mm/yr, S_d threshold %.2f km, "
              "eps %.0f m", method, len(rows), int(rows["retained"].sum()), ref.v0_mm_yr,

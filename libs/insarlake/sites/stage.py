@@ -79,7 +79,8 @@ def hotspot_evidence(spark: SparkSession, config: Config, geometries: pd.DataFra
     # a hotspot's rim (slow pixels joined by the rim growth) is footprint, not evidence of its velocity
     # (rows written before hotspot_pixels had `rim`: null, no rim)
     members = (read_table(spark, config, "hotspot_pixels", names).join(F.broadcast(runs), ["dataset", "run_id"])
-               .where(~F.coalesce(F.col("rim"), F.lit(False))).select(F.col("dataset").alias("geometry_dataset"), "hotspot_id", "pixel_id"))
+               .where(~F.coalesce(F.col("rim"), F.lit(False)))
+               .select(F.col("dataset").alias("geometry_dataset"), "hotspot_id", "pixel_id"))
     pixels = read_table(spark, config, "pixels", names).select(
         F.col("dataset").alias("geometry_dataset"), "pixel_id", "velocity", "los_east", "los_north", "los_up")
     stats = (members.join(hotspots.select("geometry_dataset", "hotspot_id"), ["geometry_dataset", "hotspot_id"])
