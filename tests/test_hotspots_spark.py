@@ -180,6 +180,39 @@ def test_the_local_residual_noise_on_spark_is_the_numpy_kernels(spark, hotspot_c
     assert sigma_r < run.metrics["hotspots_sigma_mm_yr"]
 
 
+def test_the_local_step_on_spark_is_the_numpy_kernel(spark, hotspot_config, hotspots_run):
+    # the stage's local steps come from one neighbourhood pass over tiles and halos (the pixels'
+    # series carried with them), the numpy kernel's from every pixel in one process: the same
+    # medians and the same least squares, so equal to rounding (the batches' matrix products differ
+    # by a few ulp); only the moving pixels have one
+    from insarlake.hotspots.residual import local_step
+    from insarlake.hotspots.stage import _series_matrix, local_residuals
+    from insarlake.lake import analysis_pixels
+    from insarlake.timeseries import years_since
+
+    cfg = hotspot_config.hotspots
+    run, _ = hotspots_run
+    ref = Reference(run.metrics["hotspots_v0_mm_yr"], run.metrics["hotspots_sigma_mm_yr"], 10.0, 500.0)
+    dates = [r.date for r in read_table(spark, hotspot_config, "epochs", ["sim"]).orderBy("idx").collect()]
+    t_years = years_since(np.array(dates, dtype="datetime64[D]"))
+    pixels = analysis_pixels(spark, hotspot_config, "sim")
+    frame, _ = local_residuals(pixels, cfg, ref, t_years)
+    got = frame.toPandas().set_index("pixel_id")
+    frame.unpersist()
+    local = pixels.select("pixel_id", "lon", "lat", "velocity", "disp").toPandas().sort_values("pixel_id")
+    excess = (local["velocity"].to_numpy(np.float64) - ref.v0_mm_yr) / ref.sigma_mm_yr
+    sign = np.where(np.abs(excess) > cfg.z_pixel, np.sign(excess), 0).astype(np.int8)
+    f_stat, step = local_step(local["lon"].to_numpy(), local["lat"].to_numpy(),
+                              _series_matrix(local["disp"], len(t_years)), t_years, sign, cfg.step_split_radius_m,
+                              query=sign != 0)
+    moving = local["pixel_id"].to_numpy()[sign != 0]
+    assert len(got) == len(local) and moving.size > 100
+    assert got.drop(index=moving)["step_f"].isna().all()
+    np.testing.assert_allclose(got.loc[moving, "step_f"].to_numpy(), f_stat, rtol=1e-9)
+    np.testing.assert_allclose(got.loc[moving, "step_mm"].to_numpy(), step, rtol=1e-9, atol=1e-9)
+    assert np.isfinite(f_stat).mean() > 0.9
+
+
 def test_the_rate_split_and_step_join_on_spark_are_the_numpy_kernels(spark, config):
     # split_sources on Spark (the series as a disp array column, one pandas group per candidate)
     # against candidate_parts + rate_cores + join_by_step in one process, on three candidates: a
@@ -191,7 +224,8 @@ def test_the_rate_split_and_step_join_on_spark_are_the_numpy_kernels(spark, conf
     from insarlake.hotspots.stage import split_sources
     from test_hotspot_rate import T_YEARS, _across_a_fault, _field
 
-    cfg = replace(config.hotspots, residual_radius_m=None, min_pixels=30, min_samples=10, merge_contact_ratio=100.0)
+    cfg = replace(config.hotspots, residual_radius_m=None, step_split_f=None, min_pixels=30, min_samples=10,
+                  merge_contact_ratio=100.0)
     ref = Reference(0.0, 0.15, 10.0, 300.0)
     fields = [_field(np.random.default_rng(4), uplift=True)[:4], _field(np.random.default_rng(5))[:4],
               _across_a_fault(np.random.default_rng(6))[:4]]

@@ -401,6 +401,10 @@ class HotspotsConfig(_Section):
     residual_z: Positive
     residual_share: Annotated[float, Field(ge=0)]
     residual_rim_share: Share
+    step_split_f: Optional[Positive]
+    step_split_share: Annotated[float, Field(ge=0)]
+    step_split_radius_m: Positive
+    step_split_min_samples: Count
     rate_split_step_f: Optional[Positive]
     rate_split_grow_z: Positive
     rate_split_grow_radius_m: Positive

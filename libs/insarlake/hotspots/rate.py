@@ -48,14 +48,38 @@ def best_step(series_mm: np.ndarray, t_years: np.ndarray) -> tuple[float, int, f
     y, t, keep = _finite(series_mm, t_years)
     if t.size < 2 * STEP_EDGE_EPOCHS + 6:
         return 0.0, -1, 0.0
-    rss0 = _fit(design(t), y)[0]
-    best = (np.inf, -1, 0.0)
-    for k in range(STEP_EDGE_EPOCHS, t.size - STEP_EDGE_EPOCHS):
-        rss, step = _fit(design(t, k), y)
-        if rss < best[0]:
-            best = (rss, k, step)
-    rss1, k, step = best
-    return _f(rss0, rss1, t.size), int(np.flatnonzero(keep)[k]), step
+    f_stat, k, step = best_steps(y[None, :], t)
+    return float(f_stat[0]), int(np.flatnonzero(keep)[k[0]]), float(step[0])
+
+
+def best_steps(series_mm: np.ndarray, t_years: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(F (n,), k (n,) int64, step_mm (n,)) of each row's best single step, as ``best_step`` for
+    every row of series_mm (n, T) mm at once (no NaN; T >= 2 STEP_EDGE_EPOCHS + 6).
+
+    With M the projection off ``design``'s columns, the RSS a step at epoch k removes from a
+    series y is (s_k' M y)^2 / (s_k' M s_k), s_k the unit step: one (n, T) x (T, K) product."""
+    y = np.asarray(series_mm, np.float64)
+    t = np.asarray(t_years, np.float64)
+    if y.ndim != 2 or t.shape != (y.shape[1],) or t.size < 2 * STEP_EDGE_EPOCHS + 6:
+        raise ValueError(f"series_mm must be (n, T) and t_years (T,) with T >= {2 * STEP_EDGE_EPOCHS + 6}, "
+                         f"got {y.shape} and {t.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("series_mm must be finite")
+    x = design(t)
+    residual = y - (y @ np.linalg.pinv(x).T) @ x.T                 # M y, row by row
+    epochs = np.arange(STEP_EDGE_EPOCHS, t.size - STEP_EDGE_EPOCHS)
+    steps = (np.arange(t.size)[:, None] >= epochs[None, :]).astype(np.float64)
+    steps -= x @ (np.linalg.pinv(x) @ steps)                          # M s_k, column by column
+    gain = residual @ steps                                           # (n, K): s_k' M y
+    power = np.sum(steps * steps, axis=0)                             # (K,): s_k' M s_k
+    removed = gain * gain / power
+    best = np.argmax(removed, axis=1)
+    rows = np.arange(y.shape[0])
+    rss1 = np.maximum(np.sum(residual * residual, axis=1) - removed[rows, best], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_stat = np.where(rss1 > 0, removed[rows, best] / (rss1 / (t.size - 5)),
+                          np.where(removed[rows, best] > 0, np.inf, 0.0))
+    return f_stat, epochs[best].astype(np.int64), gain[rows, best] / power[best]
 
 
 def step_f_at(series_mm: np.ndarray, t_years: np.ndarray, k: int) -> tuple[float, float]:

@@ -13,18 +13,34 @@ part when they form a cluster of their own.
 The moving pixels of the opposite sign are left out of a pixel's median: across a fault (a
 post-seismic field moves towards the radar on one side, away on the other) they would make the
 field's fastest strip, next to the trace, stand out as a source of its own.
+
+A tunnel's trough is also of another kind than its host: it settles by a step when the boring
+machine passes (an exponential settling over 1-4 months), where a bowl moves at a steady rate.
+``local_step`` takes each moving pixel's series minus the median series of its neighbours (the
+host's motion and the atmosphere, common to neighbours, cancel) and measures the best single step
+in it (``rate.best_steps``); ``step_cores`` splits the places that step off their part. A
+post-seismic field's step is common to its neighbours and cancels too, but for the strip beside its
+fault, where the step falls off fastest: that strip steps at the epoch its host steps at, and
+``step_cores`` leaves it there.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from insarlake.geo import EARTH_RADIUS_M
 from insarlake.hotspots.geometry import unit_vectors
+from insarlake.hotspots.rate import STEP_EDGE_EPOCHS, _median, _part_series, best_step, best_steps, step_f_at
 from insarlake.spatial.kernel import local_dbscan
 
 # A pixel with fewer neighbours than this within the radius (itself included) has no residual.
 MIN_NEIGHBOURS = 4
+# ``local_step``'s median series is of at most this many neighbours (every k-th by distance where
+# there are more): a median of 64 has ~1/8 of one series' noise, and a dense city (thousands of
+# points a km^2) costs no more than a village.
+MAX_STEP_NEIGHBOURS = 64
 
 
 def local_residual(lon_deg, lat_deg, velocity_mm_yr, moving_sign, radius_m: float,
@@ -63,6 +79,62 @@ def local_residual(lon_deg, lat_deg, velocity_mm_yr, moving_sign, radius_m: floa
     return out
 
 
+def local_step(lon_deg, lat_deg, series_mm, t_years, moving_sign, radius_m: float,
+               query: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(F (q,), step_mm (q,)) of the ``query`` pixels (bool mask (n,); None: all): the best single
+    step (``rate.best_steps``: beside a trend and an annual cycle) in the pixel's series minus the
+    median series of the pixels within ``radius_m`` great-circle metres of it (itself included;
+    the pixels moving with the opposite sign left out; at most MAX_STEP_NEIGHBOURS, evenly by
+    distance); NaN where fewer than MIN_NEIGHBOURS are left or the series is too short for a step.
+    A missing epoch of the residual series takes its mean over the pixel's other epochs.
+
+    lon_deg, lat_deg: (n,); series_mm: (n, T) displacements (NaN: missing) at t_years (T,) years;
+    moving_sign: (n,) -1, 0 or +1, as ``local_residual``."""
+    lon = np.asarray(lon_deg, np.float64)
+    lat = np.asarray(lat_deg, np.float64)
+    series = np.asarray(series_mm, np.float64)
+    t = np.asarray(t_years, np.float64)
+    sign = np.asarray(moving_sign, np.int8)
+    n = lon.shape[0]
+    if lon.ndim != 1 or lat.shape != (n,) or sign.shape != (n,) or series.ndim != 2 or series.shape[0] != n:
+        raise ValueError("lon_deg, lat_deg and moving_sign must be (n,) and series_mm (n, T)")
+    if t.shape != (series.shape[1],) or not np.isfinite(t).all():
+        raise ValueError(f"t_years must be finite and of shape (T,) = ({series.shape[1]},), got {t.shape}")
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise ValueError("lon_deg and lat_deg must be finite")
+    if not radius_m > 0:
+        raise ValueError(f"radius_m must be > 0, got {radius_m}")
+    rows = np.arange(n) if query is None else np.flatnonzero(np.asarray(query, bool))
+    f_stat, step = np.full(rows.size, np.nan), np.full(rows.size, np.nan)
+    if n == 0 or rows.size == 0 or t.size < 2 * STEP_EDGE_EPOCHS + 6:
+        return f_stat, step
+    xyz = np.column_stack(unit_vectors(np.radians(lon), np.radians(lat)))
+    chord = 2.0 * np.sin(0.5 * radius_m / EARTH_RADIUS_M)
+    neighbours = cKDTree(xyz).query_ball_point(xyz[rows], chord)
+    residual = np.full((rows.size, t.size), np.nan)
+    for k, (i, near) in enumerate(zip(rows, neighbours)):
+        near = np.asarray(near, np.int64)
+        if sign[i] != 0:
+            near = near[sign[near] != -sign[i]]
+        if near.size < MIN_NEIGHBOURS:
+            continue
+        if near.size > MAX_STEP_NEIGHBOURS:
+            by_distance = near[np.argsort(np.sum((xyz[near] - xyz[i]) ** 2, axis=1), kind="stable")]
+            near = by_distance[np.linspace(0, near.size - 1, MAX_STEP_NEIGHBOURS).astype(np.int64)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # an epoch no neighbour has: NaN
+            residual[k] = series[i] - np.nanmedian(series[near], axis=0)
+    finite = np.isfinite(residual)
+    enough = finite.sum(axis=1) >= 2 * STEP_EDGE_EPOCHS + 6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(residual[enough], axis=1, keepdims=True)
+    filled = np.where(finite[enough], residual[enough], mean)
+    if filled.shape[0]:
+        f_stat[enough], _, step[enough] = best_steps(filled, t)
+    return f_stat, step
+
+
 def residual_cores(lon_deg, lat_deg, excess_z, residual_z, part, level_z: float, share: float, eps_m: float,
                    min_samples: int, min_pixels: int, rim_share: float) -> np.ndarray:
     """``part`` (n,) int64 with the nested sources split off as parts of their own (numbered after
@@ -71,24 +143,101 @@ def residual_cores(lon_deg, lat_deg, excess_z, residual_z, part, level_z: float,
     excess_z, residual_z: (n,) signed (velocity - v0) / sigma and local residual / sigma (NaN: none)
     of one cluster's pixels; part: their part index (``split.candidate_parts``). Inside each part
     the pixels whose residual has the sign of their motion, with |residual_z| > level_z and
-    |residual_z| > share * |excess_z|, are clustered (DBSCAN, eps_m, min_samples); a cluster of at
-    least min_pixels becomes a part, unless more than ``rim_share`` of the rest of its part lies
-    within 2 eps_m of it: then the part is that cluster's own rim (a landslide and its slower edge)
-    and stays whole."""
-    lon = np.asarray(lon_deg, np.float64)
-    lat = np.asarray(lat_deg, np.float64)
+    |residual_z| > share * |excess_z|, are split off as ``flagged_cores``."""
     z = np.asarray(excess_z, np.float64)
     r = np.asarray(residual_z, np.float64)
-    out = np.asarray(part, np.int64).copy()
-    n = lon.shape[0]
-    if lat.shape != (n,) or z.shape != (n,) or r.shape != (n,) or out.shape != (n,):
-        raise ValueError("lon_deg, lat_deg, excess_z, residual_z and part must have the same shape (n,)")
-    if not (level_z > 0 and share >= 0 and eps_m > 0 and min_samples >= 1 and min_pixels >= 1
-            and 0 <= rim_share <= 1):
-        raise ValueError("level_z and eps_m must be > 0, share >= 0, min_samples and min_pixels >= 1, "
-                         "rim_share in [0, 1]")
+    if z.shape != r.shape:
+        raise ValueError("excess_z and residual_z must have the same shape (n,)")
+    if not (level_z > 0 and share >= 0):
+        raise ValueError("level_z must be > 0 and share >= 0")
     with np.errstate(invalid="ignore"):
         flagged = ((np.sign(r) == np.sign(z)) & (np.abs(r) > level_z) & (np.abs(r) > share * np.abs(z)))
+    return flagged_cores(lon_deg, lat_deg, flagged, part, eps_m, min_samples, min_pixels, rim_share)
+
+
+def step_cores(lon_deg, lat_deg, motion_mm, step_f, step_mm, part, series_mm, t_years, min_f: float, share: float,
+               eps_m: float, min_samples: int, min_pixels: int, rim_share: float, host_f: float) -> np.ndarray:
+    """``part`` (n,) int64 with the sources that step split off as parts of their own (numbered
+    after the existing ones; -1 stays -1).
+
+    motion_mm: (n,) signed (velocity - v0) x the series' span in years, the pixel's motion;
+    step_f, step_mm: (n,) ``local_step`` of one cluster's pixels (NaN: none); part: their parts. A
+    pixel in a part is flagged when its local step has F >= min_f, the sign of its motion and
+    |step_mm| > share x |motion_mm| (a step alone, at mid-span, is 2/3 of the motion its trend
+    reads; a bowl's pixel that a weak trough passes is the bowl's). The flagged pixels of the whole
+    cluster are clustered (DBSCAN, eps_m, min_samples): a trough runs across the parts of the bowls
+    and fields it passes, and its pieces are one source. A cluster of at least min_pixels becomes a
+    part, unless the rest of the parts it takes pixels from (their pixels outside it)
+    * lies within eps_m of it for more than ``rim_share``: those parts are its own edge (a trough
+      standing alone) and stay whole;
+    * or steps, in its median series (each pixel's sign taken out), at the epoch of the cluster's
+      median series' best step with F >= host_f in the direction of its motion (``rate.step_f_at``):
+      the cluster is the fastest strip of one event (a post-seismic field beside its fault, where
+      the step changes fastest across the strip and stands out from its neighbours' median).
+    series_mm: (n, T) mm (NaN: missing) at t_years (T,) years."""
+    lon, lat = np.asarray(lon_deg, np.float64), np.asarray(lat_deg, np.float64)
+    motion = np.asarray(motion_mm, np.float64)
+    f_stat, step = np.asarray(step_f, np.float64), np.asarray(step_mm, np.float64)
+    out = np.asarray(part, np.int64).copy()
+    n = lon.shape[0]
+    if not (lat.shape == motion.shape == f_stat.shape == step.shape == out.shape == (n,)):
+        raise ValueError("lon_deg, lat_deg, motion_mm, step_f, step_mm and part must have the same shape (n,)")
+    _, series, t = _part_series(out, series_mm, t_years, n)
+    if not (min_f > 0 and share >= 0 and eps_m > 0 and min_samples >= 1 and min_pixels >= 1
+            and 0 <= rim_share <= 1 and host_f > 0):
+        raise ValueError("min_f, eps_m and host_f must be > 0, share >= 0, min_samples and min_pixels >= 1, "
+                         "rim_share in [0, 1]")
+    signed = series * np.sign(motion)[:, None]
+    with np.errstate(invalid="ignore"):
+        hits = np.flatnonzero((out >= 0) & (f_stat >= min_f) & (np.sign(step) == np.sign(motion))
+                              & (np.abs(step) > share * np.abs(motion)))
+    if hits.size < min_pixels:
+        return out
+    lat_rad, lon_rad = np.radians(lat), np.radians(lon)
+    xyz = np.column_stack(unit_vectors(lon_rad, lat_rad))
+    _, root = local_dbscan(lat_rad[hits], lon_rad[hits], np.zeros(hits.size, np.int8), eps_m / EARTH_RADIUS_M,
+                           min_samples)
+    next_part = int(out.max()) + 1
+    for c in np.unique(root[root >= 0]):
+        core = hits[root == c]
+        if core.size < min_pixels:
+            continue
+        rest = np.flatnonzero(np.isin(out, np.unique(out[core])))
+        rest = rest[~np.isin(rest, core)]
+        if rest.size == 0:
+            continue                                  # the core is its parts already
+        near, _ = cKDTree(xyz[core]).query(xyz[rest], distance_upper_bound=2.0 * np.sin(0.5 * eps_m / EARTH_RADIUS_M))
+        if np.mean(np.isfinite(near)) > rim_share:
+            continue
+        _, epoch, _ = best_step(_median(signed[core]), t)
+        rest_median = _median(signed[rest])
+        if epoch >= 0 and np.isfinite(rest_median).sum() >= 2 * STEP_EDGE_EPOCHS + 6:
+            host, host_step = step_f_at(rest_median, t, epoch)
+            if host >= host_f and host_step > 0:
+                continue
+        out[core] = next_part
+        next_part += 1
+    return out
+
+
+def flagged_cores(lon_deg, lat_deg, flagged, part, eps_m: float, min_samples: int, min_pixels: int,
+                  rim_share: float) -> np.ndarray:
+    """``part`` (n,) int64 with the flagged places split off as parts of their own (numbered after
+    the existing ones; -1 stays -1).
+
+    flagged: (n,) bool; part: (n,) the parts of one cluster's pixels. Inside each part the flagged
+    pixels are clustered (DBSCAN, eps_m, min_samples); a cluster of at least min_pixels becomes a
+    part, unless more than ``rim_share`` of the rest of its part lies within 2 eps_m of it: then the
+    part is that cluster's own rim (a landslide and its slower edge) and stays whole."""
+    lon = np.asarray(lon_deg, np.float64)
+    lat = np.asarray(lat_deg, np.float64)
+    flagged = np.asarray(flagged, bool)
+    out = np.asarray(part, np.int64).copy()
+    n = lon.shape[0]
+    if lat.shape != (n,) or flagged.shape != (n,) or out.shape != (n,):
+        raise ValueError("lon_deg, lat_deg, the flags and part must have the same shape (n,)")
+    if not (eps_m > 0 and min_samples >= 1 and min_pixels >= 1 and 0 <= rim_share <= 1):
+        raise ValueError("eps_m must be > 0, min_samples and min_pixels >= 1, rim_share in [0, 1]")
     if flagged.sum() < min_pixels:
         return out
     lat_rad, lon_rad = np.radians(lat), np.radians(lon)

@@ -7,9 +7,11 @@ Methods (``hotspots.method``; see conf/default.yaml): ``seed`` (the paper's lite
 are in ``geometry.py``, scoring in ``scoring.py``, pictures in ``maps.py``; this module only moves
 data: one ``applyInPandas`` task per candidate computes its geometry from lon/lat/velocity, the mean
 series is a Spark aggregate over exploded epochs. The split into sources is one ``applyInPandas``
-task per cluster of moving pixels; with the rate split or the step join
-(``hotspots.rate_split_step_f``, ``step_join_f``) that task holds the cluster's series too (n x T
-float64: 1.2 GB for 500,000 pixels of 300 epochs). The retained hotspots' rims
+task per cluster of moving pixels; with the step split, the rate split or the step join
+(``hotspots.step_split_f``, ``rate_split_step_f``, ``step_join_f``) that task holds the cluster's
+series too (n x T float64: 1.2 GB for 500,000 pixels of 300 epochs); the local residual and the
+local step are one neighbourhood pass (``spatial.neighbours``) that carries every pixel's series
+with the step split. The retained hotspots' rims
 (``hotspots.rim_grow_z``) are chains of the distributed DBSCAN, owned by a group-by.
 """
 from __future__ import annotations
@@ -34,9 +36,8 @@ from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series, series_frame
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level
-from insarlake.hotspots.rate import join_by_step, rate_cores
-from insarlake.hotspots.residual import local_residual, residual_cores
-from insarlake.hotspots.split import candidate_parts
+from insarlake.hotspots.residual import local_residual, local_step
+from insarlake.hotspots.sources import cluster_parts
 from insarlake.lake import (Run, analysis_pixels, lake_files, read_table, rows_written, run_results, table_exists,
                             write_table)
 from insarlake.spatial.dbscan import dbscan
@@ -153,8 +154,7 @@ def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Referen
                ) -> tuple[DataFrame, float | None]:
     """pixel_id, hotspot_id (0, 1, ...) of every candidate pixel: the predicted clusters (seed,
     renumbered), or DBSCAN clusters of the moving pixels (velocity_threshold; DBSCAN numbers its
-    clusters 0, 1, ...), each cut into its sources by ``split.candidate_parts``,
-    ``residual.residual_cores``, ``rate.rate_cores`` and ``rate.join_by_step`` (significant;
+    clusters 0, 1, ...), each cut into its sources by ``sources.cluster_parts`` (significant;
     t_years (T,): the epochs' times); and the local residual's noise sigma_r in mm/yr (significant with
     hotspots.residual_radius_m; else None)."""
     if method != "seed":
@@ -166,15 +166,17 @@ def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Referen
         members = clustered.where(F.col("cluster_id") >= 0).select("pixel_id", "lon", "lat", "excess_z",
                                                                    F.col("cluster_id").alias("hotspot_id"))
         if method == "significant":
-            if cfg.rate_split_step_f is not None or cfg.step_join_f is not None:
+            if cfg.rate_split_step_f is not None or cfg.step_join_f is not None or cfg.step_split_f is not None:
                 members = members.join(pixels.select("pixel_id", "disp"), "pixel_id")
-            residuals = local_residuals(pixels, cfg, ref)
+            residuals = local_residuals(pixels, cfg, ref, t_years)
             if residuals is None:
                 return split_sources(members, cfg, ref, t_years), None
             frame, sigma_r = residuals
+            nan = F.lit(float("nan"))
             members = (members.join(frame, "pixel_id", "left")
-                       .withColumn("residual_z", F.coalesce(F.col("residual_mm_yr") / F.lit(ref.sigma_mm_yr),
-                                                            F.lit(float("nan")))).drop("residual_mm_yr"))
+                       .withColumn("residual_z", F.coalesce(F.col("residual_mm_yr") / F.lit(ref.sigma_mm_yr), nan))
+                       .withColumn("step_f", F.coalesce("step_f", nan)).withColumn("step_mm", F.coalesce("step_mm", nan))
+                       .drop("residual_mm_yr"))
             parts = split_sources(members, cfg, ref, t_years, sigma_r)
             frame.unpersist()
             return parts, sigma_r
@@ -185,26 +187,42 @@ def candidates(pixels: DataFrame, cfg: HotspotsConfig, method: str, ref: Referen
     return members.join(F.broadcast(mapping), "cluster").select("pixel_id", "hotspot_id"), None
 
 
-def local_residuals(pixels: DataFrame, cfg: HotspotsConfig, ref: Reference) -> tuple[DataFrame, float] | None:
-    """(pixel_id, residual_mm_yr) of every pixel with a velocity (``residual.local_residual`` over
-    hotspots.residual_radius_m; NaN: too few neighbours) and the residual's noise sigma_r in mm/yr
-    (1.4826 x MAD over the stable ground: |velocity - v0| < stable_clip_z sigma); None when
-    residual_radius_m is null."""
+def local_residuals(pixels: DataFrame, cfg: HotspotsConfig, ref: Reference, t_years: np.ndarray
+                    ) -> tuple[DataFrame, float | None] | None:
+    """(pixel_id, residual_mm_yr, step_f, step_mm) of every pixel with a velocity and the local
+    residual's noise sigma_r in mm/yr; None when hotspots.residual_radius_m and step_split_f are
+    both null. residual_mm_yr: ``residual.local_residual`` over residual_radius_m (NaN: too few
+    neighbours, or no residual_radius_m: then sigma_r is None); sigma_r: 1.4826 x MAD over the
+    stable ground (|velocity - v0| < stable_clip_z sigma). step_f, step_mm: ``residual.local_step``
+    of the moving pixels' series at t_years (T,) over step_split_radius_m (NaN: not moving, too few
+    neighbours, or no step_split_f). One neighbourhood pass holds both radii."""
     radius_m = cfg.residual_radius_m
-    if radius_m is None:
+    step_radius_m = cfg.step_split_radius_m if cfg.step_split_f is not None else None
+    if radius_m is None and step_radius_m is None:
         return None
     excess = (F.col("velocity") - F.lit(ref.v0_mm_yr)) / F.lit(ref.sigma_mm_yr)
     valid = (pixels.where(F.col("velocity").isNotNull() & ~F.isnan("velocity"))
              .select("pixel_id", "lon", "lat", F.col("velocity").cast("double").alias("velocity"),
                      F.when(excess > cfg.z_pixel, 1).when(excess < -cfg.z_pixel, -1).otherwise(0)
-                     .cast("byte").alias("moving_sign")))
+                     .cast("byte").alias("moving_sign"), *(["disp"] if step_radius_m is not None else [])))
 
     def one(frame: pd.DataFrame, owned: np.ndarray) -> pd.DataFrame:
-        residual = local_residual(frame["lon"].to_numpy(), frame["lat"].to_numpy(), frame["velocity"].to_numpy(),
-                                  frame["moving_sign"].to_numpy(), radius_m, query=owned)
-        return pd.DataFrame({"pixel_id": frame["pixel_id"].to_numpy()[owned], "residual_mm_yr": residual})
+        lon, lat, sign = frame["lon"].to_numpy(), frame["lat"].to_numpy(), frame["moving_sign"].to_numpy()
+        residual = np.full(int(owned.sum()), np.nan)
+        if radius_m is not None:
+            residual = local_residual(lon, lat, frame["velocity"].to_numpy(), sign, radius_m, query=owned)
+        step_f, step_mm = np.full(owned.size, np.nan), np.full(owned.size, np.nan)
+        if step_radius_m is not None:
+            moving = owned & (sign != 0)
+            step_f[moving], step_mm[moving] = local_step(lon, lat, _series_matrix(frame["disp"], len(t_years)),
+                                                         t_years, sign, step_radius_m, query=moving)
+        return pd.DataFrame({"pixel_id": frame["pixel_id"].to_numpy()[owned], "residual_mm_yr": residual,
+                             "step_f": step_f[owned], "step_mm": step_mm[owned]})
 
-    frame = map_neighbourhoods(valid, radius_m, one, "pixel_id string, residual_mm_yr double")
+    frame = map_neighbourhoods(valid, max(radius_m or 0.0, step_radius_m or 0.0), one,
+                               "pixel_id string, residual_mm_yr double, step_f double, step_mm double")
+    if radius_m is None:
+        return frame, None
     stable = (frame.join(valid.where(F.abs(excess) < cfg.stable_clip_z).select("pixel_id"), "pixel_id")
               .where(~F.isnan("residual_mm_yr")))
     middle = stable.select(F.percentile_approx("residual_mm_yr", 0.5, 100_000)).first()[0]
@@ -223,31 +241,25 @@ def split_sources(members: DataFrame, cfg: HotspotsConfig, ref: Reference, t_yea
                   sigma_r: float | None = None) -> DataFrame:
     """pixel_id, hotspot_id (0, 1, ...) of the sources in the clusters of moving pixels ``members``
     (pixel_id, lon, lat, excess_z, hotspot_id; residual_z, the local residual / sigma, when
-    sigma_r, its noise in mm/yr, is given; disp, the series at t_years (T,), with
-    hotspots.rate_split_step_f or step_join_f): ``split.candidate_parts``, then
-    ``residual.residual_cores`` when sigma_r is given, then ``rate.rate_cores`` with rate_split_step_f
-    and ``rate.join_by_step`` with step_join_f, one cluster per pandas group;
-    a pixel in no lobe of its sign is in no candidate."""
-    z_start, ratio, eps_m = cfg.z_pixel, cfg.split_level_ratio, ref.eps_m
-    min_samples, min_pixels, contact = cfg.min_samples, cfg.min_pixels, cfg.merge_contact_ratio
+    sigma_r, its noise in mm/yr, is given; step_f and step_mm, the local step, with
+    hotspots.step_split_f; disp, the series at t_years (T,), with hotspots.step_split_f,
+    rate_split_step_f or step_join_f): ``sources.cluster_parts``, one cluster per pandas group; a pixel in no lobe of its
+    sign is in no candidate."""
     level_z = None if sigma_r is None else cfg.residual_z * sigma_r / ref.sigma_mm_yr
+    span_yr = float(t_years[-1] - t_years[0]) if len(t_years) else 0.0
+
+    def column(group: pd.DataFrame, name: str) -> np.ndarray | None:
+        return group[name].to_numpy(np.float64) if name in group else None
 
     def one(group: pd.DataFrame) -> pd.DataFrame:
         group = group.sort_values("pixel_id", kind="stable")
-        lon, lat, excess_z = group["lon"].to_numpy(), group["lat"].to_numpy(), group["excess_z"].to_numpy()
-        part = candidate_parts(lon, lat, excess_z, z_start, ratio, eps_m, min_samples, min_pixels, contact)
-        if level_z is not None:
-            part = residual_cores(lon, lat, excess_z, group["residual_z"].to_numpy(np.float64), part, level_z,
-                                  cfg.residual_share, cfg.residual_radius_m, min_samples, min_pixels,
-                                  cfg.residual_rim_share)
-        series = None if "disp" not in group else _series_matrix(group["disp"], len(t_years))
-        if cfg.rate_split_step_f is not None:
-            part = rate_cores(lon, lat, excess_z, series, t_years, part, eps_m, min_samples, min_pixels,
-                              cfg.rate_split_step_f, z_start, cfg.z_hotspot, cfg.rate_split_grow_z,
-                              cfg.rate_split_grow_radius_m, cfg.rate_split_epoch_tolerance)
-        if cfg.step_join_f is not None:
-            part = join_by_step(lon, lat, excess_z, series, t_years, part, eps_m, cfg.step_join_f,
-                                cfg.step_join_epoch_f)
+        excess_z = group["excess_z"].to_numpy(np.float64)
+        part = cluster_parts(group["lon"].to_numpy(), group["lat"].to_numpy(), excess_z, cfg, ref.eps_m,
+                             residual_z=column(group, "residual_z"), residual_level_z=level_z,
+                             step_f=column(group, "step_f"), step_mm=column(group, "step_mm"),
+                             motion_mm=excess_z * ref.sigma_mm_yr * span_yr,
+                             series_mm=None if "disp" not in group else _series_matrix(group["disp"], len(t_years)),
+                             t_years=t_years)
         return pd.DataFrame({"pixel_id": group["pixel_id"].to_numpy(), "candidate": group["hotspot_id"].to_numpy(),
                              "part": part})
 
