@@ -143,16 +143,37 @@ def residual_cores(lon_deg, lat_deg, excess_z, residual_z, part, level_z: float,
     excess_z, residual_z: (n,) signed (velocity - v0) / sigma and local residual / sigma (NaN: none)
     of one cluster's pixels; part: their part index (``split.candidate_parts``). Inside each part
     the pixels whose residual has the sign of their motion, with |residual_z| > level_z and
-    |residual_z| > share * |excess_z|, are split off as ``flagged_cores``."""
-    z = np.asarray(excess_z, np.float64)
-    r = np.asarray(residual_z, np.float64)
-    if z.shape != r.shape:
-        raise ValueError("excess_z and residual_z must have the same shape (n,)")
-    if not (level_z > 0 and share >= 0):
-        raise ValueError("level_z must be > 0 and share >= 0")
+    |residual_z| > share * |excess_z|, are flagged and clustered (DBSCAN, eps_m, min_samples); a
+    cluster of at least min_pixels becomes a part, unless more than ``rim_share`` of the rest of its
+    part lies within 2 eps_m of it: then the part is that cluster's own rim (a landslide and its
+    slower edge) and stays whole."""
+    lon, lat = np.asarray(lon_deg, np.float64), np.asarray(lat_deg, np.float64)
+    z, r = np.asarray(excess_z, np.float64), np.asarray(residual_z, np.float64)
+    out = np.asarray(part, np.int64).copy()
+    n = lon.shape[0]
+    if not (lat.shape == z.shape == r.shape == out.shape == (n,)):
+        raise ValueError("lon_deg, lat_deg, excess_z, residual_z and part must have the same shape (n,)")
+    if not (level_z > 0 and share >= 0 and eps_m > 0 and min_samples >= 1 and min_pixels >= 1
+            and 0 <= rim_share <= 1):
+        raise ValueError("level_z and eps_m must be > 0, share >= 0, min_samples and min_pixels >= 1, "
+                         "rim_share in [0, 1]")
     with np.errstate(invalid="ignore"):
-        flagged = ((np.sign(r) == np.sign(z)) & (np.abs(r) > level_z) & (np.abs(r) > share * np.abs(z)))
-    return flagged_cores(lon_deg, lat_deg, flagged, part, eps_m, min_samples, min_pixels, rim_share)
+        flagged = ((out >= 0) & (np.sign(r) == np.sign(z)) & (np.abs(r) > level_z) & (np.abs(r) > share * np.abs(z)))
+    if flagged.sum() < min_pixels:
+        return out
+    lat_rad, lon_rad = np.radians(lat), np.radians(lon)
+    xyz = np.column_stack(unit_vectors(lon_rad, lat_rad))
+    next_part = int(out.max()) + 1
+    for q in np.unique(out[flagged]):
+        members = np.flatnonzero(out == q)
+        for core in _flag_clusters(lat_rad, lon_rad, members[flagged[members]], eps_m, min_samples, min_pixels):
+            rest = members[out[members] == q]
+            rest = rest[~np.isin(rest, core)]
+            if rest.size and _near_share(xyz, core, rest, 2.0 * eps_m) > rim_share:
+                continue
+            out[core] = next_part
+            next_part += 1
+    return out
 
 
 def step_cores(lon_deg, lat_deg, motion_mm, step_f, step_mm, part, series_mm, t_years, min_f: float, share: float,
@@ -195,20 +216,12 @@ def step_cores(lon_deg, lat_deg, motion_mm, step_f, step_mm, part, series_mm, t_
         return out
     lat_rad, lon_rad = np.radians(lat), np.radians(lon)
     xyz = np.column_stack(unit_vectors(lon_rad, lat_rad))
-    _, root = local_dbscan(lat_rad[hits], lon_rad[hits], np.zeros(hits.size, np.int8), eps_m / EARTH_RADIUS_M,
-                           min_samples)
     next_part = int(out.max()) + 1
-    for c in np.unique(root[root >= 0]):
-        core = hits[root == c]
-        if core.size < min_pixels:
-            continue
+    for core in _flag_clusters(lat_rad, lon_rad, hits, eps_m, min_samples, min_pixels):
         rest = np.flatnonzero(np.isin(out, np.unique(out[core])))
         rest = rest[~np.isin(rest, core)]
-        if rest.size == 0:
-            continue                                  # the core is its parts already
-        near, _ = cKDTree(xyz[core]).query(xyz[rest], distance_upper_bound=2.0 * np.sin(0.5 * eps_m / EARTH_RADIUS_M))
-        if np.mean(np.isfinite(near)) > rim_share:
-            continue
+        if rest.size == 0 or _near_share(xyz, core, rest, eps_m) > rim_share:
+            continue                                  # the core is its parts already, or they are its edge
         _, epoch, _ = best_step(_median(signed[core]), t)
         rest_median = _median(signed[rest])
         if epoch >= 0 and np.isfinite(rest_median).sum() >= 2 * STEP_EDGE_EPOCHS + 6:
@@ -220,47 +233,23 @@ def step_cores(lon_deg, lat_deg, motion_mm, step_f, step_mm, part, series_mm, t_
     return out
 
 
-def flagged_cores(lon_deg, lat_deg, flagged, part, eps_m: float, min_samples: int, min_pixels: int,
-                  rim_share: float) -> np.ndarray:
-    """``part`` (n,) int64 with the flagged places split off as parts of their own (numbered after
-    the existing ones; -1 stays -1).
+def _flag_clusters(lat_rad: np.ndarray, lon_rad: np.ndarray, hits: np.ndarray, eps_m: float, min_samples: int,
+                   min_pixels: int):
+    """Yields the DBSCAN clusters (eps_m, min_samples) of the pixels ``hits`` (index array into
+    lat_rad, lon_rad: (n,) radians) that hold at least min_pixels, each as an index array."""
+    if hits.size < min_pixels:
+        return
+    _, root = local_dbscan(lat_rad[hits], lon_rad[hits], np.zeros(hits.size, np.int8), eps_m / EARTH_RADIUS_M,
+                           min_samples)
+    for c in np.unique(root[root >= 0]):
+        core = hits[root == c]
+        if core.size >= min_pixels:
+            yield core
 
-    flagged: (n,) bool; part: (n,) the parts of one cluster's pixels. Inside each part the flagged
-    pixels are clustered (DBSCAN, eps_m, min_samples); a cluster of at least min_pixels becomes a
-    part, unless more than ``rim_share`` of the rest of its part lies within 2 eps_m of it: then the
-    part is that cluster's own rim (a landslide and its slower edge) and stays whole."""
-    lon = np.asarray(lon_deg, np.float64)
-    lat = np.asarray(lat_deg, np.float64)
-    flagged = np.asarray(flagged, bool)
-    out = np.asarray(part, np.int64).copy()
-    n = lon.shape[0]
-    if lat.shape != (n,) or flagged.shape != (n,) or out.shape != (n,):
-        raise ValueError("lon_deg, lat_deg, the flags and part must have the same shape (n,)")
-    if not (eps_m > 0 and min_samples >= 1 and min_pixels >= 1 and 0 <= rim_share <= 1):
-        raise ValueError("eps_m must be > 0, min_samples and min_pixels >= 1, rim_share in [0, 1]")
-    if flagged.sum() < min_pixels:
-        return out
-    lat_rad, lon_rad = np.radians(lat), np.radians(lon)
-    xyz = np.column_stack(unit_vectors(lon_rad, lat_rad))
-    rim_chord = 2.0 * np.sin(eps_m / EARTH_RADIUS_M)     # 2 eps_m, as a chord of the unit sphere
-    next_part = int(out.max()) + 1 if n else 0
-    for q in np.unique(out[out >= 0]):
-        members = np.flatnonzero(out == q)
-        hits = members[flagged[members]]
-        if hits.size < min_pixels:
-            continue
-        _, root = local_dbscan(lat_rad[hits], lon_rad[hits], np.zeros(hits.size, np.int8),
-                               eps_m / EARTH_RADIUS_M, min_samples)
-        for c in np.unique(root[root >= 0]):
-            core = hits[root == c]
-            if core.size < min_pixels:
-                continue
-            rest = members[out[members] == q]
-            rest = rest[~np.isin(rest, core)]
-            if rest.size:
-                near, _ = cKDTree(xyz[core]).query(xyz[rest], distance_upper_bound=rim_chord)
-                if np.mean(np.isfinite(near)) > rim_share:
-                    continue
-            out[core] = next_part
-            next_part += 1
-    return out
+
+def _near_share(xyz: np.ndarray, core: np.ndarray, rest: np.ndarray, within_m: float) -> float:
+    """Share of the pixels ``rest`` within within_m (great circle) of a pixel of ``core``; xyz: (n, 3)
+    unit vectors, core and rest: index arrays (rest non-empty)."""
+    chord = 2.0 * np.sin(0.5 * within_m / EARTH_RADIUS_M)
+    near, _ = cKDTree(xyz[core]).query(xyz[rest], distance_upper_bound=chord)
+    return float(np.mean(np.isfinite(near)))
