@@ -11,7 +11,7 @@ rounded CSV), TSKM and Spark's distributed DBSCAN and co-variogram; so its figur
 not equal to, hotspot_scenes.py's, which is the benchmark of record. It exists to try settings over
 all 24 scenes in minutes (hotspot_scenes.py takes ~2 hours).
 
-    .venv/bin/python benchmarks/hotspot_tuning.py [--half tune|held|fresh|all] [--scenes ...]
+    .venv/bin/python benchmarks/hotspot_tuning.py [--half tune|held|fresh|fresh2|all] [--scenes ...]
         [--noise clipped|all] [--set hotspots.KEY=VALUE ...]
 
 ``--noise all``: v0 and sigma the median and 1.4826 x MAD of all velocities (before issue 17).
@@ -22,6 +22,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from insarlake.config import load_config  # noqa: E402
 from insarlake.geo import EARTH_RADIUS_M, haversine_m  # noqa: E402
 from insarlake.hotspots.geometry import cluster_geometry  # noqa: E402
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level  # noqa: E402
+from insarlake.hotspots.rate import best_step  # noqa: E402
 from insarlake.hotspots.residual import local_residual, local_step  # noqa: E402
 from insarlake.hotspots.rims import grow_rims  # noqa: E402
 from insarlake.hotspots.scoring import match, scores  # noqa: E402
@@ -86,6 +88,15 @@ def local_steps(lon, lat, velocity, disp, t_years, ref: Reference, cfg) -> tuple
     return f_stat, step
 
 
+def event_step_f(series_mm: np.ndarray, excess_mm_yr: np.ndarray, t_years: np.ndarray) -> float:
+    """``stage.describe``'s event_step_f of one candidate: the best step's F in the mean of its
+    series (n, T) mm (NaN: missing), each multiplied by the sign of its excess velocity (n,)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)         # an epoch no pixel has: NaN, left out
+        signed = np.nanmean(series_mm * np.sign(excess_mm_yr)[:, None], axis=0)
+    return best_step(signed, t_years)[0]
+
+
 def detect(lon, lat, velocity, ref: Reference, cfg, method: str = "significant",
            residual: tuple = (None, None), series: tuple = (None, None),
            steps: tuple | None = None) -> tuple[np.ndarray, pd.DataFrame]:
@@ -118,10 +129,12 @@ def detect(lon, lat, velocity, ref: Reference, cfg, method: str = "significant",
             g = cluster_geometry(lon[members], lat[members])
             rows.append({"hotspot_id": next_id, "n_pixels": g.n_pixels, "standard_distance_km": g.standard_distance_km,
                          "mean_velocity": float(velocity[members].mean()),
-                         "velocity_z": speed_z(velocity[members], ref.v0_mm_yr, ref.sigma_mm_yr)})
+                         "velocity_z": speed_z(velocity[members], ref.v0_mm_yr, ref.sigma_mm_yr),
+                         "event_step_f": event_step_f(series[0][members], velocity[members] - ref.v0_mm_yr,
+                                                      series[1])})
             next_id += 1
     frame = pd.DataFrame(rows, columns=["hotspot_id", "n_pixels", "standard_distance_km", "mean_velocity",
-                                        "velocity_z"])
+                                        "velocity_z", "event_step_f"])
     return label, retain(frame, cfg, method, ref)
 
 

@@ -92,20 +92,26 @@ def test_scores_for_every_method_against_truth(spark, hotspot_config, hotspots_r
 
 
 def test_retention_gives_every_failed_rule_as_reason(hotspot_config):
-    cfg = replace(hotspot_config.hotspots, min_pixels=30, z_hotspot=2.0)
+    cfg = replace(hotspot_config.hotspots, min_pixels=30, z_hotspot=2.0, event_step_f=30.0)
     ref = Reference(v0_mm_yr=-1.0, sigma_mm_yr=2.0, max_sd_km=3.0, eps_m=500.0)
-    rows = pd.DataFrame({"hotspot_id": [0, 1, 2, 3], "n_pixels": [100, 10, 100, 100],
-                         "standard_distance_km": [1.0, 1.0, 4.0, 1.0], "mean_velocity": [-8.0, -8.0, -8.0, 2.0],
-                         "velocity_z": [-3.5, -3.5, -3.5, 1.5]})
+    rows = pd.DataFrame({"hotspot_id": [0, 1, 2, 3, 4], "n_pixels": [100, 10, 100, 100, 100],
+                         "standard_distance_km": [1.0, 1.0, 4.0, 1.0, 4.0],
+                         "mean_velocity": [-8.0, -8.0, -8.0, 2.0, -8.0], "velocity_z": [-3.5, -3.5, -3.5, 1.5, -3.5],
+                         "event_step_f": [0.0, 0.0, cfg.event_step_f - 1.0, 0.0, cfg.event_step_f]})
     out = retain(rows, cfg, "significant", ref)
-    assert out.retained.tolist() == [True, False, False, False]
+    # row 4 is as broad as row 2, but its mean series steps: one event (a post-seismic field)
+    assert out.retained.tolist() == [True, False, False, False, True]
     assert out.reason[0] == "" and "10 pixels < min_pixels 30" in out.reason[1]
-    assert "standard distance 4.00 km >= 3.00 km" in out.reason[2]
+    assert "standard distance 4.00 km >= 3.00 km and no event (step F 29.0 < 30.0)" in out.reason[2]
     assert "within 2.0 sigma" in out.reason[3] and "mean speed 3.00 mm/yr" in out.reason[3]
-    seed = retain(rows, cfg, "seed", ref)                 # the paper's rule: no velocity test
-    assert seed.retained.tolist() == [True, False, False, True]
+    seed = retain(rows, cfg, "seed", ref)                 # the paper's rule: no velocity test, no event
+    assert seed.retained.tolist() == [True, False, False, True, False]
     baseline = retain(rows, cfg, "velocity_threshold", ref)
-    assert baseline.retained.tolist() == [True, False, True, True]
+    assert baseline.retained.tolist() == [True, False, True, True, True]
+    capped = retain(rows, replace(cfg, event_step_f=None), "significant", ref)
+    assert capped.retained.tolist() == [True, False, False, False, False]
+    with pytest.raises(ValueError, match="event_step_f"):
+        retain(rows.drop(columns="event_step_f"), cfg, "significant", ref)
 
 
 def test_the_noise_level_on_spark_is_the_numpy_kernels(spark, hotspot_config, hotspots_run):
@@ -211,6 +217,40 @@ def test_the_local_step_on_spark_is_the_numpy_kernel(spark, hotspot_config, hots
     np.testing.assert_allclose(got.loc[moving, "step_f"].to_numpy(), f_stat, rtol=1e-9)
     np.testing.assert_allclose(got.loc[moving, "step_mm"].to_numpy(), step, rtol=1e-9, atol=1e-9)
     assert np.isfinite(f_stat).mean() > 0.9
+
+
+def test_the_event_step_on_spark_is_the_numpy_kernels(spark, hotspot_config, hotspots_run):
+    # describe's event_step_f: best_step of the candidate's mean series with each pixel's sign taken
+    # out, the mean a Spark aggregate; here numpy's nanmean of the same pixels (sums of at most a few
+    # thousand float64 terms in another order, ~1e-13 relative: 1e-9 leaves the least squares room)
+    from insarlake.hotspots.rate import best_step
+    from insarlake.hotspots.stage import _series_matrix, describe, labelled_pixels
+    from insarlake.timeseries import years_since
+
+    cfg = hotspot_config.hotspots
+    run, _ = hotspots_run
+    ref = Reference(run.metrics["hotspots_v0_mm_yr"], run.metrics["hotspots_sigma_mm_yr"], 10.0, 500.0)
+    dates = [r.date for r in read_table(spark, hotspot_config, "epochs", ["sim"]).orderBy("idx").collect()]
+    t_years = years_since(np.array(dates, dtype="datetime64[D]"))
+    pixels, _ = labelled_pixels(spark, hotspot_config, "sim")
+    members = run_results(spark, hotspot_config, "hotspot_pixels", "sim").where("not rim").select(
+        "pixel_id", "hotspot_id", "rim")
+    rows = describe(pixels, members, cfg, ref, dates).set_index("hotspot_id")
+    local = members.join(pixels.select("pixel_id", "velocity", "disp"), "pixel_id").toPandas()
+    assert len(rows) >= 2
+    for h, group in local.groupby("hotspot_id"):
+        sign = np.sign(group["velocity"].to_numpy(np.float64) - ref.v0_mm_yr)
+        with np.errstate(invalid="ignore"):
+            signed = np.nanmean(_series_matrix(group["disp"], len(t_years)) * sign[:, None], axis=0)
+        assert rows.loc[h, "event_step_f"] == pytest.approx(best_step(signed, t_years)[0], rel=1e-9)
+    # the demo scene's candidates: its post-seismic field and its tunnel move by an event, its
+    # subsidence bowl at a steady rate (the truth's kind of most of each candidate's pixels)
+    truth = read_table(spark, hotspot_config, "truth", ["sim"]).select("pixel_id", "source_type").toPandas()
+    kinds = local.merge(truth, on="pixel_id").groupby("hotspot_id")["source_type"].agg(lambda k: k.mode()[0])
+    f_of = rows["event_step_f"].groupby(kinds).max()
+    assert {"postseismic", "tunnel", "subsidence"} <= set(f_of.index)
+    assert f_of["subsidence"] < cfg.event_step_f
+    assert min(f_of["postseismic"], f_of["tunnel"]) > 3.0 * f_of["subsidence"]
 
 
 def test_the_rate_split_and_step_join_on_spark_are_the_numpy_kernels(spark, config):

@@ -389,6 +389,7 @@ class HotspotsConfig(_Section):
     method: _choice(HOTSPOT_METHODS)
     max_standard_distance_km: Optional[Positive]
     standard_distance_factor: Positive
+    event_step_f: Optional[Positive]
     min_pixels: Count
     noise_velocity_mm_yr: Optional[Positive]
     stable_clip_z: Annotated[float, Field(gt=1)]

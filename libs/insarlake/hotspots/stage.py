@@ -36,6 +36,7 @@ from insarlake.hotspots.geometry import cluster_geometry, ellipse_polygon, onset
 from insarlake.hotspots.maps import plot_hotspot_map, plot_hotspot_series, series_frame
 from insarlake.hotspots.scoring import match, scores
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level
+from insarlake.hotspots.rate import best_step
 from insarlake.hotspots.residual import local_residual, local_step
 from insarlake.hotspots.sources import cluster_parts
 from insarlake.lake import (Run, analysis_pixels, lake_files, read_table, rows_written, run_results, table_exists,
@@ -330,21 +331,29 @@ def footprints(joined: DataFrame, cfg: HotspotsConfig, ref: Reference) -> pd.Dat
 def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Reference,
              dates: list) -> pd.DataFrame:
     """One row per candidate of ``members`` (pixel_id, hotspot_id, rim): its ``footprints`` row, and
-    the mean series (Spark aggregate), onset and peak dates of its pixels outside the rim."""
+    the mean series (Spark aggregate), onset and peak dates of its pixels outside the rim;
+    event_step_f: the F of the best step (``rate.best_step``) in their mean series with each
+    pixel's sign (of velocity - v0) taken out, the test of hotspots.event_step_f."""
     joined = members.join(pixels, "pixel_id")
     rows = footprints(joined, cfg, ref)
     if rows.empty:
-        return rows.assign(mean_disp=[], onset_date=[], peak_date=[])
-    series = (joined.where(~F.col("rim")).select("hotspot_id", F.posexplode("disp").alias("idx", "value"))
+        return rows.assign(mean_disp=[], onset_date=[], peak_date=[], event_step_f=[])
+    sign = F.signum(F.col("velocity") - F.lit(ref.v0_mm_yr))
+    series = (joined.where(~F.col("rim")).select("hotspot_id", sign.alias("sign"),
+                                                 F.posexplode("disp").alias("idx", "value"))
               .where(~F.isnan("value") & F.col("value").isNotNull())
-              .groupBy("hotspot_id", "idx").agg(F.avg("value").alias("mean")).toPandas())
+              .groupBy("hotspot_id", "idx").agg(F.avg("value").alias("mean"),
+                                                F.avg(F.col("value") * F.col("sign")).alias("signed"))
+              .toPandas())
     t_years = years_since(np.array(dates, dtype="datetime64[D]"))
-    means, onsets, peaks = [], [], []
+    means, onsets, peaks, step_fs = [], [], [], []
     by_id = {h: g for h, g in series.groupby("hotspot_id")}
     for h in rows["hotspot_id"]:
-        mean = np.full(len(dates), np.nan)
+        mean, signed = np.full(len(dates), np.nan), np.full(len(dates), np.nan)
         if h in by_id:
             mean[by_id[h]["idx"].to_numpy()] = by_id[h]["mean"].to_numpy()
+            signed[by_id[h]["idx"].to_numpy()] = by_id[h]["signed"].to_numpy()
+        step_fs.append(best_step(signed, t_years)[0])
         means.append(mean.astype(np.float32).tolist())
         if np.isfinite(mean).any():
             onset, peak = onset_peak(mean, t_years)
@@ -353,19 +362,25 @@ def describe(pixels: DataFrame, members: DataFrame, cfg: HotspotsConfig, ref: Re
         else:
             onsets.append(None)
             peaks.append(None)
-    rows["mean_disp"], rows["onset_date"], rows["peak_date"] = means, onsets, peaks
+    rows["mean_disp"], rows["onset_date"], rows["peak_date"], rows["event_step_f"] = means, onsets, peaks, step_fs
     return rows.sort_values("hotspot_id", ignore_index=True)
 
 
 def retain(rows: pd.DataFrame, cfg: HotspotsConfig, method: str, ref: Reference) -> pd.DataFrame:
-    """``rows`` with retained (bool) and reason ('' when retained; else every failed test)."""
+    """``rows`` with retained (bool) and reason ('' when retained; else every failed test).
+    significant with hotspots.event_step_f reads the rows' event_step_f (``describe``)."""
+    event_f = cfg.event_step_f if method == "significant" else None
+    if event_f is not None and len(rows) and "event_step_f" not in rows:
+        raise ValueError("retain: hotspots.event_step_f needs the rows' event_step_f")
     reasons = []
     for r in rows.itertuples():
         why = []
         if r.n_pixels < cfg.min_pixels:
             why.append(f"{r.n_pixels} pixels < min_pixels {cfg.min_pixels}")
-        if method != "velocity_threshold" and not r.standard_distance_km < ref.max_sd_km:
-            why.append(f"standard distance {r.standard_distance_km:.2f} km >= {ref.max_sd_km:.2f} km")
+        steps = event_f is not None and r.event_step_f >= event_f      # one event: kept however broad
+        if method != "velocity_threshold" and not r.standard_distance_km < ref.max_sd_km and not steps:
+            why.append(f"standard distance {r.standard_distance_km:.2f} km >= {ref.max_sd_km:.2f} km"
+                       + ("" if event_f is None else f" and no event (step F {r.event_step_f:.1f} < {event_f})"))
         if method == "significant" and not abs(r.velocity_z) > cfg.z_hotspot:
             why.append(f"mean speed {abs(r.velocity_z) * ref.sigma_mm_yr:.2f} mm/yr away from the stable level "
                        f"{ref.v0_mm_yr:.2f} mm/yr, within {cfg.z_hotspot} sigma ({ref.sigma_mm_yr:.2f} mm/yr)")
@@ -392,7 +407,7 @@ def detect(pixels: DataFrame, cfg: HotspotsConfig, method: str, noise: tuple[flo
         members = grown
         # the rim changes a hotspot's footprint only: its mean series (outside the rim) is kept
         regrown = footprints(members.where(F.col("hotspot_id").isin(retained)).join(pixels, "pixel_id"), cfg, ref)
-        kept = ["hotspot_id", "mean_disp", "onset_date", "peak_date", "retained", "reason"]
+        kept = ["hotspot_id", "mean_disp", "onset_date", "peak_date", "event_step_f", "retained", "reason"]
         rows = pd.concat([rows[~rows["retained"]], regrown.merge(rows[kept], on="hotspot_id")])
         rows = rows.sort_values("hotspot_id", ignore_index=True)
     log.info("hotspots (%s): %d candidates, %d retained; v0 %.2f mm/yr, sigma %.2f mm/yr, S_d threshold %.2f km, "
