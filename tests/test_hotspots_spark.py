@@ -29,6 +29,18 @@ def hotspots_run(spark, hotspot_config, sim_scene):
     return run, run_hotspots(spark, hotspot_config, "sim", run)
 
 
+@pytest.fixture(scope="module")
+def run_reference(spark, hotspot_config, hotspots_run):
+    """(Reference of the run's v0 and sigma, with S_d 10 km and eps 500 m; its dates; their times
+    in years)."""
+    from insarlake.timeseries import years_since
+
+    run, _ = hotspots_run
+    ref = Reference(run.metrics["hotspots_v0_mm_yr"], run.metrics["hotspots_sigma_mm_yr"], 10.0, 500.0)
+    dates = [r.date for r in read_table(spark, hotspot_config, "epochs", ["sim"]).orderBy("idx").collect()]
+    return ref, dates, years_since(np.array(dates, dtype="datetime64[D]"))
+
+
 def test_tables_have_consistent_counts(spark, hotspot_config, hotspots_run):
     run, result = hotspots_run
     hot = run_results(spark, hotspot_config, "hotspots", "sim").toPandas()
@@ -186,7 +198,7 @@ def test_the_local_residual_noise_on_spark_is_the_numpy_kernels(spark, hotspot_c
     assert sigma_r < run.metrics["hotspots_sigma_mm_yr"]
 
 
-def test_the_local_step_on_spark_is_the_numpy_kernel(spark, hotspot_config, hotspots_run):
+def test_the_local_step_on_spark_is_the_numpy_kernel(spark, hotspot_config, run_reference):
     # the stage's local steps come from one neighbourhood pass over tiles and halos (the pixels'
     # series carried with them), the numpy kernel's from every pixel in one process: the same
     # medians and the same least squares, so equal to rounding (the batches' matrix products differ
@@ -194,13 +206,9 @@ def test_the_local_step_on_spark_is_the_numpy_kernel(spark, hotspot_config, hots
     from insarlake.hotspots.residual import local_step
     from insarlake.hotspots.stage import _series_matrix, local_residuals
     from insarlake.lake import analysis_pixels
-    from insarlake.timeseries import years_since
 
     cfg = hotspot_config.hotspots
-    run, _ = hotspots_run
-    ref = Reference(run.metrics["hotspots_v0_mm_yr"], run.metrics["hotspots_sigma_mm_yr"], 10.0, 500.0)
-    dates = [r.date for r in read_table(spark, hotspot_config, "epochs", ["sim"]).orderBy("idx").collect()]
-    t_years = years_since(np.array(dates, dtype="datetime64[D]"))
+    ref, _, t_years = run_reference
     pixels = analysis_pixels(spark, hotspot_config, "sim")
     frame, _ = local_residuals(pixels, cfg, ref, t_years)
     got = frame.toPandas().set_index("pixel_id")
@@ -219,19 +227,15 @@ def test_the_local_step_on_spark_is_the_numpy_kernel(spark, hotspot_config, hots
     assert np.isfinite(f_stat).mean() > 0.9
 
 
-def test_the_event_step_on_spark_is_the_numpy_kernels(spark, hotspot_config, hotspots_run):
+def test_the_event_step_on_spark_is_the_numpy_kernels(spark, hotspot_config, run_reference):
     # describe's event_step_f: best_step of the candidate's mean series with each pixel's sign taken
     # out, the mean a Spark aggregate; here numpy's nanmean of the same pixels (sums of at most a few
     # thousand float64 terms in another order, ~1e-13 relative: 1e-9 leaves the least squares room)
     from insarlake.hotspots.rate import best_step
     from insarlake.hotspots.stage import _series_matrix, describe, labelled_pixels
-    from insarlake.timeseries import years_since
 
     cfg = hotspot_config.hotspots
-    run, _ = hotspots_run
-    ref = Reference(run.metrics["hotspots_v0_mm_yr"], run.metrics["hotspots_sigma_mm_yr"], 10.0, 500.0)
-    dates = [r.date for r in read_table(spark, hotspot_config, "epochs", ["sim"]).orderBy("idx").collect()]
-    t_years = years_since(np.array(dates, dtype="datetime64[D]"))
+    ref, dates, t_years = run_reference
     pixels, _ = labelled_pixels(spark, hotspot_config, "sim")
     members = run_results(spark, hotspot_config, "hotspot_pixels", "sim").where("not rim").select(
         "pixel_id", "hotspot_id", "rim")
