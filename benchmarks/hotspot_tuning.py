@@ -5,11 +5,11 @@ measured on 200,000 random pixel pairs with the co-variogram's kernels, and the 
 hotspots stage's kernels in one process: ``stable_level`` for v0 and sigma, ``local_dbscan`` for
 the moving pixels' clusters, ``local_residual`` and ``local_step`` for every moving pixel,
 ``cluster_parts`` to cut each cluster into its sources (the stage's own sequence of splits),
-``cluster_geometry`` and ``speed_z`` per candidate, ``retain``, ``grow_rims`` for the retained
+``cluster_geometry``, ``speed_z`` and ``event_step_f`` per candidate, ``retain``, ``grow_rims`` for the retained
 hotspots' rims and ``scores``. What it does not run: ingest (the scene's
 rounded CSV), TSKM and Spark's distributed DBSCAN and co-variogram; so its figures are close to,
 not equal to, hotspot_scenes.py's, which is the benchmark of record. It exists to try settings over
-all 24 scenes in minutes (hotspot_scenes.py takes ~2 hours).
+all 60 scenes in minutes (hotspot_scenes.py takes ~2.5 minutes a scene).
 
     .venv/bin/python benchmarks/hotspot_tuning.py [--half tune|held|fresh|fresh2|all] [--scenes ...]
         [--noise clipped|all] [--set hotspots.KEY=VALUE ...]
