@@ -62,13 +62,18 @@ def correlation_length(lon, lat, disp, cfg, seed: int = 0) -> float:
     return correlation_length_km(bins["distance_km"], bins["covariance"], cfg.fraction)
 
 
+def moving_sign(excess_z: np.ndarray, cfg) -> np.ndarray:
+    """(n,) int8 -1, 0 or +1: the sign of a pixel's motion where |excess_z| > z_pixel, else 0."""
+    return np.where(np.abs(excess_z) > cfg.z_pixel, np.sign(excess_z), 0).astype(np.int8)
+
+
 def residual_z(lon, lat, velocity, ref: Reference, cfg) -> tuple[np.ndarray, float] | tuple[None, None]:
     """The local residual / sigma (n,) of every pixel and the level (in sigma) a nested source's
     residual must pass (residual_z x sigma_r / sigma); (None, None) without residual_radius_m."""
     if cfg.residual_radius_m is None:
         return None, None
     excess = (velocity - ref.v0_mm_yr) / ref.sigma_mm_yr
-    sign = np.where(np.abs(excess) > cfg.z_pixel, np.sign(excess), 0).astype(np.int8)
+    sign = moving_sign(excess, cfg)
     residual = local_residual(lon, lat, velocity, sign, cfg.residual_radius_m)
     stable = residual[(np.abs(excess) < cfg.stable_clip_z) & np.isfinite(residual)]
     sigma_r = MAD_TO_SIGMA * float(np.median(np.abs(stable - np.median(stable))))
@@ -80,8 +85,7 @@ def local_steps(lon, lat, velocity, disp, t_years, ref: Reference, cfg) -> tuple
     step_split_f."""
     if cfg.step_split_f is None:
         return None
-    excess = (velocity - ref.v0_mm_yr) / ref.sigma_mm_yr
-    sign = np.where(np.abs(excess) > cfg.z_pixel, np.sign(excess), 0).astype(np.int8)
+    sign = moving_sign((velocity - ref.v0_mm_yr) / ref.sigma_mm_yr, cfg)
     f_stat, step = np.full(len(lon), np.nan), np.full(len(lon), np.nan)
     f_stat[sign != 0], step[sign != 0] = local_step(lon, lat, disp, t_years, sign, cfg.step_split_radius_m,
                                                     query=sign != 0)

@@ -68,15 +68,23 @@ def local_residual(lon_deg, lat_deg, velocity_mm_yr, moving_sign, radius_m: floa
     if n == 0 or rows.size == 0:
         return out
     xyz = np.column_stack(unit_vectors(np.radians(lon), np.radians(lat)))
+    for k, i, near in _neighbourhoods(xyz, sign, rows, radius_m):
+        out[k] = velocity[i] - np.median(velocity[near])
+    return out
+
+
+def _neighbourhoods(xyz: np.ndarray, sign: np.ndarray, rows: np.ndarray, radius_m: float):
+    """Yields (k, i, near) for each query pixel i = rows[k] that keeps at least MIN_NEIGHBOURS:
+    near, the index array of the pixels within radius_m great-circle metres of it (itself
+    included), those moving with the opposite sign left out. xyz: (n, 3) unit vectors; sign: (n,)
+    -1, 0 or +1."""
     chord = 2.0 * np.sin(0.5 * radius_m / EARTH_RADIUS_M)
-    neighbours = cKDTree(xyz).query_ball_point(xyz[rows], chord)
-    for k, (i, near) in enumerate(zip(rows, neighbours)):
+    for k, (i, near) in enumerate(zip(rows, cKDTree(xyz).query_ball_point(xyz[rows], chord))):
         near = np.asarray(near, np.int64)
         if sign[i] != 0:
             near = near[sign[near] != -sign[i]]
         if near.size >= MIN_NEIGHBOURS:
-            out[k] = velocity[i] - np.median(velocity[near])
-    return out
+            yield k, i, near
 
 
 def local_step(lon_deg, lat_deg, series_mm, t_years, moving_sign, radius_m: float,
@@ -109,15 +117,8 @@ def local_step(lon_deg, lat_deg, series_mm, t_years, moving_sign, radius_m: floa
     if n == 0 or rows.size == 0 or t.size < 2 * STEP_EDGE_EPOCHS + 6:
         return f_stat, step
     xyz = np.column_stack(unit_vectors(np.radians(lon), np.radians(lat)))
-    chord = 2.0 * np.sin(0.5 * radius_m / EARTH_RADIUS_M)
-    neighbours = cKDTree(xyz).query_ball_point(xyz[rows], chord)
     residual = np.full((rows.size, t.size), np.nan)
-    for k, (i, near) in enumerate(zip(rows, neighbours)):
-        near = np.asarray(near, np.int64)
-        if sign[i] != 0:
-            near = near[sign[near] != -sign[i]]
-        if near.size < MIN_NEIGHBOURS:
-            continue
+    for k, i, near in _neighbourhoods(xyz, sign, rows, radius_m):
         if near.size > MAX_STEP_NEIGHBOURS:
             by_distance = near[np.argsort(np.sum((xyz[near] - xyz[i]) ** 2, axis=1), kind="stable")]
             near = by_distance[np.linspace(0, near.size - 1, MAX_STEP_NEIGHBOURS).astype(np.int64)]
