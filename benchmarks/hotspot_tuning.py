@@ -12,9 +12,11 @@ not equal to, hotspot_scenes.py's, which is the benchmark of record. It exists t
 all 60 scenes in minutes (hotspot_scenes.py takes ~2.5 minutes a scene).
 
     .venv/bin/python benchmarks/hotspot_tuning.py [--half tune|held|fresh|fresh2|all] [--scenes ...]
-        [--noise clipped|all] [--set hotspots.KEY=VALUE ...]
+        [--noise clipped|all] [--bend] [--set hotspots.KEY=VALUE ...]
 
 ``--noise all``: v0 and sigma the median and 1.4826 x MAD of all velocities (before issue 17).
+``--bend``: also each source's share of moving pixels whose local series bends in their direction
+of motion (``local_bend``), summed up by source kind: a measurement, no rule uses it.
 """
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ from insarlake.config import load_config  # noqa: E402
 from insarlake.geo import EARTH_RADIUS_M, haversine_m  # noqa: E402
 from insarlake.hotspots.geometry import cluster_geometry  # noqa: E402
 from insarlake.hotspots.noise import MAD_TO_SIGMA, speed_z, stable_level  # noqa: E402
-from insarlake.hotspots.rate import best_step  # noqa: E402
-from insarlake.hotspots.residual import local_residual, local_step  # noqa: E402
+from insarlake.hotspots.rate import best_step, design  # noqa: E402
+from insarlake.hotspots.residual import local_residual, local_series, local_step  # noqa: E402
 from insarlake.hotspots.rims import grow_rims  # noqa: E402
 from insarlake.hotspots.scoring import match, scores  # noqa: E402
 from insarlake.hotspots.sources import cluster_parts  # noqa: E402
@@ -48,6 +50,8 @@ from insarlake.spatial.kernel import local_dbscan  # noqa: E402
 from insarlake.temporal.covariogram import bin_covariance, correlation_length_km, pair_covariance  # noqa: E402
 
 PAIRS = 200_000
+# --bend: a moving pixel bends when its local series' t^2 term has this F and the sign of its motion.
+BEND_F = 15.0
 
 
 def correlation_length(lon, lat, disp, cfg, seed: int = 0) -> float:
@@ -90,6 +94,41 @@ def local_steps(lon, lat, velocity, disp, t_years, ref: Reference, cfg) -> tuple
     f_stat[sign != 0], step[sign != 0] = local_step(lon, lat, disp, t_years, sign, cfg.step_split_radius_m,
                                                     query=sign != 0)
     return f_stat, step
+
+
+def local_bend(lon, lat, velocity, disp, t_years, ref: Reference, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """(F (n,), curvature (n,) mm/yr^2, signed: > 0 accelerating in the direction of motion) of the
+    moving pixels' ``local_series`` (step_split_radius_m): trend + seasons + t^2 against trend +
+    seasons; NaN elsewhere. A missing epoch takes the local series' mean."""
+    sign = moving_sign((velocity - ref.v0_mm_yr) / ref.sigma_mm_yr, cfg)
+    f_stat, curvature = np.full(len(lon), np.nan), np.full(len(lon), np.nan)
+    local = local_series(lon, lat, disp, sign, cfg.step_split_radius_m, sign != 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        local = np.where(np.isfinite(local), local, np.nanmean(local, axis=1, keepdims=True))
+    ok = np.isfinite(local).all(axis=1)
+    x0 = design(t_years)
+    x1 = np.column_stack([x0, (t_years - t_years.mean()) ** 2])
+    coef = local[ok] @ np.linalg.pinv(x1).T
+    rss1 = np.sum((local[ok] - coef @ x1.T) ** 2, axis=1)
+    rss0 = np.sum((local[ok] - (local[ok] @ np.linalg.pinv(x0).T) @ x0.T) ** 2, axis=1)
+    rows = np.flatnonzero(sign != 0)[ok]
+    f_stat[rows] = (rss0 - rss1) / (rss1 / (len(t_years) - x1.shape[1]))
+    curvature[rows] = 2.0 * coef[:, -1] * sign[rows]
+    return f_stat, curvature
+
+
+def bend_shares(truth, kinds: dict, moving: np.ndarray, f_stat, curvature, min_pixels: int) -> list[dict]:
+    """Per true source (0: ground no source covers) with >= min_pixels moving pixels: the share of
+    them that bend (``local_bend`` F >= BEND_F, curvature > 0) and their median F."""
+    out = []
+    for source in np.unique(truth[moving]):
+        m = moving & (truth == source)
+        if m.sum() >= min_pixels:
+            bends = (f_stat[m] >= BEND_F) & (curvature[m] > 0)
+            out.append({"source_id": int(source), "kind": kinds.get(int(source), "ground"), "moving": int(m.sum()),
+                        "bend_share": float(bends.mean()), "median_f": float(np.median(f_stat[m]))})
+    return out
 
 
 def event_step_f(series_mm: np.ndarray, excess_mm_yr: np.ndarray, t_years: np.ndarray) -> float:
@@ -142,7 +181,7 @@ def detect(lon, lat, velocity, ref: Reference, cfg, method: str = "significant",
     return label, retain(frame, cfg, method, ref)
 
 
-def run_scene(name: str, overrides: list[str], noise: str, detail: bool = False) -> dict:
+def run_scene(name: str, overrides: list[str], noise: str, detail: bool = False, bend: bool = False) -> dict:
     half, mix, scene_overrides = SCENES[name]
     config = load_config(ROOT / "conf" / "local.yaml", overrides=[*scene_overrides, *overrides])
     cfg = config.hotspots
@@ -182,9 +221,15 @@ def run_scene(name: str, overrides: list[str], noise: str, detail: bool = False)
                              [["hotspot_id", "n_pixels", "best_source_id", "jaccard", "matched", "velocity_z",
                                "standard_distance_km"]].to_string(index=False) + "\n")
     s, b = found["significant"], found["velocity_threshold"]
+    bends = []
+    if bend:
+        moving = np.abs(velocity - ref.v0_mm_yr) > cfg.z_pixel * ref.sigma_mm_yr
+        bends = bend_shares(truth, {src.source_id: src.kind for src in plan.sources}, moving,
+                            *local_bend(lon, lat, velocity, disp, plan.t_years, ref, cfg), cfg.min_source_pixels)
     return {"scene": name, "half": half, "mix": mix, "recall": s["recall"], "precision": s["precision"],
             "sources": s["sources"], "hotspots": s["hotspots"], "v0": ref.v0_mm_yr, "sigma": ref.sigma_mm_yr,
-            "eps_m": ref.eps_m, "baseline_recall": b["recall"], "baseline_precision": b["precision"]}
+            "eps_m": ref.eps_m, "baseline_recall": b["recall"], "baseline_precision": b["precision"],
+            "bends": [r | {"scene": name} for r in bends]}
 
 
 def main() -> int:
@@ -193,6 +238,8 @@ def main() -> int:
     p.add_argument("--scenes", nargs="+", choices=list(SCENES))
     p.add_argument("--noise", choices=("clipped", "all"), default="clipped")
     p.add_argument("--detail", action="store_true", help="print every source's and hotspot's match")
+    p.add_argument("--bend", action="store_true",
+                   help="also print, by source kind, the share of moving pixels whose local series bends")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -200,13 +247,21 @@ def main() -> int:
     rows = []
     for name in names:
         t0 = time.perf_counter()
-        rows.append(run_scene(name, args.overrides, args.noise, args.detail) | {"seconds": round(time.perf_counter() - t0, 1)})
+        rows.append(run_scene(name, args.overrides, args.noise, args.detail, args.bend) | {"seconds": round(time.perf_counter() - t0, 1)})
         r = rows[-1]
         sys.stdout.write(f"{name}: {r['recall']:.2f}/{r['precision']:.2f} (sigma {r['sigma']:.2f}, "
                          f"eps {r['eps_m']:.0f} m, {r['seconds']} s; velocity_threshold "
                          f"{r['baseline_recall']:.2f}/{r['baseline_precision']:.2f})\n")
         sys.stdout.flush()
     table = pd.DataFrame(rows)
+    if args.bend:
+        bends = pd.DataFrame([b for r in rows for b in r["bends"]])
+        summary = bends.groupby("kind").agg(sources=("bend_share", "size"), median_share=("bend_share", "median"),
+                                            min_share=("bend_share", "min"), max_share=("bend_share", "max"),
+                                            at_least_quarter=("bend_share", lambda x: int((x >= 0.25).sum())),
+                                            median_f=("median_f", "median"))
+        sys.stdout.write(f"moving pixels bending (F >= {BEND_F}, accelerating), by source kind:\n"
+                         + summary.round(2).to_string() + "\n")
     table["meets_bar"] = (table.recall >= 0.8) & (table.precision >= 0.8)
     table["baseline_meets_bar"] = (table.baseline_recall >= 0.8) & (table.baseline_precision >= 0.8)
     sys.stdout.write(table.groupby("half")[["recall", "precision", "meets_bar", "baseline_recall",

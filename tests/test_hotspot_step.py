@@ -7,7 +7,7 @@ import pytest
 from insarlake.geo import haversine_m
 from insarlake.hotspots.geometry import from_local_m
 from insarlake.hotspots.rate import STEP_EDGE_EPOCHS, best_step, best_steps, design
-from insarlake.hotspots.residual import MIN_NEIGHBOURS, local_step, step_cores
+from insarlake.hotspots.residual import MIN_NEIGHBOURS, local_series, local_step, step_cores
 from insarlake.hotspots.split import candidate_parts
 
 CENTRE = (11.35, 44.5)
@@ -58,6 +58,7 @@ def test_best_steps_rejects_bad_input():
 
 
 def test_the_local_step_is_the_best_step_of_the_series_minus_its_neighbours_median():
+    """local_series is the series minus its neighbours' median; local_step its best step."""
     rng = np.random.default_rng(1)
     n = 300
     x, y = rng.uniform(-1500, 1500, n), rng.uniform(-1500, 1500, n)
@@ -67,6 +68,7 @@ def test_the_local_step_is_the_best_step_of_the_series_minus_its_neighbours_medi
     sign = rng.choice(np.array([-1, 0, 1], np.int8), n)
     radius_m = 300.0
     f_stat, step = local_step(lon, lat, series, T_YEARS, sign, radius_m)
+    local = local_series(lon, lat, series, sign, radius_m)
     checked = 0
     for i in range(n):
         d = haversine_m(lon[i], lat[i], lon, lat)
@@ -77,9 +79,10 @@ def test_the_local_step_is_the_best_step_of_the_series_minus_its_neighbours_medi
             near &= sign != -sign[i]
         assert near.sum() < 64                         # below MAX_STEP_NEIGHBOURS: all are used
         if near.sum() < MIN_NEIGHBOURS:
-            assert np.isnan(f_stat[i]) and np.isnan(step[i])
+            assert np.isnan(f_stat[i]) and np.isnan(step[i]) and np.isnan(local[i]).all()
             continue
         residual = series[i] - np.nanmedian(series[near], axis=0)
+        np.testing.assert_array_equal(local[i], residual)      # the same median of the same values
         residual = np.where(np.isfinite(residual), residual, np.nanmean(residual))
         f_ref, _, step_ref = _brute_steps(residual[None, :], T_YEARS)
         assert f_stat[i] == pytest.approx(f_ref[0], rel=1e-8)

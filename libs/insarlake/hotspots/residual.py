@@ -87,37 +87,32 @@ def _neighbourhoods(xyz: np.ndarray, sign: np.ndarray, rows: np.ndarray, radius_
             yield k, i, near
 
 
-def local_step(lon_deg, lat_deg, series_mm, t_years, moving_sign, radius_m: float,
-               query: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(F (q,), step_mm (q,)) of the ``query`` pixels (bool mask (n,); None: all): the best single
-    step (``rate.best_steps``: beside a trend and an annual cycle) in the pixel's series minus the
-    median series of the pixels within ``radius_m`` great-circle metres of it (itself included;
-    the pixels moving with the opposite sign left out; at most MAX_STEP_NEIGHBOURS, evenly by
-    distance); NaN where fewer than MIN_NEIGHBOURS are left or the series is too short for a step.
-    A missing epoch of the residual series takes its mean over the pixel's other epochs.
+def local_series(lon_deg, lat_deg, series_mm, moving_sign, radius_m: float,
+                 query: np.ndarray | None = None) -> np.ndarray:
+    """Local series (q, T) float64 in mm of the ``query`` pixels (bool mask (n,); None: all): the
+    pixel's series minus the median series of the pixels within ``radius_m`` great-circle metres of
+    it (itself included; the pixels moving with the opposite sign left out; at most
+    MAX_STEP_NEIGHBOURS, evenly by distance). A row is NaN where fewer than MIN_NEIGHBOURS are
+    left, an epoch NaN where the pixel or all its neighbours miss it.
 
-    lon_deg, lat_deg: (n,); series_mm: (n, T) displacements (NaN: missing) at t_years (T,) years;
-    moving_sign: (n,) -1, 0 or +1, as ``local_residual``."""
+    lon_deg, lat_deg: (n,); series_mm: (n, T) displacements (NaN: missing); moving_sign: (n,) -1,
+    0 or +1, as ``local_residual``."""
     lon = np.asarray(lon_deg, np.float64)
     lat = np.asarray(lat_deg, np.float64)
     series = np.asarray(series_mm, np.float64)
-    t = np.asarray(t_years, np.float64)
     sign = np.asarray(moving_sign, np.int8)
     n = lon.shape[0]
     if lon.ndim != 1 or lat.shape != (n,) or sign.shape != (n,) or series.ndim != 2 or series.shape[0] != n:
         raise ValueError("lon_deg, lat_deg and moving_sign must be (n,) and series_mm (n, T)")
-    if t.shape != (series.shape[1],) or not np.isfinite(t).all():
-        raise ValueError(f"t_years must be finite and of shape (T,) = ({series.shape[1]},), got {t.shape}")
     if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
         raise ValueError("lon_deg and lat_deg must be finite")
     if not radius_m > 0:
         raise ValueError(f"radius_m must be > 0, got {radius_m}")
     rows = np.arange(n) if query is None else np.flatnonzero(np.asarray(query, bool))
-    f_stat, step = np.full(rows.size, np.nan), np.full(rows.size, np.nan)
-    if n == 0 or rows.size == 0 or t.size < 2 * STEP_EDGE_EPOCHS + 6:
-        return f_stat, step
+    residual = np.full((rows.size, series.shape[1]), np.nan)
+    if n == 0 or rows.size == 0:
+        return residual
     xyz = np.column_stack(unit_vectors(np.radians(lon), np.radians(lat)))
-    residual = np.full((rows.size, t.size), np.nan)
     for k, i, near in _neighbourhoods(xyz, sign, rows, radius_m):
         if near.size > MAX_STEP_NEIGHBOURS:
             by_distance = near[np.argsort(np.sum((xyz[near] - xyz[i]) ** 2, axis=1), kind="stable")]
@@ -125,14 +120,32 @@ def local_step(lon_deg, lat_deg, series_mm, t_years, moving_sign, radius_m: floa
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)     # an epoch no neighbour has: NaN
             residual[k] = series[i] - np.nanmedian(series[near], axis=0)
+    return residual
+
+
+def local_step(lon_deg, lat_deg, series_mm, t_years, moving_sign, radius_m: float,
+               query: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(F (q,), step_mm (q,)) of the ``query`` pixels (bool mask (n,); None: all): the best single
+    step (``rate.best_steps``: beside a trend and an annual cycle) in the pixel's ``local_series``
+    (radius_m); NaN where it has no local series or one too short for a step. A missing epoch of
+    the local series takes its mean over the pixel's other epochs.
+
+    lon_deg, lat_deg: (n,); series_mm: (n, T) displacements (NaN: missing) at t_years (T,) years;
+    moving_sign: (n,) -1, 0 or +1, as ``local_residual``."""
+    t = np.asarray(t_years, np.float64)
+    residual = local_series(lon_deg, lat_deg, series_mm, moving_sign, radius_m, query)
+    if t.shape != (residual.shape[1],) or not np.isfinite(t).all():
+        raise ValueError(f"t_years must be finite and of shape (T,) = ({residual.shape[1]},), got {t.shape}")
+    f_stat, step = np.full(residual.shape[0], np.nan), np.full(residual.shape[0], np.nan)
     finite = np.isfinite(residual)
     enough = finite.sum(axis=1) >= 2 * STEP_EDGE_EPOCHS + 6
+    if not enough.any():
+        return f_stat, step
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(residual[enough], axis=1, keepdims=True)
     filled = np.where(finite[enough], residual[enough], mean)
-    if filled.shape[0]:
-        f_stat[enough], _, step[enough] = best_steps(filled, t)
+    f_stat[enough], _, step[enough] = best_steps(filled, t)
     return f_stat, step
 
 
