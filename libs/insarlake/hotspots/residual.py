@@ -133,10 +133,15 @@ def local_step(lon_deg, lat_deg, series_mm, t_years, moving_sign, radius_m: floa
     lon_deg, lat_deg: (n,); series_mm: (n, T) displacements (NaN: missing) at t_years (T,) years;
     moving_sign: (n,) -1, 0 or +1, as ``local_residual``."""
     t = np.asarray(t_years, np.float64)
-    residual = local_series(lon_deg, lat_deg, series_mm, moving_sign, radius_m, query)
-    if t.shape != (residual.shape[1],) or not np.isfinite(t).all():
-        raise ValueError(f"t_years must be finite and of shape (T,) = ({residual.shape[1]},), got {t.shape}")
-    f_stat, step = np.full(residual.shape[0], np.nan), np.full(residual.shape[0], np.nan)
+    shape = np.shape(series_mm)
+    if len(shape) == 2 and (t.shape != (shape[1],) or not np.isfinite(t).all()):
+        raise ValueError(f"t_years must be finite and of shape (T,) = ({shape[1]},), got {t.shape}")
+    wanted = np.ones(np.size(lon_deg), bool) if query is None else np.asarray(query, bool)
+    short = t.size < 2 * STEP_EDGE_EPOCHS + 6           # no step fits: the neighbours are not searched
+    residual = local_series(lon_deg, lat_deg, series_mm, moving_sign, radius_m, wanted & (not short))
+    f_stat, step = np.full(int(wanted.sum()), np.nan), np.full(int(wanted.sum()), np.nan)
+    if short:
+        return f_stat, step
     finite = np.isfinite(residual)
     enough = finite.sum(axis=1) >= 2 * STEP_EDGE_EPOCHS + 6
     if not enough.any():
